@@ -1,0 +1,88 @@
+"""The Typer app, the options every command shares, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from hookctl import __version__
+from hookctl.errors import ExitCode, HookctlError
+
+app = typer.Typer(
+    name="hookctl",
+    help=(
+        "Turn helpdesk ticket events into webhooks, reliably.\n\n"
+        "Rules (YAML) say which events to match and which request to send; `fire` sends them, "
+        "every delivery and attempt is recorded in SQLite, and `retry-loop` retries failures."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # secrets live in local variables
+    rich_markup_mode="rich",
+    add_completion=True,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RulesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rules",
+        "-r",
+        help="Rule file or directory of *.yaml files (repeatable). Default: $HOOKCTL_RULES.",
+        show_default=False,
+    ),
+]
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLite file for deliveries. Default: $HOOKCTL_DB, else the app dir (see `hookctl db path`).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print NDJSON: one JSON object per line.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hookctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Turn helpdesk ticket events into webhooks, reliably."""
+
+
+def handle_errors(func: F) -> F:
+    """Print HookctlError as `Error: ...` on stderr and exit with its code (traceback with HOOKCTL_DEBUG=1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HookctlError as exc:
+            if os.environ.get("HOOKCTL_DEBUG"):
+                traceback.print_exc()
+            message = str(exc)
+            prefix = "Error: " if "\n" not in message else "Error:\n  "
+            sys.stderr.write(prefix + message.replace("\n", "\n  ") + "\n")
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("Interrupted.\n")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def exit_with(code: ExitCode) -> None:
+    """Leave with a documented exit code (0 returns normally)."""
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))

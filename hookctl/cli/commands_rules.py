@@ -1,0 +1,45 @@
+"""`validate`: checking rules before they go live."""
+
+from __future__ import annotations
+
+import sys
+
+from hookctl.cli.app import JsonOption, RulesOption, app, handle_errors
+from hookctl.cli.commands_send import _rule_paths
+
+
+@app.command()
+@handle_errors
+def validate(rules_paths: RulesOption = None, json_lines: JsonOption = False) -> None:
+    """Check rule files strictly and list the rules they define.
+
+    Unknown keys, bad operators, methods or formats, duplicate names, template syntax
+    errors and likely typos in template variables are reported with file, line, rule and
+    field. Exit code 0 when every rule is valid, 3 otherwise.
+
+    Example: hookctl validate -r examples/rules
+    """
+    from hookctl.output import Printer
+    from hookctl.rules import load_rules
+
+    rules = load_rules(_rule_paths(rules_paths))
+    printer = Printer(json_lines=json_lines)
+    for rule in rules:
+        if json_lines:
+            printer.json(
+                {
+                    "name": rule.name,
+                    "source": rule.source,
+                    "line": rule.line,
+                    "on": list(rule.on),
+                    "method": rule.webhook.method,
+                    "url": rule.webhook.url,
+                    "format": rule.webhook.format,
+                    "retry": rule.retry.describe(),
+                    "timeout": rule.timeout,
+                    "enabled": rule.enabled,
+                }
+            )
+        else:
+            sys.stdout.write(f"ok  {rule.name}  ({rule.source}:{rule.line})\n")
+    sys.stderr.write(f"{len(rules)} rule{'s' if len(rules) != 1 else ''} valid\n")

@@ -1,0 +1,207 @@
+"""`fire` and `retry-loop`: the commands that send."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from hookctl.cli.app import DbOption, JsonOption, QuietOption, RulesOption, app, exit_with, handle_errors
+from hookctl.errors import ExitCode, UsageError
+
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", "-c", min=1, max=1000, help="Attempts in flight at once.")
+]
+PerHostOption = Annotated[
+    int,
+    typer.Option("--per-host", min=1, max=1000, help="Attempts in flight to one host, so a slow host cannot stall the rest."),
+]
+LeaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--lease",
+        help="How long a claimed delivery stays ours before another process may take it over "
+        "(default: the attempt's timeout + 2m).",
+        hidden=True,
+        envvar="HOOKCTL_LEASE",
+    ),
+]
+
+
+def _lease(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from hookctl.policy import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"--lease: {exc}") from None
+
+
+@app.command()
+@handle_errors
+def fire(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(help="Event files (a JSON object, a JSON array, or NDJSON). '-' or none: stdin.", show_default=False),
+    ] = None,
+    rules_paths: RulesOption = None,
+    db: DbOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Match and render, print each request exactly (secrets masked); send nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Send events already delivered for a rule again.")] = False,
+    concurrency: ConcurrencyOption = 50,
+    per_host: PerHostOption = 20,
+    json_lines: JsonOption = False,
+    quiet: QuietOption = False,
+    lease: LeaseOption = None,
+) -> None:
+    """Match events against rules and send the webhooks.
+
+    Each delivery is written to the database before it is sent; failures wait there for
+    `hookctl retry-loop`. One line per delivery on stdout, a summary on stderr.
+
+    Example: hookctl fire -r examples/rules examples/events/ticket-created.json
+
+    Exit codes: 0 every event read and every delivery succeeded or is queued for retry;
+    1 an event could not be read or a delivery failed for good; 2 usage; 3 invalid rules.
+    """
+    from hookctl import paths
+    from hookctl.deliver import Options, Pipeline
+    from hookctl.events import read_events
+    from hookctl.output import Printer
+    from hookctl.rules import load_rules
+
+    sources = files or ["-"]
+    if sources == ["-"] and sys.stdin.isatty():
+        raise UsageError("no events: give event files, or pipe events to stdin (see hookctl fire --help)")
+    rules = load_rules(_rule_paths(rules_paths))
+    printer = Printer(json_lines=json_lines, quiet=quiet)
+    options = Options(environ=os.environ, force=force, dry_run=dry_run, lease_seconds=_lease(lease))
+    events = read_events(sources, sys.stdin.buffer)
+
+    def bad_event(bad: object) -> None:
+        printer.diagnostic(f"Error: {bad}")
+
+    store = None
+    if not dry_run:
+        from hookctl.store import Store
+
+        store = Store(paths.db_path(db))
+    pipeline = Pipeline(store, options, printer.report, bad_event)
+    try:
+        summary = asyncio.run(_fire(pipeline, events, rules, concurrency, per_host, dry_run))
+    finally:
+        if store is not None:
+            store.close()
+    printer.summary(summary)
+    exit_with(ExitCode.FAILED if summary.bad_events or summary.failed else ExitCode.OK)
+
+
+async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_run: bool):  # type: ignore[no-untyped-def]
+    if dry_run:
+        return await pipeline.fire(events, rules, None)
+    from hookctl.dispatch import Sender
+
+    async with Sender(concurrency=concurrency, per_host=per_host) as sender:
+        return await pipeline.fire(events, rules, sender)
+
+
+def _rule_paths(flags: list[str] | None) -> list:  # type: ignore[type-arg]
+    from hookctl import paths
+
+    found = paths.rule_paths(flags)
+    if not found:
+        raise UsageError("no rules: pass --rules PATH (a file or a directory) or set HOOKCTL_RULES")
+    return found
+
+
+@app.command("retry-loop")
+@handle_errors
+def retry_loop(
+    db: DbOption = None,
+    every: Annotated[
+        str | None,
+        typer.Option("--every", help="Keep running: look for due deliveries this often (e.g. 30s) until SIGINT/SIGTERM."),
+    ] = None,
+    concurrency: ConcurrencyOption = 50,
+    per_host: PerHostOption = 20,
+    json_lines: JsonOption = False,
+    quiet: QuietOption = False,
+    lease: LeaseOption = None,
+) -> None:
+    """Send every delivery whose next attempt is due, then exit (or keep polling with --every).
+
+    Made for cron: `*/5 * * * * hookctl retry-loop`. The stored requests are complete, so no
+    rule files are needed; secrets are read from the environment when each attempt is made.
+    Several retry-loops may run at once: each delivery is claimed by one of them.
+
+    Example: hookctl retry-loop --every 30s
+    """
+    from hookctl import paths
+    from hookctl.store import Store
+
+    interval = None
+    if every is not None:
+        from hookctl.policy import parse_duration
+
+        try:
+            interval = parse_duration(every)
+        except ValueError as exc:
+            raise UsageError(f"--every: {exc}") from None
+    store = Store(paths.db_path(db))
+    try:
+        if interval is None and not store.due_count(_now()):
+            # Nothing due: leave before importing the HTTP and template machinery (cron runs this often).
+            if not quiet:
+                sys.stderr.write("nothing due\n")
+            return
+        summary = asyncio.run(_drain(store, interval, concurrency, per_host, json_lines, quiet, _lease(lease)))
+    finally:
+        store.close()
+    exit_with(ExitCode.OK if not summary.failed else ExitCode.FAILED)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+async def _drain(store, interval, concurrency, per_host, json_lines, quiet, lease):  # type: ignore[no-untyped-def]
+    from hookctl.deliver import Options, Pipeline, Summary
+    from hookctl.dispatch import Sender
+    from hookctl.output import Printer
+
+    printer = Printer(json_lines=json_lines, quiet=quiet)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
+            pass
+    total = Summary()
+    async with Sender(concurrency=concurrency, per_host=per_host) as sender:
+        while True:
+            pipeline = Pipeline(store, Options(environ=os.environ, lease_seconds=lease), printer.report)
+            summary = await pipeline.drain(sender, stop=stop)
+            for name in ("deliveries", "succeeded", "pending", "failed"):
+                setattr(total, name, getattr(total, name) + getattr(summary, name))
+            if interval is None or stop.is_set():
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+    if not quiet:
+        sys.stderr.write(
+            f"sent {total.deliveries}: {total.succeeded} succeeded, {total.pending} rescheduled, {total.failed} failed\n"
+        )
+    return total

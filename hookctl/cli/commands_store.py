@@ -1,0 +1,222 @@
+"""`log`, `replay`, `purge` and `db`: reading and tending the delivery database."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from hookctl.cli.app import DbOption, JsonOption, app, handle_errors
+from hookctl.errors import UsageError
+
+STATUSES = ("pending", "succeeded", "failed")
+LOG_COLUMNS = [
+    ("updated", "Last update"),
+    ("status", "Status"),
+    ("attempts", "Attempts"),
+    ("url", "URL"),
+    ("error", "Error"),
+    ("rule", "Rule"),
+    ("ticket", "Ticket"),
+    ("id", "ID"),
+]
+
+db_app = typer.Typer(help="Where the delivery database is.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _since(value: str | None, option: str = "--since") -> float | None:
+    if value is None:
+        return None
+    from hookctl.policy import parse_duration
+
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _status(value: str | None) -> str | None:
+    if value is not None and value not in STATUSES:
+        raise UsageError(f"--status: expected one of {', '.join(STATUSES)}, got {value!r}")
+    return value
+
+
+def _open(db: str | None, *, must_exist: bool = True) -> Any:
+    from hookctl import paths
+    from hookctl.store import Store
+
+    path = paths.db_path(db)
+    if must_exist and not path.exists():
+        raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")
+    return Store(path)
+
+
+@db_app.command("path")
+def db_path(db: DbOption = None) -> None:
+    """Print where the delivery database is (or will be)."""
+    from hookctl import paths
+
+    typer.echo(str(paths.db_path(db)))
+
+
+@app.command()
+@handle_errors
+def log(
+    delivery_id: Annotated[
+        str | None, typer.Argument(help="Show one delivery (an id or a unique prefix): its request and every attempt.")
+    ] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="pending, succeeded or failed.")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule's deliveries.")] = None,
+    ticket: Annotated[str | None, typer.Option("--ticket", "-t", help="Only this ticket's deliveries.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only deliveries created in this window, e.g. 2h or 1d.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="How many, newest first (0 = all).")] = 50,
+    db: DbOption = None,
+    json_lines: JsonOption = False,
+) -> None:
+    """The execution log: deliveries newest first, with status, attempts, URL, error, rule and ticket.
+
+    Example: hookctl log --status failed --since 1d
+    """
+    from hookctl.output import iso, rows_table, short_time, use_color
+
+    store = _open(db)
+    try:
+        if delivery_id is not None:
+            _show_one(store, delivery_id, json_lines)
+            return
+        rows = store.query(
+            status=_status(status), rule=rule, ticket=ticket, since=_since(since), limit=limit or None
+        )
+        if json_lines:
+            from hookctl.output import Printer
+
+            printer = Printer(json_lines=True)
+            for row in rows:
+                printer.json(log_record(row, iso))
+            return
+        color = use_color(sys.stdout)
+        table = ({**row, "updated": short_time(row["updated_at"])} for row in rows)
+        rows_table(table, LOG_COLUMNS, color=color)
+    finally:
+        store.close()
+
+
+def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
+    """A delivery as `log --json` prints it."""
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "method": row["method"],
+        "url": row["url"],
+        "error": row["error"],
+        "status_code": row.get("last_status_code"),
+        "rule": row["rule"],
+        "ticket": row["ticket"],
+        "event_id": row["event_id"],
+        "event": row.get("event_name"),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "next_attempt_at": iso(row["next_attempt_at"]),
+    }
+
+
+def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
+    from hookctl.output import Printer, iso, request_dict, short_time
+    from hookctl.render import Request
+
+    row = store.get(delivery_id)
+    if row is None:
+        raise UsageError(f"no delivery {delivery_id!r}")
+    masked = Request.from_dict(row["request"]).masked() if row.get("request", {}).get("method") else None
+    attempts = [
+        {
+            "number": a["number"],
+            "started_at": iso(a["started_at"]),
+            "duration_ms": round(a["duration_ms"] or 0, 1),
+            "status_code": a["status_code"],
+            "error": a["error"],
+            "response_body": a["response_body"],
+        }
+        for a in row["attempts"]
+    ]
+    if json_lines:
+        record = log_record(row, iso)
+        record["request"] = request_dict(masked) if masked else None
+        record["attempts_detail"] = attempts
+        Printer(json_lines=True).json(record)
+        return
+    out = sys.stdout
+    out.write(f"{row['id']}  {row['status']}  rule {row['rule']}  ticket {row['ticket'] or '-'}\n")
+    out.write(f"created {short_time(row['created_at'])}, updated {short_time(row['updated_at'])}")
+    if row["next_attempt_at"]:
+        out.write(f", next attempt {short_time(row['next_attempt_at'])}")
+    out.write("\n\n")
+    if masked:
+        out.write(f"{masked.method} {masked.url}\n")
+        for k, v in masked.headers:
+            out.write(f"{k}: {v}\n")
+        if masked.body is not None:
+            out.write(f"\n{masked.body}\n")
+    if row["error"] and not attempts:
+        out.write(f"\nerror: {row['error']}\n")
+    for a in attempts:
+        outcome = f"HTTP {a['status_code']}" if a["status_code"] else "no response"
+        if a["error"]:
+            outcome += f" - {a['error']}"
+        out.write(f"\nattempt {a['number']}  {a['started_at']}  {a['duration_ms']:.0f} ms  {outcome}\n")
+        if a["response_body"]:
+            out.write("  " + a["response_body"].replace("\n", "\n  ") + "\n")
+
+
+@app.command()
+@handle_errors
+def replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids to send again.", show_default=False)] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="Replay every delivery with this status.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="With --status: only those created in this window.")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="With --status: only this rule's.")] = None,
+    now: Annotated[bool, typer.Option("--now", help="Send them right away instead of leaving them for retry-loop.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Put deliveries back in the queue, due now, with the same id (receivers can de-duplicate).
+
+    Example: hookctl replay --status failed --since 1d --now
+    """
+    if not ids and status is None:
+        raise UsageError("name delivery ids, or select them with --status (see hookctl replay --help)")
+    store = _open(db)
+    try:
+        requeued = store.requeue(
+            ids=ids or (), status=_status(status), rule=rule, since=_since(since), now=time.time()
+        )
+    finally:
+        store.close()
+    sys.stderr.write(f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n")
+    if now and requeued:
+        from hookctl.cli.commands_send import retry_loop
+
+        retry_loop(db=db, every=None, concurrency=50, per_host=20, json_lines=False, quiet=False, lease=None)
+
+
+@app.command()
+@handle_errors
+def purge(
+    older_than: Annotated[str, typer.Option("--older-than", help="Delete finished deliveries last updated before this, e.g. 30d.")],
+    db: DbOption = None,
+) -> None:
+    """Delete succeeded and failed deliveries (and their attempts) older than a window. Pending ones stay.
+
+    Example: hookctl purge --older-than 30d
+    """
+    cutoff = _since(older_than, "--older-than")
+    assert cutoff is not None
+    store = _open(db)
+    try:
+        count = store.purge(older_than=cutoff)
+    finally:
+        store.close()
+    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted\n")

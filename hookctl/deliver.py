@@ -1,0 +1,498 @@
+"""The delivery pipeline: match events to rules, write deliveries to the store, send, record.
+
+Every request is in the store before it is sent (the outbox), claimed by this process with a
+lease, so a crash mid-request leaves it `pending` for `retry-loop` to send again with the same
+id. Sending is concurrent; outcomes are written back in batches, and a delivery is reported
+only once its outcome is on record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import queue
+import secrets as _secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hookctl.dispatch import Outcome, Sender
+from hookctl.errors import RenderError
+from hookctl.events import BadEvent, Event
+from hookctl.policy import PRESETS, RetryPolicy, classify, next_attempt_at
+from hookctl.render import MaskedRequest, Request, render_request, render_text, resolve
+from hookctl.rules import Rule, webhook_from_dict, webhook_to_dict
+from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery_id
+
+ReportStatus = Literal["succeeded", "pending", "failed", "duplicate", "dry-run"]
+BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
+FLUSH_SECONDS = 0.05
+LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it
+
+
+@dataclass(slots=True)
+class Report:
+    """One delivery's result, as `fire` and `retry-loop` print it."""
+
+    rule: str
+    status: ReportStatus
+    method: str
+    url: str
+    delivery_id: str | None = None
+    event_id: str | None = None
+    ticket: str | None = None
+    source: str | None = None
+    line: int | None = None
+    attempts: int = 0
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+    next_attempt_at: float | None = None
+    request: MaskedRequest | None = None
+
+
+@dataclass
+class Summary:
+    """Counts for the closing line on stderr and for the exit code."""
+
+    events: int = 0
+    bad_events: int = 0
+    deliveries: int = 0
+    succeeded: int = 0
+    pending: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    dry_run: int = 0
+    lost_leases: int = 0
+
+    def add(self, report: Report) -> None:
+        """Count one report."""
+        self.deliveries += 1
+        if report.status == "dry-run":
+            self.dry_run += 1
+        elif report.status == "duplicate":
+            self.duplicates += 1
+        else:
+            setattr(self, report.status, getattr(self, report.status) + 1)
+
+
+@dataclass
+class Options:
+    """How a pipeline run behaves; the CLI fills it from flags."""
+
+    environ: Mapping[str, str]
+    clock: Callable[[], float] = time.time
+    force: bool = False
+    dry_run: bool = False
+    lease_seconds: float | None = None  # None: the attempt's timeout plus LEASE_MARGIN
+    batch: int = BATCH
+
+
+@dataclass
+class _Job:
+    claim: Claim
+    source: str | None = None
+    line: int | None = None
+    render_error: str | None = None
+
+
+@dataclass
+class _Done:
+    job: _Job
+    result: AttemptResult
+    outcome: Outcome | None
+
+
+def event_ticket(rule: Rule | None, data: Mapping[str, Any], request_ticket: str | None = None) -> str | None:
+    """The ticket number for the log: a rule's `ticket:`, else `ticket.id`, else a bare payload's `Id`."""
+    if request_ticket:
+        return request_ticket
+    ticket = data.get("ticket")
+    if isinstance(ticket, Mapping) and isinstance(ticket.get("id"), str | int):
+        return str(ticket["id"])
+    if isinstance(data.get("Id"), str | int):
+        return str(data["Id"])
+    return None
+
+
+def dedupe_key(data: Mapping[str, Any]) -> str:
+    """Same top-level `id`, or identical content when there is none, is the same event."""
+    event_id = data.get("id")
+    if isinstance(event_id, str | int) and not isinstance(event_id, bool):
+        return f"id:{event_id}"
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Pipeline:
+    """Runs `fire` (events in) and `drain` (the retry queue) over one store and one sender."""
+
+    def __init__(
+        self,
+        store: Store | None,
+        options: Options,
+        emit: Callable[[Report], None],
+        on_bad_event: Callable[[BadEvent], None] = lambda bad: None,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.emit = emit
+        self.on_bad_event = on_bad_event
+        self.summary = Summary()
+        self.token = _secrets.token_hex(16)
+        self._done: list[_Done] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._notices: set[asyncio.Task[None]] = set()  # apart from _tasks: _start waits on those
+        self._sender: Sender | None = None
+
+    # --- fire -------------------------------------------------------------------------------
+
+    async def fire(self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None) -> Summary:
+        """Match, store, send and record every event; returns the counts."""
+        self._sender = sender
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            async for batch in _batches(events, self.options.batch):
+                jobs: list[tuple[NewDelivery, _Job]] = []
+                for item in batch:
+                    if isinstance(item, BadEvent):
+                        self.summary.bad_events += 1
+                        self.on_bad_event(item)
+                        continue
+                    self.summary.events += 1
+                    for rule in rules:
+                        if rule.matches(item.name, item.data):
+                            planned = self._plan(rule, item)
+                            if planned is not None:
+                                jobs.append(planned)
+                if jobs:
+                    await self._submit(jobs)
+            await self._finish()
+        finally:
+            flusher.cancel()
+        return self.summary
+
+    def _plan(self, rule: Rule, event: Event) -> tuple[NewDelivery, _Job] | None:
+        now = self.options.clock()
+        data = event.data
+        render_error = None
+        try:
+            request = render_request(
+                rule.webhook, data, environ=self.options.environ, extra={"rule": {"name": rule.name}}
+            )
+            ticket = event_ticket(rule, data, self._rule_ticket(rule, data))
+        except RenderError as exc:
+            render_error = f"cannot render the request: {exc}"
+            request = Request(rule.webhook.method, rule.webhook.url, (), None, rule.webhook.format)
+            ticket = event_ticket(rule, data)
+        if self.options.dry_run:
+            report = Report(
+                rule=rule.name,
+                status="dry-run" if render_error is None else "failed",
+                method=request.method,
+                url=request.masked().url,
+                event_id=event.event_id,
+                ticket=ticket,
+                source=event.source,
+                line=event.line,
+                error=render_error,
+                request=request.masked() if render_error is None else None,
+            )
+            self.summary.add(report)
+            self.emit(report)
+            return None
+        key = dedupe_key(data)
+        if self.options.force:
+            key = None
+        new = NewDelivery(
+            id=new_delivery_id(now),
+            rule=rule.name,
+            event_id=event.event_id,
+            event_name=event.name,
+            ticket=ticket,
+            dedupe_key=key,
+            method=request.method,
+            url=request.masked().url,
+            request=request.to_dict(),
+            policy=(PRESETS["none"] if render_error else rule.retry).to_dict(),
+            timeout=rule.timeout,
+            accept=rule.accept,
+            on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
+            event=dict(data) if rule.on_failure else None,
+        )
+        return new, _Job(_claim_of(new, self.token), event.source, event.line, render_error)
+
+    def _rule_ticket(self, rule: Rule, data: Mapping[str, Any]) -> str | None:
+        if rule.ticket is None:
+            return None
+        value = render_text(rule.ticket, {**data, "rule": {"name": rule.name}}, where="ticket")
+        return value or None
+
+    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> None:
+        assert self.store is not None
+        now = self.options.clock()
+        lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
+        results = self.store.enqueue([n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease)
+        for (new, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
+            if not inserted:
+                report = Report(
+                    rule=new.rule,
+                    status="duplicate",
+                    method=new.method,
+                    url=new.url,
+                    delivery_id=delivery_id,
+                    event_id=new.event_id,
+                    ticket=new.ticket,
+                    source=job.source,
+                    line=job.line,
+                )
+                self.summary.add(report)
+                self.emit(report)
+                continue
+            if job.render_error is not None:
+                self._record(job, None, job.render_error)
+                continue
+            await self._start(job)
+
+    # --- retry-loop ---------------------------------------------------------------------------
+
+    async def drain(self, sender: Sender, *, stop: asyncio.Event | None = None) -> Summary:
+        """Send every due delivery once (as claimed now); returns the counts."""
+        assert self.store is not None
+        self._sender = sender
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            while stop is None or not stop.is_set():
+                room = max(1, sender.concurrency * 2 - len(self._tasks))
+                lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
+                claims = self.store.claim(
+                    now=self.options.clock(), limit=min(room, self.options.batch), lease_seconds=lease, token=self.token
+                )
+                if not claims:
+                    break
+                for claim in claims:
+                    await self._start(_Job(claim))
+            await self._finish()
+        finally:
+            flusher.cancel()
+        return self.summary
+
+    # --- attempts -------------------------------------------------------------------------------
+
+    async def _start(self, job: _Job) -> None:
+        # Bound the work in flight: reading and claiming wait here, so memory stays flat.
+        assert self._sender is not None
+        while len(self._tasks) >= self._sender.concurrency * 2:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._attempt(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, job: _Job) -> None:
+        assert self._sender is not None
+        claim = job.claim
+        request = Request.from_dict(claim.request)
+        try:
+            resolved = resolve(request, self.options.environ)
+        except RenderError as exc:
+            self._record(job, None, str(exc), permanent=False)
+            return
+        secret_values = tuple(self.options.environ[name] for name in request.secrets)
+        outcome = await self._sender.send(resolved, timeout=claim.timeout, secrets=secret_values)
+        self._record(job, outcome, outcome.error)
+        if len(self._done) >= self.options.batch:
+            self._flush()
+
+    def _record(self, job: _Job, outcome: Outcome | None, error: str | None, permanent: bool = True) -> None:
+        claim = job.claim
+        now = self.options.clock()
+        attempts = claim.attempts + 1
+        first = claim.first_attempt_at or (outcome.started_at if outcome else now)
+        if outcome is None:
+            verdict = "permanent" if permanent else "retry"
+        else:
+            verdict = classify(outcome.status_code, accept=claim.accept)
+        next_at = None
+        if verdict == "success":
+            status = "succeeded"
+            error = None
+        elif verdict == "retry":
+            next_at = next_attempt_at(
+                RetryPolicy.from_dict(claim.policy),
+                attempts=attempts,
+                first_attempt_at=first,
+                now=now,
+                retry_after=outcome.retry_after if outcome else None,
+            )
+            status = "pending" if next_at is not None else "failed"
+        else:
+            status = "failed"
+        result = AttemptResult(
+            delivery_id=claim.id,
+            token=claim.token,
+            started_at=outcome.started_at if outcome else now,
+            duration_ms=outcome.duration_ms if outcome else 0.0,
+            status_code=outcome.status_code if outcome else None,
+            error=error,
+            response_headers=outcome.response_headers if outcome else None,
+            response_body=outcome.response_body if outcome else None,
+            status=status,
+            next_attempt_at=next_at,
+        )
+        self._done.append(_Done(job, result, outcome))
+
+    def _flush(self) -> None:
+        if not self._done or self.store is None:
+            return
+        done, self._done = self._done, []
+        applied = self.store.complete([d.result for d in done], now=self.options.clock())
+        notices: list[tuple[NewDelivery, _Job]] = []
+        for item, ok in zip(done, applied, strict=True):
+            claim, result = item.job.claim, item.result
+            if not ok:
+                # Another process took this delivery over after our lease ran out; its outcome wins.
+                self.summary.lost_leases += 1
+                continue
+            report = Report(
+                rule=claim.rule,
+                status=result.status,
+                method=claim.method,
+                url=claim.url,
+                delivery_id=claim.id,
+                event_id=claim.event_id,
+                ticket=claim.ticket,
+                source=item.job.source,
+                line=item.job.line,
+                attempts=claim.attempts + 1,
+                status_code=result.status_code,
+                error=result.error,
+                duration_ms=result.duration_ms,
+                next_attempt_at=result.next_attempt_at,
+            )
+            self.summary.add(report)
+            self.emit(report)
+            if result.status == "failed" and claim.on_failure:
+                notice = self._failure_notice(claim, result)
+                if notice is not None:
+                    notices.append(notice)
+        if notices:
+            # Schedule, not await: _flush runs inside attempts and the flusher.
+            task = asyncio.ensure_future(self._submit(notices))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+
+    def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job] | None:
+        """The rule's `on_failure` webhook, once, with the failed delivery in its context."""
+        assert claim.on_failure is not None
+        webhook = webhook_from_dict(claim.on_failure)
+        event = claim.event or {}
+        delivery = {
+            "id": claim.id,
+            "rule": claim.rule,
+            "url": claim.url,
+            "method": claim.method,
+            "status": result.status,
+            "attempts": claim.attempts + 1,
+            "error": result.error,
+            "status_code": result.status_code,
+            "ticket": claim.ticket,
+        }
+        now = self.options.clock()
+        error = None
+        try:
+            request = render_request(
+                webhook, event, environ=self.options.environ, extra={"delivery": delivery, "rule": {"name": claim.rule}}
+            )
+        except RenderError as exc:
+            error = f"cannot render the request: {exc}"
+            request = Request(webhook.method, webhook.url, (), None, webhook.format)
+        new = NewDelivery(
+            id=new_delivery_id(now),
+            rule=f"{claim.rule}:on_failure",
+            event_id=claim.event_id,
+            event_name="delivery.failed",
+            ticket=claim.ticket,
+            dedupe_key=f"on_failure:{claim.id}",
+            method=request.method,
+            url=request.masked().url,
+            request=request.to_dict(),
+            policy=PRESETS["none"].to_dict(),
+            timeout=claim.timeout,
+            accept="2xx-3xx",
+        )
+        return new, _Job(_claim_of(new, self.token), render_error=error)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self._flush()
+
+    async def _finish(self) -> None:
+        while self._tasks or self._notices:
+            await asyncio.gather(*self._tasks, *self._notices)
+            self._flush()
+        self._flush()
+
+
+def _claim_of(new: NewDelivery, token: str) -> Claim:
+    return Claim(
+        id=new.id,
+        token=token,
+        rule=new.rule,
+        ticket=new.ticket,
+        url=new.url,
+        method=new.method,
+        request=new.request,
+        policy=new.policy,
+        timeout=new.timeout,
+        accept=new.accept,
+        attempts=0,
+        first_attempt_at=None,
+        on_failure=new.on_failure,
+        event=new.event,
+        event_id=new.event_id,
+    )
+
+
+_DONE = object()
+
+
+async def _batches(events: Iterable[Event | BadEvent], size: int) -> Any:
+    """Read events in a thread (stdin may block) and yield what is ready, up to `size` at once."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=size * 4)
+    failure: list[BaseException] = []
+
+    def pump() -> None:
+        try:
+            for item in events:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the event loop below
+            failure.append(exc)
+        finally:
+            q.put(_DONE)
+
+    threading.Thread(target=pump, name="hookctl-reader", daemon=True).start()
+    finished = False
+    while not finished:
+        first = await asyncio.to_thread(q.get)
+        batch: list[Event | BadEvent] = []
+        item = first
+        while True:
+            if item is _DONE:
+                finished = True
+                break
+            batch.append(item)
+            if len(batch) >= size:
+                break
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            yield batch
+    if failure:
+        raise failure[0]
+

@@ -1,0 +1,125 @@
+"""Shared fixtures: an isolated home and database per test, the CLI, rule and event files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from hookctl.cli import app
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test touches the user's files: home, database and rules all live in tmp_path."""
+    monkeypatch.setenv("HOOKCTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOOKCTL_DB", str(tmp_path / "hookctl.db"))
+    monkeypatch.delenv("HOOKCTL_RULES", raising=False)
+    monkeypatch.delenv("HOOKCTL_LEASE", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    return tmp_path
+
+
+@pytest.fixture
+def db_file(tmp_path: Path) -> Path:
+    """The SQLite file the CLI writes to in this test."""
+    return tmp_path / "hookctl.db"
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Run hookctl in-process: cli("fire", "-r", path, input=...)."""
+    runner = CliRunner()
+
+    def run(
+        *args: Any, input: str | bytes | None = None, env: dict[str, str] | None = None
+    ) -> Result:
+        return runner.invoke(
+            app, [str(a) for a in args], input=input, env=env, catch_exceptions=False
+        )
+
+    return run
+
+
+@pytest.fixture
+def rule_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write a YAML rule (dedented) and return its path."""
+    counter = iter(range(1000))
+
+    def write(text: str, name: str | None = None) -> Path:
+        path = tmp_path / "rules" / (name or f"rule{next(counter)}.yaml")
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def event_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write events: a dict (one object), a list (array) or a str (raw text, e.g. NDJSON)."""
+    counter = iter(range(1000))
+
+    def write(content: Any, name: str | None = None) -> Path:
+        path = tmp_path / "events" / (name or f"events{next(counter)}.json")
+        path.parent.mkdir(exist_ok=True)
+        text = content if isinstance(content, str | bytes) else json.dumps(content)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def deliveries(db: Path) -> list[dict[str, Any]]:
+    """Every delivery row in the database, oldest first."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("select * from deliveries order by id")]
+    finally:
+        conn.close()
+
+
+def attempts(db: Path) -> list[dict[str, Any]]:
+    """Every attempt row in the database, in order."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("select * from attempts order by id")]
+    finally:
+        conn.close()
+
+
+def ndjson(text: str) -> list[dict[str, Any]]:
+    """Parse NDJSON output."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[str]:
+    """A server that accepts connections (kernel backlog) and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    try:
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+    finally:
+        s.close()
