@@ -16,7 +16,6 @@ _NUMBER = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(
     rf"^(?:{_NUMBER}d)?\s*(?:{_NUMBER}h)?\s*(?:{_NUMBER}m(?!s))?\s*(?:{_NUMBER}s)?\s*(?:{_NUMBER}ms)?$"
 )
-_UNIT_SECONDS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
 _UNIT_MILLIS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
 
 # Retry-After can stretch a count-based schedule, but a server asking for a day must not
@@ -49,11 +48,13 @@ def parse_duration(value: str | int | float) -> float:
     match = _DURATION.match(text)
     if not text or match is None:
         raise ValueError(_DURATION_ERROR.format(value))
-    return sum(
-        float(part) * unit
-        for part, unit in zip(match.groups(), _UNIT_SECONDS, strict=True)
+    # Summed in milliseconds, so "1s500ms" is exactly 1.5 rather than 1.5000000000000002.
+    millis = sum(
+        float(part) * size
+        for part, (_, size) in zip(match.groups(), _UNIT_MILLIS, strict=True)
         if part is not None
     )
+    return millis / 1000
 
 
 def format_duration(seconds: float) -> str:
