@@ -30,13 +30,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
-import functools
-import operator
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
+
+from hookctl.fields import ABSENT, FieldPath, parse_path, resolve, walk
+from hookctl.operators import (
+    BUILDERS,
+    OP_HINTS,
+    OPERATORS,
+    Test,
+    kind_of,
+    matches_test,
+    value_problem,
+)
 
 __all__ = [
     "ABSENT",
@@ -53,35 +60,6 @@ __all__ = [
 ]
 
 
-class _Absent(enum.Enum):
-    """The type of ABSENT; an enum so the sentinel survives copy and pickle."""
-
-    ABSENT = "absent"
-
-    def __repr__(self) -> str:
-        return "absent"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-ABSENT: Final = _Absent.ABSENT
-
-FieldPath = tuple[str | int, ...]
-Test = Callable[[Any], bool]
-
-_SEGMENT = re.compile(
-    r"""(?P<key>[^.\[\]"'\s]+)
-      | \[(?P<index>-?[0-9]+)\]
-      | \["(?P<double>(?:[^"\\]|\\.)*)"\]
-      | \['(?P<single>(?:[^'\\]|\\.)*)'\]""",
-    re.VERBOSE,
-)
-_ESCAPE = re.compile(r"\\(.)")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
 class ConditionError(ValueError):
     """A `when:` spec that cannot be compiled, located by field (e.g. "when.all[1].op")."""
 
@@ -89,305 +67,6 @@ class ConditionError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_path(path: str) -> FieldPath:
-    """Split "ticket.actions[-1].author" into ("ticket", "actions", -1, "author")."""
-    if not isinstance(path, str) or not path:
-        raise ValueError("empty field path")
-    parts: list[str | int] = []
-    pos = 0
-    after_dot = False
-    while pos < len(path):
-        match = _SEGMENT.match(path, pos)
-        # A bare key starts the path or follows a dot; only a bracket follows a key or bracket,
-        # and only a key follows a dot.
-        if match is None or (pos and (match["key"] is not None) != after_dot):
-            raise ValueError(_path_problem(path, pos))
-        if match["key"] is not None:
-            parts.append(match["key"])
-        elif match["index"] is not None:
-            parts.append(int(match["index"]))
-        else:
-            quoted = match["double"] if match["double"] is not None else match["single"]
-            parts.append(_ESCAPE.sub(r"\1", quoted))
-        pos = match.end()
-        after_dot = pos < len(path) and path[pos] == "."
-        if after_dot:
-            pos += 1
-            if pos == len(path):
-                raise ValueError(f"field path {path!r} ends with '.'")
-    return tuple(parts)
-
-
-def _path_problem(path: str, pos: int) -> str:
-    """Explain why the path cannot be parsed at pos."""
-    char = path[pos]
-    where = f"field path {path!r}, column {pos + 1}"
-    if char == "[":
-        return f'{where}: expected [index] with an integer or ["key"] with a quoted key'
-    if char == ".":
-        return f"{where}: empty key between dots"
-    if char.isspace():
-        return f'{where}: keys with spaces go in quoted brackets, e.g. a["my key"]'
-    return f"{where}: unexpected {char!r}"
-
-
-def resolve(data: Any, path: str | FieldPath) -> Any:
-    """The value at path in data, or ABSENT if any step is missing or of the wrong type."""
-    return _walk(data, parse_path(path) if isinstance(path, str) else path)
-
-
-def _walk(data: Any, path: FieldPath) -> Any:
-    for part in path:
-        if type(part) is int:
-            if not isinstance(data, list | tuple):
-                return ABSENT
-            try:
-                data = data[part]
-            except IndexError:
-                return ABSENT
-        elif isinstance(data, dict):
-            data = data.get(part, ABSENT)
-        elif isinstance(data, Mapping):
-            try:
-                data = data[part]
-            except (KeyError, TypeError):
-                return ABSENT
-        else:
-            return ABSENT
-    return data
-
-
-# Comparison helpers shared by the operators.
-
-
-def _number(value: Any) -> int | float | None:
-    """The value as a number if it is one or a numeric string; booleans are not numbers."""
-    kind = type(value)
-    if kind is int or kind is float:
-        return value  # type: ignore[no-any-return]
-    if kind is str and value and value[0] in "+-.0123456789":
-        try:
-            if _INTEGER.fullmatch(value):
-                return int(value)
-            if _DECIMAL.fullmatch(value):
-                return float(value)
-        except ValueError:  # more digits than int() accepts
-            return None
-    return None
-
-
-def _moment(value: Any) -> datetime | None:
-    """The value as an aware datetime if it is a date, datetime or ISO-8601 string."""
-    kind = type(value)
-    if kind is str:
-        if len(value) < 8 or not value[:4].isdigit():
-            return None
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    elif kind is datetime:
-        moment = value
-    elif kind is date:
-        moment = datetime(value.year, value.month, value.day)
-    else:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _is_plain_string(value: Any) -> bool:
-    """A string that equals only the very same string (so == alone decides)."""
-    return type(value) is str and _number(value) is None
-
-
-def _equal(actual: Any, expected: Any) -> bool:
-    """Type-aware equality shared by eq, ne, in, not_in and contains."""
-    if type(actual) is bool or type(expected) is bool:
-        return actual is expected
-    if type(actual) is str and type(expected) is str:
-        return actual == expected
-    if isinstance(expected, date):
-        moment = _moment(actual)
-        return moment is not None and moment == _moment(expected)
-    left, right = _number(actual), _number(expected)
-    if left is not None and right is not None:
-        return left == right
-    return actual is not ABSENT and bool(actual == expected)
-
-
-def _text(value: Any) -> str | None:
-    """A string, or a number's text, for the string operators; None for anything else."""
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
-    if kind is int or kind is float:
-        return str(value)
-    return None
-
-
-# Operators: each builder turns the rule's value into a test of the event's value.
-
-
-def _eq(value: Any) -> Test:
-    if _is_plain_string(value):
-        return lambda actual: actual == value
-    return lambda actual: _equal(actual, value)
-
-
-def _in(values: list[Any]) -> Test:
-    plain = frozenset(v for v in values if _is_plain_string(v))
-    others = tuple(v for v in values if not _is_plain_string(v))
-
-    def test(actual: Any) -> bool:
-        if type(actual) is str and actual in plain:
-            return True
-        return any(_equal(actual, v) for v in others)
-
-    return test
-
-
-def _contains(value: Any) -> Test:
-    needle = _text(value)
-    plain = _is_plain_string(value)
-
-    def test(actual: Any) -> bool:
-        kind = type(actual)
-        if kind is list:
-            return value in actual if plain else any(_equal(item, value) for item in actual)
-        if kind is str or kind is dict:
-            return needle is not None and needle in actual
-        return False
-
-    return test
-
-
-def _starts_with(value: Any) -> Test:
-    prefix = _text(value) or ""
-
-    def test(actual: Any) -> bool:
-        text = _text(actual)
-        return text is not None and text.startswith(prefix)
-
-    return test
-
-
-def _ends_with(value: Any) -> Test:
-    suffix = _text(value) or ""
-
-    def test(actual: Any) -> bool:
-        text = _text(actual)
-        return text is not None and text.endswith(suffix)
-
-    return test
-
-
-def _matches(regex: re.Pattern[str]) -> Test:
-    search = regex.search
-
-    def test(actual: Any) -> bool:
-        text = _text(actual)
-        return text is not None and search(text) is not None
-
-    return test
-
-
-def _ordered(compare: Callable[[Any, Any], bool], value: Any) -> Test:
-    number, moment = _number(value), _moment(value)
-    text = value if type(value) is str else None
-
-    def test(actual: Any) -> bool:
-        if number is not None:
-            other = _number(actual)
-            if other is not None:
-                return compare(other, number)
-        if moment is not None:
-            when = _moment(actual)
-            if when is not None:
-                return compare(when, moment)
-        return text is not None and type(actual) is str and compare(actual, text)
-
-    return test
-
-
-def _exists(value: Any) -> Test:
-    if value:
-        return lambda actual: actual is not ABSENT
-    return lambda actual: actual is ABSENT
-
-
-def _negate(test: Test) -> Test:
-    return lambda actual: not test(actual)
-
-
-_BUILDERS: dict[str, Callable[[Any], Test]] = {
-    "eq": _eq,
-    "ne": lambda value: _negate(_eq(value)),
-    "in": _in,
-    "not_in": lambda value: _negate(_in(value)),
-    "contains": _contains,
-    "not_contains": lambda value: _negate(_contains(value)),
-    "starts_with": _starts_with,
-    "ends_with": _ends_with,
-    "gt": functools.partial(_ordered, operator.gt),
-    "gte": functools.partial(_ordered, operator.ge),
-    "lt": functools.partial(_ordered, operator.lt),
-    "lte": functools.partial(_ordered, operator.le),
-    "exists": _exists,
-}
-OPERATORS: Final = frozenset([*_BUILDERS, "matches"])
-_ORDERED = frozenset({"gt", "gte", "lt", "lte"})
-# Spellings from other languages that difflib would not connect to ours.
-_OP_HINTS = {
-    "==": "eq",
-    "=": "eq",
-    "equals": "eq",
-    "!=": "ne",
-    ">": "gt",
-    ">=": "gte",
-    "<": "lt",
-    "<=": "lte",
-    "regex": "matches",
-    "~": "matches",
-}
-
-
-def _value_problem(op: str, value: Any) -> str | None:
-    """Why value cannot go with op, or None if it can."""
-    if op in ("in", "not_in") and not isinstance(value, list | tuple):
-        return f"op {op!r} needs a list, e.g. [High, Urgent]; got {_kind(value)}"
-    if op in _ORDERED and (value is None or isinstance(value, bool | list | tuple | Mapping)):
-        return f"op {op!r} needs a number, date or string; got {_kind(value)}"
-    if op in ("contains", "not_contains") and isinstance(value, list | tuple | Mapping):
-        return f"op {op!r} needs a single value (use any: to test several); got {_kind(value)}"
-    if op in ("starts_with", "ends_with") and _text(value) is None:
-        return f"op {op!r} needs a string; got {_kind(value)}"
-    if op == "matches" and not isinstance(value, str):
-        return f"op 'matches' needs a regular expression string; got {_kind(value)}"
-    if op == "exists" and not isinstance(value, bool):
-        return f"op 'exists' takes true or false; got {_kind(value)}"
-    return None
-
-
-def _kind(value: Any) -> str:
-    """A YAML-flavoured name for the type of value, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, date):
-        return "a date"
-    return type(value).__name__
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -404,7 +83,7 @@ class Condition:
     def __post_init__(self) -> None:
         if self.op not in OPERATORS:
             raise ValueError(f"unknown operator {self.op!r}")
-        problem = _value_problem(self.op, self.value)
+        problem = value_problem(self.op, self.value)
         if problem:
             raise ValueError(problem)
         if not self.path:
@@ -412,9 +91,9 @@ class Condition:
         if self.op == "matches":
             regex = self.regex or re.compile(self.value)
             object.__setattr__(self, "regex", regex)
-            object.__setattr__(self, "_test", _matches(regex))
+            object.__setattr__(self, "_test", matches_test(regex))
         else:
-            object.__setattr__(self, "_test", _BUILDERS[self.op](self.value))
+            object.__setattr__(self, "_test", BUILDERS[self.op](self.value))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -442,7 +121,7 @@ def _evaluator(node: Condition | Group) -> Callable[[Any], bool]:
     if isinstance(node, Group):
         return node._eval
     path, test = node.path, node._test
-    return lambda data: test(_walk(data, path))
+    return lambda data: test(walk(data, path))
 
 
 def _group_eval(kind: str, items: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
@@ -464,7 +143,7 @@ def _compile_node(spec: Any, where: str) -> Condition | Group:
         return Group("all", _compile_items(spec, where))
     if not isinstance(spec, Mapping):
         raise ConditionError(
-            where, f"expected a condition or a list of conditions, got {_kind(spec)}"
+            where, f"expected a condition or a list of conditions, got {kind_of(spec)}"
         )
     keys = list(spec)
     kinds = [key for key in keys if key in _GROUP_KINDS]
@@ -477,7 +156,7 @@ def _compile_node(spec: Any, where: str) -> Condition | Group:
         kind = kinds[0]
         items = spec[kind]
         if not isinstance(items, list):
-            raise ConditionError(f"{where}.{kind}", f"expected a list, got {_kind(items)}")
+            raise ConditionError(f"{where}.{kind}", f"expected a list, got {kind_of(items)}")
         return Group(kind, _compile_items(items, f"{where}.{kind}"))
     if not any(key in _CONDITION_KEYS for key in keys):
         found = ", ".join(map(str, keys)) or "nothing"
@@ -505,7 +184,7 @@ def _compile_condition(spec: Mapping[Any, Any], where: str) -> Condition:
         raise ConditionError(f"{where}.field", "missing; name the event field, e.g. ticket.status")
     field = spec["field"]
     if not isinstance(field, str):
-        raise ConditionError(f"{where}.field", f"expected a path string, got {_kind(field)}")
+        raise ConditionError(f"{where}.field", f"expected a path string, got {kind_of(field)}")
     try:
         path = parse_path(field)
     except ValueError as exc:
@@ -515,7 +194,7 @@ def _compile_condition(spec: Mapping[Any, Any], where: str) -> Condition:
         raise ConditionError(f"{where}.op", f"missing; expected one of {valid}")
     op = spec["op"]
     if not isinstance(op, str) or op not in OPERATORS:
-        hint = _did_you_mean(op, OPERATORS, _OP_HINTS)
+        hint = _did_you_mean(op, OPERATORS, OP_HINTS)
         raise ConditionError(
             f"{where}.op", f"unknown operator {op!r}; expected one of {valid}{hint}"
         )
@@ -525,7 +204,7 @@ def _compile_condition(spec: Mapping[Any, Any], where: str) -> Condition:
         value = True
     else:
         raise ConditionError(f"{where}.value", f"missing; op {op!r} needs a value")
-    problem = _value_problem(op, value)
+    problem = value_problem(op, value)
     if problem:
         raise ConditionError(f"{where}.value", problem)
     regex = None
@@ -554,7 +233,7 @@ def evaluate(node: Condition | Group, data: Mapping[str, Any]) -> bool:
     """True if the event data satisfies the compiled condition or group."""
     if isinstance(node, Group):
         return node._eval(data)
-    return node._test(_walk(data, node.path))
+    return node._test(walk(data, node.path))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -570,7 +249,7 @@ class Trace:
 def trace(node: Condition | Group, data: Mapping[str, Any]) -> Trace:
     """Evaluate like evaluate(), but visit every node and record what each one saw."""
     if isinstance(node, Condition):
-        actual = _walk(data, node.path)
+        actual = walk(data, node.path)
         return Trace(node, node._test(actual), actual)
     children = tuple(trace(item, data) for item in node.items)
     passed = [child.passed for child in children]

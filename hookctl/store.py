@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from hookctl.errors import StoreError
+from hookctl.errors import StoreError, UsageError
 
 STATUSES = ("pending", "succeeded", "failed")
 BUSY_TIMEOUT = 30.0  # seconds a process waits for another's write transaction before giving up
@@ -306,7 +306,7 @@ class Store:
         if code == _SQLITE_BUSY:
             return StoreError(
                 f"database {self.path} is busy: another hookctl process held it for over "
-                f"{BUSY_TIMEOUT:.0f}s"
+                f"{BUSY_TIMEOUT:g}s"
             )
         return StoreError(f"database {self.path}: {exc}")
 
@@ -378,27 +378,32 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE takes the write lock up front, waiting if busy."""
+        # Operational errors (busy past the timeout, disk full, read-only file) become a
+        # StoreError the CLI can report; the sqlite3 error stays chained for --debug.
         try:
             self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
         except sqlite3.OperationalError as exc:
-            raise self._error(exc) from None
-        try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
+            raise self._error(exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several SELECTs see one snapshot."""
-        self.conn.execute("BEGIN")
         try:
-            yield self.conn
-        finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise self._error(exc) from exc
 
     def enqueue(
         self,
@@ -539,7 +544,8 @@ class Store:
 
     def due_count(self, now: float) -> int:
         """How many deliveries a claim at `now` could take."""
-        return self.conn.execute(f"SELECT count(*) FROM {_DUE}", {"now": now}).fetchone()[0]
+        (count,) = self.conn.execute(f"SELECT count(*) FROM {_DUE}", {"now": now}).fetchone()
+        return int(count)
 
     def query(
         self,
@@ -652,9 +658,9 @@ class Store:
         ones are just made due now, and a live lease is left alone.
         """
         if ids and (status is not None or rule is not None or since is not None):
-            raise ValueError("requeue takes ids or filters, not both")
+            raise UsageError("select deliveries by id or by filters, not both")
         if not ids and status is None and rule is None and since is None:
-            raise ValueError("nothing to requeue: give ids or a filter")
+            raise UsageError("nothing to requeue: give delivery ids or a filter")
         with self._write() as conn:
             if ids:
                 selected = []
@@ -731,7 +737,7 @@ class Store:
                 counts = by_rule.setdefault(rule, {**dict.fromkeys(STATUSES, 0), "total": 0})
                 counts[status] += count
                 counts["total"] += count
-            urls = {
+            urls: dict[str, dict[str, Any]] = {
                 url: {"url": url, "deliveries": n, "failed": failed, "failed_attempts": 0}
                 for url, n, failed in conn.execute(
                     "SELECT url, count(*), sum(status = 'failed') "
@@ -749,12 +755,13 @@ class Store:
         for url, duration, failed in attempts:
             timing[url].append(duration)
             urls[url]["failed_attempts"] += failed
-        slowest = sorted(
+        slowest: list[dict[str, Any]] = sorted(
             (
                 {"url": u, "attempts": len(d), "avg_ms": sum(d) / len(d), "max_ms": max(d)}
                 for u, d in timing.items()
             ),
-            key=lambda s: -s["avg_ms"],
+            key=lambda s: float(s["avg_ms"]),
+            reverse=True,
         )
         failing = sorted(
             (u for u in urls.values() if u["failed"] or u["failed_attempts"]),
