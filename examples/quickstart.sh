@@ -14,7 +14,8 @@ i=0
 until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.2)" "$PORT" 2>/dev/null; do
   i=$((i + 1)); [ "$i" -lt 50 ] || { echo "receiver did not start" >&2; exit 1; }; sleep 0.1
 done
-hookctl fire --force -r examples/rules/demo-local.yaml examples/events/ticket-created.json
+# The network guard refuses loopback and private addresses unless allowed: the receiver is local.
+hookctl fire --force --allow-net 127.0.0.1 -r examples/rules/demo-local.yaml examples/events/ticket-created.json
 wait "$receiver"
 echo
 hookctl log --limit 5

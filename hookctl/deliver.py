@@ -15,7 +15,7 @@ import queue
 import secrets as _secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,6 +145,8 @@ class Pipeline:
         self.token = _secrets.token_hex(16)
         self._done: list[_Done] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()  # claimed and not yet recorded: their leases are renewed
+        self._lease = 0.0
         self._notices: set[asyncio.Task[None]] = set()  # apart from _tasks: _start waits on those
         self._sender: Sender | None = None
 
@@ -235,7 +237,9 @@ class Pipeline:
         assert self.store is not None
         now = self.options.clock()
         lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
+        self._lease = max(self._lease, lease)
         results = self.store.enqueue([n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease)
+        self._held.update(delivery_id for delivery_id, inserted in results if inserted)
         for (new, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
                 report = Report(
@@ -259,20 +263,30 @@ class Pipeline:
 
     # --- retry-loop ---------------------------------------------------------------------------
 
-    async def drain(self, sender: Sender, *, stop: asyncio.Event | None = None) -> Summary:
-        """Send every due delivery once (as claimed now); returns the counts."""
+    async def drain(
+        self, sender: Sender, *, stop: asyncio.Event | None = None, ids: Sequence[str] | None = None
+    ) -> Summary:
+        """Send every delivery due when called (or just `ids`, if due) once; returns the counts."""
         assert self.store is not None
         self._sender = sender
+        # Due as of now: what this pass reschedules for a moment from now waits for the next pass.
+        due_by = self.options.clock()
+        self._lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             while stop is None or not stop.is_set():
                 room = max(1, sender.concurrency * 2 - len(self._tasks))
-                lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
                 claims = self.store.claim(
-                    now=self.options.clock(), limit=min(room, self.options.batch), lease_seconds=lease, token=self.token
+                    now=self.options.clock(),
+                    limit=min(room, self.options.batch),
+                    lease_seconds=self._lease,
+                    token=self.token,
+                    due_by=due_by,
+                    ids=ids,
                 )
                 if not claims:
                     break
+                self._held.update(claim.id for claim in claims)
                 for claim in claims:
                     await self._start(_Job(claim))
             await self._finish()
@@ -301,7 +315,10 @@ class Pipeline:
             self._record(job, None, str(exc), permanent=False)
             return
         secret_values = tuple(self.options.environ[name] for name in request.secrets)
-        outcome = await self._sender.send(resolved, timeout=claim.timeout, secrets=secret_values)
+        # The delivery id is the Standard Webhooks `webhook-id`: the same on every retry and replay.
+        outcome = await self._sender.send(
+            resolved, timeout=claim.timeout, secrets=secret_values, webhook_id=claim.id
+        )
         self._record(job, outcome, outcome.error)
         if len(self._done) >= self.options.batch:
             self._flush()
@@ -314,7 +331,7 @@ class Pipeline:
         if outcome is None:
             verdict = "permanent" if permanent else "retry"
         else:
-            verdict = classify(outcome.status_code, accept=claim.accept)
+            verdict = "permanent" if outcome.permanent else classify(outcome.status_code, accept=claim.accept)
         next_at = None
         if verdict == "success":
             status = "succeeded"
@@ -349,6 +366,7 @@ class Pipeline:
             return
         done, self._done = self._done, []
         applied = self.store.complete([d.result for d in done], now=self.options.clock())
+        self._held.difference_update(d.result.delivery_id for d in done)
         notices: list[tuple[NewDelivery, _Job]] = []
         for item, ok in zip(done, applied, strict=True):
             claim, result = item.job.claim, item.result
@@ -415,7 +433,9 @@ class Pipeline:
             event_id=claim.event_id,
             event_name="delivery.failed",
             ticket=claim.ticket,
-            dedupe_key=f"on_failure:{claim.id}",
+            # Once per run of the retry policy (keyed by its first attempt): a second process
+            # cannot notify again, but a replay that fails again is news and does.
+            dedupe_key=f"on_failure:{claim.id}:{round((claim.first_attempt_at or result.started_at) * 1000)}",
             method=request.method,
             url=request.masked().url,
             request=request.to_dict(),
@@ -426,9 +446,19 @@ class Pipeline:
         return new, _Job(_claim_of(new, self.token), render_error=error)
 
     async def _flush_periodically(self) -> None:
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             self._flush()
+            if time.monotonic() - renewed >= self._lease / 3:
+                renewed = time.monotonic()
+                self._renew_leases()
+
+    def _renew_leases(self) -> None:
+        """Keep the claims still waiting or in flight: a lease only has to outlive a crash."""
+        if self._held and self.store is not None:
+            until = self.options.clock() + self._lease
+            self.store.extend_lease(sorted(self._held), token=self.token, until=until)
 
     async def _finish(self) -> None:
         while self._tasks or self._notices:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from hookctl.deliver import Report, Summary
 from hookctl.render import MaskedRequest
+
+T = TypeVar("T")
+PROGRESS_AFTER = 0.5  # seconds a batch runs before a progress bar appears
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -193,3 +197,60 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return str(value).replace("\t", " ").replace("\n", " ")
+
+
+class ProgressBar:
+    """A transient progress bar on stderr for long batches; silent unless stderr is a terminal.
+
+    It also stays away when stdout is the same terminal: there the line printed per delivery is
+    the progress, and a live bar would tear those lines apart. It appears only once a batch has
+    run for PROGRESS_AFTER seconds, so short runs never flicker.
+    """
+
+    def __init__(self, label: str, *, total: int | None = None, enabled: bool = True) -> None:
+        self.label = label
+        self.total = total
+        self.enabled = enabled and sys.stderr.isatty() and not sys.stdout.isatty()
+        self.done = 0
+        self._started = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def advance(self, _item: object = None) -> None:
+        """Count one item done (a report, when used as a pipeline callback)."""
+        self.done += 1
+        if self._bar is None and self.enabled and time.monotonic() - self._started >= PROGRESS_AFTER:
+            self._start()
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+
+    def wrap(self, emit: Callable[[T], None]) -> Callable[[T], None]:
+        """`emit`, then one step of the bar: for a pipeline's per-report callback."""
+
+        def both(item: T) -> None:
+            emit(item)
+            self.advance(item)
+
+        return both
+
+    def stop(self) -> None:
+        """Remove the bar (it leaves no trace on the terminal)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _start(self) -> None:
+        from rich import progress
+        from rich.console import Console
+
+        counter = progress.MofNCompleteColumn() if self.total else progress.TextColumn("{task.completed}")
+        self._bar = progress.Progress(
+            progress.TextColumn("{task.description}"),
+            progress.BarColumn(),
+            counter,
+            progress.TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._bar.add_task(self.label, total=self.total, completed=self.done)
+        self._bar.start()

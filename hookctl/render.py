@@ -18,69 +18,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
+from hookctl.encoding import CONTENT_TYPES as CONTENT_TYPES
+from hookctl.encoding import clean as _clean
+from hookctl.encoding import encode_body, form_encode, form_pairs, tojson
+from hookctl.encoding import valid_xml_name as valid_xml_name
+from hookctl.encoding import xml_escape as xml_escape
 from hookctl.errors import RenderError
+from hookctl.sandbox import Budget, SandboxEnvironment, limits, make_environment, render_capped
+from hookctl.signing import decode_secret
 
-CONTENT_TYPES = {
-    "json": "application/json",
-    "xml": "application/xml",
-    "form": "application/x-www-form-urlencoded",
-}
 METHODS_WITH_DEFAULT_BODY = frozenset({"POST", "PUT", "PATCH"})
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body changes it
 
 # A template leaf that is a single expression keeps its JSON type: `{{ ticket.id }}` stays a number.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.S)
-# Characters XML 1.0 cannot carry; they are replaced, never sent broken.
-_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_XML_NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-class _SandboxEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox, with the loops and multiplications that could eat memory or time refused."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and right > 64:
-            raise SecurityError("exponent too large")
-        if operator == "*":
-            sizes = [len(x) for x in (left, right) if isinstance(x, str | list | tuple)]
-            counts = [x for x in (left, right) if isinstance(x, int)]
-            if sizes and counts and sizes[0] * max(counts) > MAX_BODY_BYTES:
-                raise SecurityError("result of * would be too large")
-        return super().call_binop(context, operator, left, right)
-
-
-def xml_escape(value: Any) -> str:
-    """Escape text for an XML element or attribute, replacing characters XML cannot carry."""
-    text = _XML_INVALID.sub("\ufffd", str(value))
-    return (
-        text.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("'", "&apos;")
-    )
-
-
-def _tojson(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+# Controls a header value cannot carry (tab is allowed): CR/LF would split the request.
+_HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_URL_UNSAFE = re.compile("[\x00-\x20\x7f]")
 
 
 @lru_cache(maxsize=1)
-def environment() -> ImmutableSandboxedEnvironment:
+def environment() -> SandboxEnvironment:
     """The one sandboxed Jinja environment every template is compiled in."""
-    env = _SandboxEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.filters["tojson"] = _tojson
-    env.filters["xml_escape"] = xml_escape
-    env.filters["urlencode_plus"] = lambda v: quote_plus(str(v))
-    return env
+    return make_environment(
+        {
+            "tojson": tojson,
+            "xml_escape": xml_escape,
+            "urlencode_plus": lambda v: quote_plus(_clean(str(v))),
+        }
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -151,6 +123,7 @@ class Request:
     basic_auth: tuple[str, str] | None = None
     secrets: tuple[str, ...] = ()
     nonce: str = ""
+    sign: tuple[str, ...] = ()  # signing secrets (placeholders), applied when each attempt is sent
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form the store keeps."""
@@ -163,6 +136,7 @@ class Request:
             "basic_auth": list(self.basic_auth) if self.basic_auth else None,
             "secrets": list(self.secrets),
             "nonce": self.nonce,
+            "sign": list(self.sign),
         }
 
     @classmethod
@@ -178,6 +152,7 @@ class Request:
             basic_auth=(auth[0], auth[1]) if auth else None,
             secrets=tuple(data.get("secrets") or ()),
             nonce=data.get("nonce", ""),
+            sign=tuple(data.get("sign") or ()),
         )
 
     def masked(self) -> MaskedRequest:
@@ -188,7 +163,12 @@ class Request:
 
         headers = [(k, m(v)) for k, v in self.headers]
         if self.basic_auth:
-            headers.insert(0, ("Authorization", f"Basic {m(self.basic_auth[0])}:{m(self.basic_auth[1])}"))
+            headers.insert(
+                0, ("Authorization", f"Basic {m(self.basic_auth[0])}:{m(self.basic_auth[1])}")
+            )
+        if self.sign:
+            keys = ", ".join(m(s) for s in self.sign)
+            headers.append(("webhook-signature", f"v1,<signed when sent, with {keys}>"))
         return MaskedRequest(
             method=self.method,
             url=m(self.url),
@@ -215,15 +195,19 @@ class ResolvedRequest:
     url: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     content: bytes | None = None
+    sign_keys: tuple[bytes, ...] = ()  # Standard Webhooks keys; the sender signs each attempt
+    sensitive: tuple[
+        str, ...
+    ] = ()  # every form the secrets take on the wire, to scrub from replies
 
 
 def _encoder(fmt: str) -> Any:
     if fmt == "json":
-        return lambda v: json.dumps(v, ensure_ascii=False)[1:-1]
+        return lambda v: tojson(v)[1:-1]
     if fmt == "xml":
         return xml_escape
     if fmt == "form":
-        return quote_plus
+        return lambda v: quote_plus(_clean(v))
     return str
 
 
@@ -232,30 +216,58 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
     url, body = request.url, request.body
     headers = list(request.headers)
     basic = request.basic_auth
+    sign = list(request.sign)
     encode_body = _encoder(request.format)
+    sensitive: set[str] = set()
     for name in request.secrets:
         if name not in environ:
             raise RenderError(f"environment variable {name} is not set")
         value = environ[name]
         token = placeholder(request.nonce, name)
-        url = url.replace(token, quote(value, safe=":@!$'()*,~"))
+        in_url = quote(_clean(value), safe=":@!$'()*,~")
+        in_body = encode_body(value)
+        sensitive.update(_echo_forms(value), (in_url, in_body))
+        url = url.replace(token, in_url)
         if body is not None:
-            body = body.replace(token, encode_body(value))
-        if any(c in value for c in "\r\n\0"):
-            if any(token in v for _, v in headers) or basic:
-                raise RenderError(f"environment variable {name} holds a line break")
+            body = body.replace(token, in_body)
+        in_headers = basic or any(token in v for _, v in headers)
+        if in_headers and _HEADER_CONTROL.search(value):
+            raise RenderError(
+                f"environment variable {name} holds a line break or control character"
+            )
         headers = [(k, v.replace(token, value)) for k, v in headers]
         if basic:
             basic = (basic[0].replace(token, value), basic[1].replace(token, value))
+        sign = [s.replace(token, value) for s in sign]
     if basic:
-        credentials = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        credentials = base64.b64encode(_clean(f"{basic[0]}:{basic[1]}").encode()).decode()
         headers.insert(0, ("Authorization", f"Basic {credentials}"))
+        sensitive.add(credentials)
+    keys = []
+    for secret in sign:
+        try:
+            keys.append(decode_secret(secret))
+        except ValueError as exc:
+            raise RenderError(f"webhook.sign.secret: {exc}") from None
     return ResolvedRequest(
         method=request.method,
         url=url,
-        headers=headers,
+        headers=[(k, _clean(v)) for k, v in headers],
         content=body.encode() if body is not None else None,
+        sign_keys=tuple(keys),
+        # Short values (a chat id like 42) would blank out unrelated text; they are no secret.
+        sensitive=tuple(sorted((s for s in sensitive if len(s) >= 4), key=len, reverse=True)),
     )
+
+
+def _echo_forms(value: str) -> set[str]:
+    """Forms a receiver may echo a secret back in; best effort, scrubbed from what is kept."""
+    text = _clean(value)
+    forms = {text, tojson(text)[1:-1], json.dumps(text)[1:-1], xml_escape(text)}
+    forms |= {quote(text, safe=safe) for safe in ("", "/", ":@!$'()*,~", "/:@!$'()*,~")}
+    forms |= {quote_plus(text, safe=safe) for safe in ("", "/")}
+    forms.add(base64.b64encode(text.encode()).decode())
+    return forms
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -272,29 +284,42 @@ class WebhookTemplate:
     body: Any = None  # a mapping/list (leaves are templates), a template string, or None
     auth: Mapping[str, str] | None = None
     xml_root: str = "payload"
+    sign: tuple[
+        str, ...
+    ] = ()  # webhook.sign.secret: one template per secret (several in a rotation)
+    max_body: int = MAX_BODY_BYTES
 
 
 class _Renderer:
-    def __init__(self, context: dict[str, Any]) -> None:
+    def __init__(self, context: dict[str, Any], max_output: int = MAX_BODY_BYTES) -> None:
         self.context = context
+        self.budget = Budget(output=max_output)
 
     def text(self, source: str, where: str) -> str:
         value = self.value(source, where)
         if value is None:
             return ""
-        return value if isinstance(value, str) else _tojson(value) if isinstance(value, dict | list) else str(value)
+        text = (
+            value
+            if isinstance(value, str)
+            else tojson(value)
+            if isinstance(value, dict | list)
+            else str(value)
+        )
+        return _clean(text)
 
     def value(self, source: Any, where: str) -> Any:
         if not isinstance(source, str) or not is_template(source):
             return source
         kind, compiled = _compile(source)
         try:
-            if kind == "expr":
-                result = compiled(**self.context)
-                if isinstance(result, StrictUndefined):
-                    str(result)  # raises UndefinedError with jinja's own message
-                return result
-            return compiled.render(self.context)
+            with limits(self.budget):
+                if kind == "expr":
+                    result = compiled(**self.context)
+                    if isinstance(result, StrictUndefined):
+                        str(result)  # raises UndefinedError with jinja's own message
+                    return result
+                return render_capped(compiled, self.context)
         except RenderError as exc:
             raise RenderError(f"{where}: {exc}") from None
         except UndefinedError as exc:
@@ -303,6 +328,10 @@ class _Renderer:
             raise RenderError(f"{where}: refused by the template sandbox: {exc}") from None
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise RenderError(f"{where}: {type(exc).__name__}: {exc}") from None
+        except (MemoryError, RecursionError):
+            raise RenderError(
+                f"{where}: the template needs too much memory or nests too deeply"
+            ) from None
 
     def tree(self, node: Any, where: str) -> Any:
         if isinstance(node, Mapping):
@@ -325,12 +354,27 @@ def render_request(
     extra: Mapping[str, Any] | None = None,
 ) -> Request:
     """Render a rule's webhook for one event. Raises RenderError when it cannot be done."""
+    try:
+        return _render_request(webhook, event, environ, extra)
+    except (RecursionError, MemoryError):
+        # Only a pathological event gets here (nesting deep enough to encode, or huge).
+        raise RenderError(
+            "webhook.body: the event is nested too deeply or is too large to encode"
+        ) from None
+
+
+def _render_request(
+    webhook: WebhookTemplate,
+    event: Mapping[str, Any],
+    environ: Mapping[str, str],
+    extra: Mapping[str, Any] | None,
+) -> Request:
     nonce = _secrets.token_hex(8)
     env = _SecretEnv(environ, nonce)
     context: dict[str, Any] = dict(event)
     context.update(extra or {})
     context["env"] = env
-    r = _Renderer(context)
+    r = _Renderer(context, webhook.max_body)
 
     url = r.text(webhook.url, "webhook.url").strip()
     headers: list[tuple[str, str]] = []
@@ -339,7 +383,10 @@ def render_request(
     basic: tuple[str, str] | None = None
     auth = webhook.auth or {}
     if auth.get("type") == "basic":
-        basic = (r.text(auth["username"], "webhook.auth.username"), r.text(auth["password"], "webhook.auth.password"))
+        basic = (
+            r.text(auth["username"], "webhook.auth.username"),
+            r.text(auth["password"], "webhook.auth.password"),
+        )
         for part in basic:
             _header_value(part, "Authorization")
     elif auth.get("type") == "bearer":
@@ -352,6 +399,7 @@ def render_request(
         else:
             header = auth.get("header") or "X-API-Key"
             headers.append((header, _header_value(value, header)))
+    sign = tuple(r.text(secret, "webhook.sign.secret") for secret in webhook.sign)
 
     body: str | None = None
     method = webhook.method
@@ -361,7 +409,7 @@ def render_request(
         else:
             data = r.tree(webhook.body, "webhook.body")
             if method in ("GET", "DELETE") and webhook.format == "form":
-                url = _add_query(url, _form_pairs(data))
+                url = _add_query(url, form_pairs(data))
             else:
                 body = encode_body(data, webhook.format, webhook.xml_root)
     elif method in METHODS_WITH_DEFAULT_BODY:
@@ -369,8 +417,10 @@ def render_request(
 
     _check_url(url)
     if body is not None:
-        if len(body.encode()) > MAX_BODY_BYTES:
-            raise RenderError(f"webhook.body: rendered body is larger than {MAX_BODY_BYTES} bytes")
+        if len(body.encode()) > webhook.max_body:
+            raise RenderError(
+                f"webhook.body: rendered body is larger than {webhook.max_body:,} bytes"
+            )
         if not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("Content-Type", CONTENT_TYPES[webhook.format]))
     return Request(
@@ -382,18 +432,23 @@ def render_request(
         basic_auth=basic,
         secrets=tuple(env.used),
         nonce=nonce if env.used else "",
+        sign=sign,
     )
 
 
 def _header_value(value: str, name: str) -> str:
-    if any(c in value for c in "\r\n\0"):
-        raise RenderError(f"webhook.headers.{name}: value contains a line break or NUL")
+    if _HEADER_CONTROL.search(value):
+        raise RenderError(
+            f"webhook.headers.{name}: value contains a line break or control character"
+        )
     return value
 
 
 def _check_url(url: str) -> None:
-    if any(c in url for c in "\r\n\t\0 "):
-        raise RenderError(f"webhook.url: rendered URL contains whitespace or control characters: {url!r}")
+    if _URL_UNSAFE.search(url):
+        raise RenderError(
+            f"webhook.url: rendered URL contains whitespace or control characters: {url!r}"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RenderError(f"webhook.url: rendered URL is not an http(s) URL: {url!r}")
@@ -402,66 +457,12 @@ def _check_url(url: str) -> None:
 def _add_query(url: str, pairs: list[tuple[str, Any]]) -> str:
     if not pairs:
         return url
-    query = urlencode([(k, _scalar(v)) for k, v in pairs])
+    query = form_encode(pairs)
     base, _, fragment = url.partition("#")
     joined = f"{base}{'&' if '?' in base else '?'}{query}"
     return f"{joined}#{fragment}" if fragment else joined
 
 
-# --- body encodings ------------------------------------------------------------------------
-
-
-def encode_body(data: Any, fmt: str, xml_root: str = "payload") -> str:
-    """Encode rendered data for the wire format; escaping is the encoder's job, not the user's."""
-    if fmt == "json":
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    if fmt == "xml":
-        return '<?xml version="1.0" encoding="UTF-8"?>' + _xml_element(xml_root, data)
-    if fmt == "form":
-        return urlencode([(k, _scalar(v)) for k, v in _form_pairs(data)])
-    raise RenderError(f"unknown body format {fmt!r}")
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    return str(value)
-
-
-def _form_pairs(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Flatten to form fields: lists repeat the key, nested mappings use `parent[child]`."""
-    if isinstance(data, Mapping):
-        pairs: list[tuple[str, Any]] = []
-        for key, value in data.items():
-            name = f"{prefix}[{key}]" if prefix else str(key)
-            pairs.extend(_form_pairs(value, name))
-        return pairs
-    if isinstance(data, list):
-        return [pair for item in data for pair in _form_pairs(item, prefix)]
-    if not prefix:
-        raise RenderError("webhook.body: a form body must be a mapping")
-    return [(prefix, data)]
-
-
-def _xml_element(name: str, value: Any) -> str:
-    if not _XML_NAME.match(name) or name.lower().startswith("xml"):
-        raise RenderError(f"webhook.body: {name!r} is not a valid XML element name")
-    if isinstance(value, Mapping):
-        inner = "".join(_xml_element(str(k), v) for k, v in value.items())
-    elif isinstance(value, list):
-        inner = "".join(_xml_element("item", v) for v in value)
-    else:
-        inner = xml_escape(_scalar(value))
-    return f"<{name}>{inner}</{name}>"
-
-
 def valid_header_name(name: str) -> bool:
     """True for an HTTP header name (RFC 9110 token)."""
     return bool(_HEADER_NAME.match(name))
-
-
-def valid_xml_name(name: str) -> bool:
-    """True for a name usable as an XML element."""
-    return bool(_XML_NAME.match(name)) and not name.lower().startswith("xml")

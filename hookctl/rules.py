@@ -15,14 +15,28 @@ from jinja2 import TemplateError, meta
 
 from hookctl.conditions import ConditionError, Group, compile_when, evaluate
 from hookctl.errors import RuleError, RuleErrors
-from hookctl.policy import DEFAULT_POLICY, RetryPolicy, format_duration, parse_duration, parse_policy
+from hookctl.policy import (
+    DEFAULT_POLICY,
+    RetryPolicy,
+    format_duration,
+    parse_duration,
+    parse_policy,
+)
 from hookctl.render import (
     CONTENT_TYPES,
+    MAX_BODY_BYTES,
     WebhookTemplate,
     environment,
     is_template,
     valid_header_name,
     valid_xml_name,
+)
+from hookctl.rulechecks import (
+    LITERAL_HINT,
+    expansion_problem,
+    literal_secrets,
+    parse_size,
+    sign_secrets,
 )
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -42,8 +56,9 @@ RULE_KEYS = (
     "ticket",
     "on_failure",
     "tests",
+    "allow_literal_secrets",
 )
-WEBHOOK_KEYS = ("method", "url", "format", "headers", "auth", "body", "accept", "xml_root")
+WEBHOOK_KEYS = ("method", "url", "format", "headers", "auth", "body", "accept", "xml_root", "sign", "max_body")
 AUTH_KEYS = {
     "basic": ("username", "password"),
     "api_key": ("header", "query", "value"),
@@ -51,6 +66,7 @@ AUTH_KEYS = {
 }
 # Names every template may use besides the event's own keys; near-misses are typos.
 KNOWN_NAMES = ("env", "rule", "event", "ticket", "id", "delivery")
+SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
@@ -106,6 +122,7 @@ def webhook_from_dict(data: Mapping[str, Any]) -> WebhookTemplate:
     """Rebuild a webhook template from its stored form."""
     fields = dict(data)
     fields["headers"] = tuple((k, v) for k, v in fields.get("headers") or ())
+    fields["sign"] = tuple(fields.get("sign") or ())
     return WebhookTemplate(**fields)
 
 
@@ -195,7 +212,9 @@ def load_file(path: Path) -> list[Rule]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleErrors([RuleError(f"cannot read: {exc}", file=str(path))]) from None
     try:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        doc = yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise RuleErrors([RuleError("invalid YAML: nested too deeply", file=str(path))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -203,6 +222,9 @@ def load_file(path: Path) -> list[Rule]:
         raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=where)]) from None
     if doc is None:
         raise RuleErrors([RuleError("the file is empty", file=str(path))])
+    problem = expansion_problem(doc)
+    if problem:
+        raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=str(path))])
     items = doc if isinstance(doc, list) else [doc]
     rules, errors = [], []
     for index, item in enumerate(items):
@@ -223,6 +245,7 @@ class _RuleBuilder:
         self.path = path
         self.name = name
         self.errors: list[RuleError] = []
+        self.allow_literal = data.get("allow_literal_secrets") is True
 
     def error(self, field: str, message: str, node: Any = None, key: str | None = None) -> None:
         line = getattr(node, "line", None)
@@ -329,6 +352,7 @@ class _RuleBuilder:
         if not isinstance(xml_root, str) or not valid_xml_name(xml_root):
             self.error(f"{p}xml_root", f"not a valid XML element name: {xml_root!r}", spec, "xml_root")
             xml_root = "payload"
+        sign, max_body = self.trust(spec, prefix, names)
         return WebhookTemplate(
             method=method,
             url=url.strip(),
@@ -337,7 +361,34 @@ class _RuleBuilder:
             body=_plain(body),
             auth=auth,
             xml_root=xml_root,
+            sign=sign,
+            max_body=max_body,
         )
+
+    def trust(self, spec: Mapping[str, Any], prefix: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+        """Check signing, the body cap, headers hookctl sets itself, and literal secrets."""
+        sign: tuple[str, ...] = ()
+        if spec.get("sign") is not None:
+            try:
+                sign = sign_secrets(spec["sign"])
+            except ValueError as exc:
+                self.error(f"{prefix}.sign", str(exc), spec, "sign")
+            for secret in sign:
+                self.template(secret, f"{prefix}.sign.secret", spec, "sign", names)
+        max_body = MAX_BODY_BYTES
+        if "max_body" in spec:
+            try:
+                max_body = parse_size(spec["max_body"])
+            except ValueError as exc:
+                self.error(f"{prefix}.max_body", str(exc), spec, "max_body")
+        headers = spec.get("headers")
+        for name in headers if isinstance(headers, Mapping) else ():
+            if str(name).lower() in SIGNING_HEADERS:
+                self.error(f"{prefix}.headers.{name}", "set by hookctl (the delivery id; see webhook.sign)", headers, name)
+        if not self.allow_literal:
+            for field, node, key in literal_secrets(spec, prefix):
+                self.error(field, LITERAL_HINT, node, key)
+        return sign, max_body
 
     def xml_names(self, body: Any, field: str, node: Any) -> None:
         if isinstance(body, Mapping):
@@ -376,6 +427,8 @@ class _RuleBuilder:
     def build(self, index: int | None) -> Rule | None:
         data = self.data
         self.unknown_keys(data, RULE_KEYS, "")
+        if not isinstance(data.get("allow_literal_secrets", False), bool):
+            self.error("allow_literal_secrets", "expected true or false", data, "allow_literal_secrets")
         names = KNOWN_NAMES
         on_raw = data.get("on")
         on: tuple[str, ...] = ()

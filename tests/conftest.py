@@ -23,8 +23,16 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOOKCTL_DB", str(tmp_path / "hookctl.db"))
     monkeypatch.delenv("HOOKCTL_RULES", raising=False)
     monkeypatch.delenv("HOOKCTL_LEASE", raising=False)
+    # The network guard refuses loopback; the test servers live there, and nowhere else.
+    monkeypatch.setenv("HOOKCTL_ALLOW_NET", "127.0.0.1")
     monkeypatch.setenv("NO_COLOR", "1")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver on 127.0.0.1 (not `localhost`, which may also mean ::1)."""
+    return ("127.0.0.1", 0)
 
 
 @pytest.fixture

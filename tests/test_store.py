@@ -142,7 +142,7 @@ def test_directory_is_not_a_database(tmp_path: Path) -> None:
 
 
 def test_busy_database_is_a_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hookctl.store.BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr("hookctl.database.BUSY_TIMEOUT", 0.2)
     path = tmp_path / "hookctl.db"
     with Store(path) as store:
         holder = sqlite3.connect(path, isolation_level=None)
@@ -369,14 +369,13 @@ def test_extend_lease(store: Store) -> None:
     assert store.extend_lease(ids, token="other", until=NOW + 900) == []
 
 
-# replay, notification, purge
+# replay, purge
 
 
 def test_requeue_keeps_the_id_and_restarts_the_schedule(store: Store) -> None:
     delivery_id = enqueue_one(store)
     [claim] = store.claim(now=NOW, limit=1, lease_seconds=60, token="t")
     store.complete([result(claim, status="failed", code=410)], now=NOW)
-    assert store.mark_notified(delivery_id)
 
     assert store.requeue(ids=[delivery_id[:20]], now=NOW + 100) == [delivery_id]
     row = store.get(delivery_id)
@@ -385,7 +384,6 @@ def test_requeue_keeps_the_id_and_restarts_the_schedule(store: Store) -> None:
     assert row["next_attempt_at"] == NOW + 100
     assert row["attempt_count"] == 0
     assert row["first_attempt_at"] is None
-    assert row["notified"] == 0
     assert len(row["attempts"]) == 1  # history kept
 
     [again] = store.claim(now=NOW + 100, limit=1, lease_seconds=60, token="t2")
@@ -415,7 +413,7 @@ def test_requeue_leaves_an_in_flight_lease_alone(store: Store) -> None:
 
 def test_requeue_unknown_id(store: Store) -> None:
     enqueue_one(store)
-    with pytest.raises(StoreError, match="msg_NOPE"):
+    with pytest.raises(UsageError, match="no delivery 'msg_NOPE'"):
         store.requeue(ids=["msg_NOPE"], now=NOW)
 
 
@@ -424,15 +422,6 @@ def test_requeue_needs_a_selection(store: Store) -> None:
         store.requeue(now=NOW)
     with pytest.raises(UsageError):
         store.requeue(ids=["x"], status="failed", now=NOW)
-
-
-def test_mark_notified_once_across_connections(store: Store) -> None:
-    delivery_id = enqueue_one(store)
-    with Store(store.path) as other:
-        assert store.mark_notified(delivery_id) is True
-        assert other.mark_notified(delivery_id) is False
-        assert store.mark_notified(delivery_id) is False
-    assert store.mark_notified("msg_missing") is False
 
 
 def test_purge_keeps_pending_and_recent(store: Store) -> None:
@@ -512,7 +501,7 @@ def test_query_allows_writes_while_iterating(store: Store) -> None:
     store.enqueue([new(NOW + k / 1000) for k in range(1200)], now=NOW)
     seen = 0
     for row in store.query(limit=None):
-        store.mark_notified(row["id"])
+        store.requeue(ids=[row["id"]], now=NOW + 1)
         seen += 1
     assert seen == 1200
 
@@ -524,7 +513,7 @@ def test_get_by_prefix(store: Store) -> None:
     assert store.get(one[:20])["id"] == one  # type: ignore[index]
     assert store.get(one[4:20].lower())["id"] == one  # type: ignore[index]
     assert store.get("msg_ZZZZ") is None
-    with pytest.raises(StoreError, match="more than one delivery"):
+    with pytest.raises(UsageError, match="more than one delivery"):
         store.get(one[:14])
 
 

@@ -12,7 +12,14 @@ import importlib
 from hookctl.cli.app import app
 
 # Importing a command module registers its commands; this order is the order in --help.
-for _module in ("commands_send", "commands_rules", "commands_store", "commands_listen"):
+for _module in (
+    "commands_send",
+    "commands_rules",
+    "commands_tools",
+    "commands_store",
+    "commands_listen",
+    "commands_sign",
+):
     importlib.import_module(f"hookctl.cli.{_module}")
 
 

@@ -57,8 +57,12 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour in any output (as NO_COLOR=1 does).")] = False,
 ) -> None:
     """Turn helpdesk ticket events into webhooks, reliably."""
+    if no_color:
+        # Through the environment, so our own output and every rich Console obey it alike.
+        os.environ["NO_COLOR"] = "1"
 
 
 def handle_errors(func: F) -> F:

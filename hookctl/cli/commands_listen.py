@@ -15,15 +15,49 @@ from hookctl.errors import UsageError
 @app.command()
 @handle_errors
 def listen(
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8080,
-    host: Annotated[str, typer.Option("--host", help="Address to bind. Loopback by default; 0.0.0.0 exposes it.")] = "127.0.0.1",
-    status: Annotated[int, typer.Option("--status", min=100, max=599, help="Status to answer with.")] = 200,
-    fail_first: Annotated[int, typer.Option("--fail-first", min=0, help="Answer the first N requests with 500, to watch retries.")] = 0,
-    delay: Annotated[str, typer.Option("--delay", help="Wait this long before answering, e.g. 1s or 5s (to see timeouts).")] = "0s",
-    count: Annotated[int, typer.Option("--count", min=0, help="Exit after this many requests (0: run until Ctrl-C).")] = 0,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."
+        ),
+    ] = 8080,
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Address to bind. Loopback by default; 0.0.0.0 exposes it."),
+    ] = "127.0.0.1",
+    status: Annotated[
+        int, typer.Option("--status", min=100, max=599, help="Status to answer with.")
+    ] = 200,
+    fail_first: Annotated[
+        int,
+        typer.Option(
+            "--fail-first", min=0, help="Answer the first N requests with 500, to watch retries."
+        ),
+    ] = 0,
+    delay: Annotated[
+        str,
+        typer.Option(
+            "--delay", help="Wait this long before answering, e.g. 1s or 5s (to see timeouts)."
+        ),
+    ] = "0s",
+    count: Annotated[
+        int,
+        typer.Option("--count", min=0, help="Exit after this many requests (0: run until Ctrl-C)."),
+    ] = 0,
+    secrets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            envvar="HOOKCTL_LISTEN_SECRET",
+            help="Verify Standard Webhooks signatures with this whsec_ secret (repeatable); answer 401 when one does not hold.",
+            show_default=False,
+        ),
+    ] = None,
     json_lines: JsonOption = False,
 ) -> None:
     """Receive webhooks locally and print each request: method, path, headers and body.
+
+    Answers every request with --status, or fails the first N with 500 (--fail-first) so you can watch retries, or answers slowly (--delay) so you can watch timeouts. With --secret, checks each request's webhook-signature and says whether it holds. Binds to 127.0.0.1 unless --host says otherwise. Exit code 0 on Ctrl-C or after --count requests, 2 when the port cannot be bound.
 
     Example: hookctl listen --port 8765 --fail-first 2
     """
@@ -35,13 +69,11 @@ def listen(
         wait = parse_duration(delay)
     except ValueError as exc:
         raise UsageError(f"--delay: {exc}") from None
+    keys = tuple(_key(secret) for secret in secrets or ())
 
     def show(request: Received) -> None:
         text = request.body.decode("utf-8", errors="replace")
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = None
+        parsed = _json_or_none(text)
         if json_lines:
             record = {
                 "number": request.number,
@@ -52,19 +84,23 @@ def listen(
                 "body": text,
                 "json": parsed,
                 "answered": request.answered,
+                "signature": request.signature,
             }
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             lines = [f"#{request.number} {request.method} {request.path} -> {request.answered}"]
             lines += [f"  {k}: {v}" for k, v in request.headers]
+            if request.signature is not None:
+                lines.append(f"  (signature: {request.signature})")
             if text:
-                pretty = json.dumps(parsed, indent=2, ensure_ascii=False) if parsed is not None else text
-                lines += ["", *("  " + line for line in pretty.splitlines())]
+                lines += ["", *("  " + line for line in _pretty(text, parsed, request.headers))]
             sys.stdout.write("\n".join(lines) + "\n\n")
         sys.stdout.flush()
 
     try:
-        receiver = Receiver(host, port, Behaviour(status=status, fail_first=fail_first, delay=wait), show)
+        receiver = Receiver(
+            host, port, Behaviour(status=status, fail_first=fail_first, delay=wait, keys=keys), show
+        )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sys.stderr.write(f"listening on http://{host}:{receiver.port}/ (Ctrl-C to stop)\n")
@@ -75,3 +111,31 @@ def listen(
         pass
     finally:
         receiver.server.server_close()
+
+
+def _key(secret: str) -> bytes:
+    from hookctl.signing import decode_secret
+
+    try:
+        return decode_secret(secret)
+    except ValueError as exc:
+        raise UsageError(f"--secret: {exc}") from None
+
+
+def _json_or_none(text: str) -> object:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _pretty(text: str, parsed: object, headers: tuple[tuple[str, str], ...]) -> list[str]:
+    """A body for reading: JSON indented, form fields one per line, anything else as sent."""
+    if parsed is not None:
+        return json.dumps(parsed, indent=2, ensure_ascii=False).splitlines()
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    if "x-www-form-urlencoded" in content_type:
+        from urllib.parse import parse_qsl
+
+        return [f"{k} = {v}" for k, v in parse_qsl(text, keep_blank_values=True)]
+    return text.splitlines()

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
 from typing import Annotated
 
 import typer
 
-from hookctl.cli.app import DbOption, JsonOption, QuietOption, RulesOption, app, exit_with, handle_errors
+from hookctl.cli.app import (
+    DbOption,
+    JsonOption,
+    QuietOption,
+    RulesOption,
+    app,
+    exit_with,
+    handle_errors,
+)
 from hookctl.errors import ExitCode, UsageError
 
 ConcurrencyOption = Annotated[
@@ -30,6 +36,28 @@ LeaseOption = Annotated[
         envvar="HOOKCTL_LEASE",
     ),
 ]
+
+
+AllowNetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-net",
+        help="Let requests reach this private network or host, e.g. 10.1.2.0/24 or crm.intranet "
+        "(repeatable; also $HOOKCTL_ALLOW_NET, comma-separated). Everything else private stays refused.",
+        show_default=False,
+    ),
+]
+
+
+def _guard(flags: list[str] | None):  # type: ignore[no-untyped-def]
+    """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
+    from hookctl.netguard import AllowList, Guard
+
+    entries = [e for flag in (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", "")) for e in flag.split(",")]
+    try:
+        return Guard(AllowList.parse(entries))
+    except ValueError as exc:
+        raise UsageError(f"--allow-net: {exc}") from None
 
 
 def _lease(value: str | None) -> float | None:
@@ -61,6 +89,7 @@ def fire(
     json_lines: JsonOption = False,
     quiet: QuietOption = False,
     lease: LeaseOption = None,
+    allow_net: AllowNetOption = None,
 ) -> None:
     """Match events against rules and send the webhooks.
 
@@ -75,7 +104,7 @@ def fire(
     from hookctl import paths
     from hookctl.deliver import Options, Pipeline
     from hookctl.events import read_events
-    from hookctl.output import Printer
+    from hookctl.output import Printer, ProgressBar
     from hookctl.rules import load_rules
 
     sources = files or ["-"]
@@ -94,22 +123,26 @@ def fire(
         from hookctl.store import Store
 
         store = Store(paths.db_path(db))
-    pipeline = Pipeline(store, options, printer.report, bad_event)
+    bar = ProgressBar("sending", enabled=not quiet and not dry_run)
+    pipeline = Pipeline(store, options, bar.wrap(printer.report), bad_event)
     try:
-        summary = asyncio.run(_fire(pipeline, events, rules, concurrency, per_host, dry_run))
+        import asyncio  # here, not at the top: --help and an idle retry-loop skip it
+
+        summary = asyncio.run(_fire(pipeline, events, rules, concurrency, per_host, dry_run, _guard(allow_net)))
     finally:
+        bar.stop()
         if store is not None:
             store.close()
     printer.summary(summary)
     exit_with(ExitCode.FAILED if summary.bad_events or summary.failed else ExitCode.OK)
 
 
-async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_run: bool):  # type: ignore[no-untyped-def]
+async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_run: bool, guard):  # type: ignore[no-untyped-def]
     if dry_run:
         return await pipeline.fire(events, rules, None)
     from hookctl.dispatch import Sender
 
-    async with Sender(concurrency=concurrency, per_host=per_host) as sender:
+    async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
         return await pipeline.fire(events, rules, sender)
 
 
@@ -135,6 +168,7 @@ def retry_loop(
     json_lines: JsonOption = False,
     quiet: QuietOption = False,
     lease: LeaseOption = None,
+    allow_net: AllowNetOption = None,
 ) -> None:
     """Send every delivery whose next attempt is due, then exit (or keep polling with --every).
 
@@ -162,7 +196,11 @@ def retry_loop(
             if not quiet:
                 sys.stderr.write("nothing due\n")
             return
-        summary = asyncio.run(_drain(store, interval, concurrency, per_host, json_lines, quiet, _lease(lease)))
+        import asyncio
+
+        summary = asyncio.run(
+            _drain(store, interval, concurrency, per_host, json_lines, quiet, _lease(lease), _guard(allow_net))
+        )
     finally:
         store.close()
     exit_with(ExitCode.OK if not summary.failed else ExitCode.FAILED)
@@ -174,12 +212,18 @@ def _now() -> float:
     return time.time()
 
 
-async def _drain(store, interval, concurrency, per_host, json_lines, quiet, lease):  # type: ignore[no-untyped-def]
+async def _drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
     from hookctl.deliver import Options, Pipeline, Summary
     from hookctl.dispatch import Sender
-    from hookctl.output import Printer
+    from hookctl.output import Printer, ProgressBar
 
     printer = Printer(json_lines=json_lines, quiet=quiet)
+    # One pass (cron) has a known size; a bar over an endless --every loop would mean nothing.
+    total_due = len(ids) if ids is not None else store.due_count(_now())
+    bar = ProgressBar("retrying", total=total_due, enabled=not quiet and interval is None)
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -188,10 +232,10 @@ async def _drain(store, interval, concurrency, per_host, json_lines, quiet, leas
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
     total = Summary()
-    async with Sender(concurrency=concurrency, per_host=per_host) as sender:
+    async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
         while True:
-            pipeline = Pipeline(store, Options(environ=os.environ, lease_seconds=lease), printer.report)
-            summary = await pipeline.drain(sender, stop=stop)
+            pipeline = Pipeline(store, Options(environ=os.environ, lease_seconds=lease), bar.wrap(printer.report))
+            summary = await pipeline.drain(sender, stop=stop, ids=ids)
             for name in ("deliveries", "succeeded", "pending", "failed"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
             if interval is None or stop.is_set():
@@ -200,6 +244,7 @@ async def _drain(store, interval, concurrency, per_host, json_lines, quiet, leas
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
                 pass
+    bar.stop()
     if not quiet:
         sys.stderr.write(
             f"sent {total.deliveries}: {total.succeeded} succeeded, {total.pending} rescheduled, {total.failed} failed\n"

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from hookctl.cli.app import DbOption, JsonOption, app, handle_errors
-from hookctl.errors import UsageError
+from hookctl.cli.app import DbOption, JsonOption, app, exit_with, handle_errors
+from hookctl.cli.commands_send import AllowNetOption
+from hookctl.errors import ExitCode, UsageError
 
 STATUSES = ("pending", "succeeded", "failed")
 LOG_COLUMNS = [
@@ -80,7 +81,7 @@ def log(
 
     Example: hookctl log --status failed --since 1d
     """
-    from hookctl.output import iso, rows_table, short_time, use_color
+    from hookctl.output import iso, rows_table, short_time
 
     store = _open(db)
     try:
@@ -97,9 +98,9 @@ def log(
             for row in rows:
                 printer.json(log_record(row, iso))
             return
-        color = use_color(sys.stdout)
         table = ({**row, "updated": short_time(row["updated_at"])} for row in rows)
-        rows_table(table, LOG_COLUMNS, color=color)
+        # A terminal gets the rich table even under NO_COLOR (rich drops the colour itself).
+        rows_table(table, LOG_COLUMNS, color=sys.stdout.isatty())
     finally:
         store.close()
 
@@ -144,7 +145,8 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
         for a in row["attempts"]
     ]
     if json_lines:
-        record = log_record(row, iso)
+        # get() moves the stored count aside for the attempt rows; the record wants the count.
+        record = log_record({**row, "attempts": row["attempt_count"]}, iso)
         record["request"] = request_dict(masked) if masked else None
         record["attempts_detail"] = attempts
         Printer(json_lines=True).json(record)
@@ -181,25 +183,36 @@ def replay(
     rule: Annotated[str | None, typer.Option("--rule", help="With --status: only this rule's.")] = None,
     now: Annotated[bool, typer.Option("--now", help="Send them right away instead of leaving them for retry-loop.")] = False,
     db: DbOption = None,
+    allow_net: AllowNetOption = None,
+    json_lines: JsonOption = False,
 ) -> None:
     """Put deliveries back in the queue, due now, with the same id (receivers can de-duplicate).
 
+    With --now they are sent right away (only those; other due deliveries wait for retry-loop),
+    one line each on stdout, and the exit code is 1 if one fails for good.
+
     Example: hookctl replay --status failed --since 1d --now
     """
+    from hookctl.cli.commands_send import _drain, _guard
+
     if not ids and status is None:
         raise UsageError("name delivery ids, or select them with --status (see hookctl replay --help)")
+    guard = _guard(allow_net) if now else None
     store = _open(db)
     try:
         requeued = store.requeue(
             ids=ids or (), status=_status(status), rule=rule, since=_since(since), now=time.time()
         )
+        sys.stderr.write(f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n")
+        failed = 0
+        if now and requeued:
+            import asyncio
+
+            summary = asyncio.run(_drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued))
+            failed = summary.failed
     finally:
         store.close()
-    sys.stderr.write(f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n")
-    if now and requeued:
-        from hookctl.cli.commands_send import retry_loop
-
-        retry_loop(db=db, every=None, concurrency=50, per_host=20, json_lines=False, quiet=False, lease=None)
+    exit_with(ExitCode.FAILED if failed else ExitCode.OK)
 
 
 @app.command()

@@ -1,0 +1,137 @@
+"""Compare transports under hookctl's own Sender: httpx's default pool vs httpx-aiohttp.
+
+    python bench/transport.py throughput --url URL -n 2000 -c 50 --transport {httpx,aiohttp}
+    python bench/transport.py checks --base http://127.0.0.1:PORT --hang http://127.0.0.1:PORT2
+
+`throughput` sends n copies of a ~1 KB JSON POST through hookctl.dispatch.Sender (the same
+deadline, semaphores and capped read as `fire`) and prints {"sent", "ok", "seconds"}. A given
+transport bypasses hookctl's network guard, so both transports are compared without it.
+`checks` verifies, for both transports, that redirects are not followed, that the per-attempt
+deadline cancels hanging attempts cleanly and in parallel, and that a capped read of a large
+body leaves the pool usable; it prints one JSON object per transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sys
+import time
+import warnings
+from typing import Any
+
+import httpx
+
+from hookctl.dispatch import Sender
+from hookctl.render import ResolvedRequest
+
+BODY = json.dumps({"ticket": 4711, "subject": "Printer on fire", "text": "x" * 900}).encode()
+HEADERS = [("Content-Type", "application/json"), ("X-Source", "hookctl-bench")]
+
+
+def make_transport(name: str, concurrency: int) -> httpx.AsyncBaseTransport:
+    """httpx's own pool (what Sender wraps by default) or httpx-aiohttp's, both without the guard."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    if name == "httpx":
+        return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport(limits=limits, trust_env=False)
+
+
+async def throughput(url: str, n: int, concurrency: int, transport: str) -> dict[str, Any]:
+    """Send n POSTs through Sender with `concurrency` in flight; count the successes."""
+    request = ResolvedRequest("POST", url, HEADERS, BODY)
+    async with Sender(
+        concurrency=concurrency,
+        per_host=concurrency,
+        transport=make_transport(transport, concurrency),
+    ) as sender:
+        remaining = iter(range(n))
+        ok = 0
+
+        async def worker() -> None:
+            nonlocal ok
+            for _ in remaining:
+                outcome = await sender.send(request, timeout=10.0)
+                ok += outcome.error is None
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - t0
+    return {"transport": transport, "sent": n, "ok": ok, "seconds": seconds}
+
+
+async def _stats(base: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{base}/_bench/stats")).json()
+
+
+async def checks(base: str, hang: str, transport: str) -> dict[str, Any]:
+    """Redirects not followed, deadlines cancel cleanly and in parallel, capped reads are safe."""
+    result: dict[str, Any] = {"transport": transport}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with Sender(
+            concurrency=50, per_host=50, transport=make_transport(transport, 50)
+        ) as sender:
+            before = (await _stats(base))["landed"]
+            outcome = await sender.send(
+                ResolvedRequest("GET", f"{base}/_bench/redirect"), timeout=5
+            )
+            result["redirect_status"] = outcome.status_code
+            result["redirect_followed"] = (await _stats(base))["landed"] != before
+
+            t0 = time.perf_counter()
+            hung = await asyncio.gather(
+                *(
+                    sender.send(ResolvedRequest("POST", hang, HEADERS, BODY), timeout=1.0)
+                    for _ in range(20)
+                )
+            )
+            result["hang_20_attempts_seconds"] = round(time.perf_counter() - t0, 3)
+            result["hang_errors"] = sorted({o.error or "" for o in hung})
+
+            big = await sender.send(ResolvedRequest("GET", f"{base}/_bench/big"), timeout=5)
+            result["big_status"] = big.status_code
+            result["big_stored_chars"] = len(big.response_body or "")
+            after = await asyncio.gather(
+                *(
+                    sender.send(ResolvedRequest("POST", f"{base}/hook", HEADERS, BODY), timeout=5)
+                    for _ in range(100)
+                )
+            )
+            result["after_big_ok"] = sum(o.error is None for o in after)
+        gc.collect()
+        await asyncio.sleep(0.1)  # let close callbacks run before counting what leaked
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    result["leftover_tasks"] = len(tasks)
+    result["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    return result
+
+
+def main() -> None:
+    """Parse options, run the chosen measurement, print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    tp = sub.add_parser("throughput")
+    tp.add_argument("--url", required=True)
+    tp.add_argument("-n", type=int, default=2000)
+    tp.add_argument("-c", "--concurrency", type=int, default=50)
+    tp.add_argument("--transport", choices=["httpx", "aiohttp"], default="httpx")
+    ck = sub.add_parser("checks")
+    ck.add_argument("--base", required=True, help="receiver base URL")
+    ck.add_argument("--hang", required=True, help="URL of a server that never answers")
+    args = parser.parse_args()
+    if args.what == "throughput":
+        out = asyncio.run(throughput(args.url, args.n, args.concurrency, args.transport))
+        sys.stdout.write(json.dumps(out) + "\n")
+    else:
+        for name in ("httpx", "aiohttp"):
+            sys.stdout.write(json.dumps(asyncio.run(checks(args.base, args.hang, name))) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""`explain`, `test`, `rules` and `stats`: trust rules before they go live, then watch them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from hookctl.cli.app import (
+    DbOption,
+    JsonOption,
+    QuietOption,
+    RulesOption,
+    app,
+    exit_with,
+    handle_errors,
+)
+from hookctl.cli.commands_send import _rule_paths
+from hookctl.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from hookctl.conditions import Trace
+    from hookctl.explain import Explanation
+    from hookctl.rules import Rule
+    from hookctl.ruletest import CaseResult
+
+RuleNameOption = Annotated[
+    str | None, typer.Option("--rule", help="Only this rule.", show_default=False)
+]
+RULE_KEYS = ("name", "events", "method", "url", "format", "retry", "enabled", "source")
+RULE_COLUMNS = [(key, "URL" if key == "url" else key.capitalize()) for key in RULE_KEYS]
+STATUSES = ("pending", "succeeded", "failed")  # as the store has them
+BY_RULE = [("rule", "Rule"), ("total", "Total"), *((s, s.capitalize()) for s in STATUSES)]
+SLOWEST = [("url", "URL"), ("attempts", "Attempts"), ("avg", "Average"), ("max", "Slowest")]
+FAILING = [
+    ("url", "URL"),
+    ("deliveries", "Deliveries"),
+    ("failed", "Failed"),
+    ("failed_attempts", "Failed attempts"),
+]
+
+
+@dataclass
+class _Node:
+    """A line of tree-shaped output: a rich Tree on a terminal, indented text otherwise."""
+
+    text: str
+    style: str = ""
+    children: list[_Node] = field(default_factory=list)
+
+
+def _print_tree(node: _Node) -> None:
+    if not sys.stdout.isatty():
+        sys.stdout.write("\n".join(_plain_lines(node, "")) + "\n")
+        return
+    from rich.console import Console
+    from rich.text import Text
+    from rich.tree import Tree
+
+    def grow(tree: Tree, children: Iterable[_Node]) -> None:
+        for child in children:
+            grow(tree.add(Text(child.text, style=child.style)), child.children)
+
+    tree = Tree(Text(node.text, style=node.style))
+    grow(tree, node.children)
+    Console(highlight=False).print(tree)
+
+
+def _plain_lines(node: _Node, indent: str) -> list[str]:
+    lines = [indent + line if line else "" for line in node.text.splitlines() or [""]]
+    for child in node.children:
+        lines.extend(_plain_lines(child, indent + "  "))
+    return lines
+
+
+def _paint(text: str, code: str, on: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if on else text
+
+
+def _pick(rules: list[Rule], name: str | None) -> list[Rule]:
+    if name is None:
+        return rules
+    chosen = [rule for rule in rules if rule.name == name]
+    if not chosen:
+        import difflib
+
+        close = difflib.get_close_matches(name, [rule.name for rule in rules], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"--rule: no rule named {name!r} is loaded{hint}")
+    return chosen
+
+
+# --- explain -------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def explain(
+    event_file: Annotated[
+        str,
+        typer.Argument(
+            metavar="EVENT_FILE",
+            help="Events to explain: a JSON object, an array or NDJSON ('-': stdin).",
+        ),
+    ],
+    rules_paths: RulesOption = None,
+    rule: RuleNameOption = None,
+    curl: Annotated[
+        bool,
+        typer.Option(
+            "--curl", help='Show each request as a runnable curl command, secrets as "$NAME".'
+        ),
+    ] = False,
+    json_lines: JsonOption = False,
+) -> None:
+    """Show why each rule fires or not for an event: the on: check, every condition, the request.
+
+    Each condition shows the field, the value found (or absent), the operator, the expected value and whether it passed, with all/any/none groups as a tree. A matched rule shows the exact request it would send, secrets masked; nothing is sent. Exit code 0, or 1 when an event cannot be read or a matched rule cannot render its request.
+
+    Example: hookctl explain -r examples/rules examples/events/ticket-created.json --curl
+    """
+    from hookctl.events import BadEvent, read_events
+    from hookctl.explain import explain as explain_event
+    from hookctl.explain import explanation_dict
+    from hookctl.rules import load_rules
+
+    rules = _pick(load_rules(_rule_paths(rules_paths)), rule)
+    if event_file == "-" and sys.stdin.isatty():
+        raise UsageError("no events: give an event file, or pipe events to stdin")
+    failed = False
+    first = True
+    for item in read_events([event_file], sys.stdin.buffer):
+        if isinstance(item, BadEvent):
+            sys.stderr.write(f"Error: {item}\n")
+            failed = True
+            continue
+        explanations = explain_event(rules, item, os.environ)
+        failed = failed or any(e.error for e in explanations)
+        if json_lines:
+            from hookctl.output import Printer
+
+            printer = Printer(json_lines=True)
+            for explanation in explanations:
+                printer.json(explanation_dict(explanation, curl=curl))
+            continue
+        if not first:
+            sys.stdout.write("\n")
+        first = False
+        where = f"{item.source}:{item.line}"
+        sys.stdout.write(
+            f"event {item.name or '(no event name)'} {item.event_id or '-'}  ({where})\n"
+        )
+        for explanation in explanations:
+            _print_tree(_explain_node(explanation, curl))
+    exit_with(ExitCode.FAILED if failed else ExitCode.OK)
+
+
+def _explain_node(explanation: Explanation, curl: bool) -> _Node:
+    from hookctl.explain import to_curl
+
+    rule = explanation.rule
+    if explanation.error:
+        verdict, style = "error", "bold red"
+    elif explanation.matched:
+        verdict, style = "matched", "bold green"
+    elif not rule.enabled:
+        verdict, style = "disabled", "dim"
+    else:
+        verdict, style = "no match", "yellow"
+    node = _Node(f"{verdict:<9} {rule.name}  ({rule.source}:{rule.line})", style)
+    node.children.append(_Node(explanation.on_reason(), "" if explanation.on_passed else "red"))
+    if explanation.trace is not None:
+        when = _Node("when:")
+        when.children.append(_trace_node(explanation.trace))
+        node.children.append(when)
+    if explanation.error:
+        node.children.append(_Node(explanation.error, "red"))
+    if explanation.request is not None:
+        if curl:
+            text = to_curl(explanation.request)
+        else:
+            masked = explanation.request.masked()
+            lines = [f"{masked.method} {masked.url}", *(f"{k}: {v}" for k, v in masked.headers)]
+            if masked.body is not None:
+                lines += ["", masked.body]
+            text = "\n".join(lines)
+        node.children.append(_Node("request:", children=[_Node(text, "cyan")]))
+    return node
+
+
+def _trace_node(step: Trace) -> _Node:
+    from hookctl.explain import trace_label
+
+    verdict = "pass" if step.passed else "FAIL"
+    node = _Node(f"{verdict}  {trace_label(step)}", "green" if step.passed else "red")
+    node.children = [_trace_node(child) for child in step.children]
+    return node
+
+
+# --- test ----------------------------------------------------------------------------------
+
+
+@app.command("test")
+@handle_errors
+def test_rules(
+    case_files: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="CASE_FILE",
+            help="More case files: YAML lists of cases, each naming its rule.",
+            show_default=False,
+        ),
+    ] = None,
+    rules_paths: RulesOption = None,
+    rule: RuleNameOption = None,
+    json_lines: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run the test cases kept with the rules: does each fire as expected, with the expected request.
+
+    Cases come from each rule's tests: list, from tests/*.yaml inside each rules directory, and from CASE_FILES. A case gives an event (inline, or a file path relative to the case's file) and fires: true or false, plus optionally method, url, headers and body (a subset of the parsed body). Secrets render as ${NAME}, so cases need no real secrets. One line per case, a diff for each mismatch. Exit code 0 when every case passes, 1 when one fails or there are none, 3 when rules or cases are invalid.
+
+    Example: hookctl test -r examples/rules
+    """
+    from pathlib import Path
+
+    from hookctl import ruletest
+    from hookctl.rules import load_rules
+
+    paths = _rule_paths(rules_paths)
+    rules = load_rules(paths)
+    files = ruletest.case_files(paths) + [Path(p) for p in case_files or ()]
+    cases = ruletest.collect(rules, files)
+    if rule is not None:
+        _pick(rules, rule)
+        cases = [case for case in cases if case.rule == rule]
+    if not cases:
+        sys.stderr.write(
+            "Error: no test cases found (add tests: to a rule, or files under tests/)\n"
+        )
+        raise typer.Exit(int(ExitCode.FAILED))
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    passed = failed = 0
+    for result in ruletest.run(rules, cases):
+        passed, failed = passed + result.passed, failed + (not result.passed)
+        if json_lines:
+            _case_json(result)
+        else:
+            _case_text(result, color)
+    if not quiet:
+        tested = {case.rule for case in cases}
+        untested = [
+            r.name for r in rules if r.name not in tested and (rule is None or r.name == rule)
+        ]
+        line = f"{passed} passed, {failed} failed"
+        if untested:
+            line += f"; rules without cases: {', '.join(untested)}"
+        sys.stderr.write(line + "\n")
+    exit_with(ExitCode.FAILED if failed else ExitCode.OK)
+
+
+def _case_text(result: CaseResult, color: bool) -> None:
+    case = result.case
+    mark = _paint("PASS", "32", color) if result.passed else _paint("FAIL", "31;1", color)
+    lines = [f"{mark}  {case.rule}: {case.name}  ({case.where})"]
+    for problem in result.problems:
+        lines += ["      " + line for line in problem.splitlines()]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _case_json(result: CaseResult) -> None:
+    from hookctl.output import Printer, request_dict
+
+    case = result.case
+    Printer(json_lines=True).json(
+        {
+            "rule": case.rule,
+            "case": case.name,
+            "file": case.file,
+            "line": case.line,
+            "passed": result.passed,
+            "problems": result.problems,
+            "request": request_dict(result.request) if result.request else None,
+        }
+    )
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+
+@app.command("rules")
+@handle_errors
+def list_rules(rules_paths: RulesOption = None, json_lines: JsonOption = False) -> None:
+    """List the loaded rules: name, events, method, URL, format, retry policy, enabled, source.
+
+    A table on a terminal, tab-separated lines when piped, NDJSON with --json. Exit code 0, or 3 when the rules are invalid.
+
+    Example: hookctl rules -r examples/rules
+    """
+    from hookctl.output import Printer, rows_table
+    from hookctl.rules import load_rules
+
+    records = [_rule_record(rule) for rule in load_rules(_rule_paths(rules_paths))]
+    if json_lines:
+        printer = Printer(json_lines=True)
+        for record in records:
+            printer.json(record)
+        return
+    rows = (
+        {
+            **r,
+            "events": ", ".join(r["on"]) or "*",
+            "retry": f"{r['retry_policy']}: {r['retry']}",
+            "enabled": "yes" if r["enabled"] else "no",
+            "source": f"{r['source']}:{r['line']}",
+        }
+        for r in records
+    )
+    rows_table(rows, RULE_COLUMNS, color=sys.stdout.isatty())
+
+
+def _rule_record(rule: Rule) -> dict[str, Any]:
+    hook = rule.webhook
+    return {
+        "name": rule.name,
+        "description": rule.description,
+        "on": list(rule.on),
+        "method": hook.method,
+        "url": hook.url,
+        "format": hook.format,
+        "retry": rule.retry.describe(),
+        "retry_policy": rule.retry.name,
+        "timeout": rule.describe_timeout(),
+        "on_failure": rule.on_failure is not None,
+        "enabled": rule.enabled,
+        "source": rule.source,
+        "line": rule.line,
+        "tests": len(rule.tests),
+    }
+
+
+# --- stats ---------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def stats(
+    since: Annotated[
+        str, typer.Option("--since", help="The window: deliveries created in the last 24h, 7d, ...")
+    ] = "24h",
+    max_failed: Annotated[
+        int | None,
+        typer.Option(
+            "--max-failed",
+            min=0,
+            help="Exit 1 when more deliveries than this failed in the window.",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    json_lines: JsonOption = False,
+) -> None:
+    """A health check: deliveries by status and rule, success rate, latency, failing endpoints.
+
+    The success rate counts finished deliveries (succeeded out of succeeded + failed); latency percentiles are over every attempt in the window. Exit code 0, or 1 when --max-failed is given and exceeded (for monitoring from cron), 2 when there is no database.
+
+    Example: hookctl stats --since 1h --max-failed 0
+    """
+    from hookctl.cli.commands_store import _open, _since
+
+    start = _since(since)
+    store = _open(db)
+    try:
+        data = store.stats(since=start)
+    finally:
+        store.close()
+    by_status = data["by_status"]
+    finished = by_status["succeeded"] + by_status["failed"]
+    data["success_rate"] = round(by_status["succeeded"] / finished, 4) if finished else None
+    over = max_failed is not None and by_status["failed"] > max_failed
+    if json_lines:
+        from hookctl.output import Printer, iso
+
+        Printer(json_lines=True).json(
+            {**data, "since": iso(start), "window": since, "max_failed": max_failed}
+        )
+    else:
+        _stats_text(data, since)
+    if over:
+        failures = f"{by_status['failed']} failed deliveries in the last {since}"
+        sys.stderr.write(f"Error: {failures} (more than --max-failed {max_failed})\n")
+    exit_with(ExitCode.FAILED if over else ExitCode.OK)
+
+
+def _stats_text(data: dict[str, Any], window: str) -> None:
+    from hookctl.output import rows_table
+
+    table = sys.stdout.isatty()
+    out = sys.stdout
+    counts = data["by_status"]
+    rate = data["success_rate"]
+    rate_text = f"{rate:.1%}" if rate is not None else "-"
+    pct = data["duration_ms"]
+    latency = ", ".join(f"{p} {_ms(pct[p])}" for p in ("p50", "p95", "p99"))
+    statuses = ", ".join(f"{counts[name]} {name}" for name in STATUSES)
+    out.write(f"deliveries in the last {window}: {data['deliveries']} ({statuses})\n")
+    out.write(f"success rate: {rate_text} of finished deliveries\n")
+    out.write(f"attempts: {data['attempts']}; latency {latency}\n")
+    sections = [
+        ("by rule", [{"rule": k, **v} for k, v in sorted(data["by_rule"].items())], BY_RULE),
+        ("slowest endpoints", [_timing(row) for row in data["slowest_urls"]], SLOWEST),
+        ("most failing endpoints", data["failing_urls"], FAILING),
+    ]
+    for title, rows, columns in sections:
+        if rows:
+            out.write(f"\n{title}\n")
+            out.flush()
+            rows_table(rows, columns, color=table)
+
+
+def _timing(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "avg": _ms(row["avg_ms"]), "max": _ms(row["max_ms"])}
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"

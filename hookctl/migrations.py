@@ -1,0 +1,158 @@
+"""The database schema, built by append-only migrations applied in order when a store opens.
+
+Each migration is a small named function; its name is recorded in `_migrations` once applied.
+Never edit or reorder a migration that has shipped: add a new one at the end of MIGRATIONS.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from hookctl.errors import StoreError
+
+APPLICATION_ID = 0x686B6374  # "hkct" in the SQLite header marks a file as ours
+
+
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """Deliveries, their attempts, and the indexes the queue and the log need."""
+    # Hand-written DDL: sqlite-utils' create() cannot express CHECK, ON DELETE CASCADE or
+    # partial indexes.
+    statements = [
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        """
+        CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,
+            event_id TEXT,
+            event_name TEXT,
+            ticket TEXT,
+            dedupe_key TEXT,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            url TEXT NOT NULL,
+            method TEXT NOT NULL,
+            request TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            timeout REAL NOT NULL,
+            accept TEXT NOT NULL,
+            on_failure TEXT,
+            event TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            first_attempt_at REAL,
+            next_attempt_at REAL,
+            last_status_code INTEGER,
+            error TEXT,
+            lease_token TEXT,
+            lease_expires_at REAL,
+            fence INTEGER NOT NULL DEFAULT 0,
+            CHECK ((status = 'pending') = (next_attempt_at IS NOT NULL))
+        )
+        """,
+        # Only pending rows are ever due, so the claim index skips the whole history; the lease
+        # is in it so claims and due counts skip in-flight rows without reading them.
+        """
+        CREATE INDEX deliveries_due ON deliveries (next_attempt_at, lease_expires_at)
+        WHERE status = 'pending'
+        """,
+        # (filter, id): the log reads newest first straight off these, no sort, no scan.
+        "CREATE INDEX deliveries_status ON deliveries (status, id)",
+        "CREATE INDEX deliveries_ticket ON deliveries (ticket, id)",
+        "CREATE INDEX deliveries_rule ON deliveries (rule, id)",
+        """
+        CREATE UNIQUE INDEX deliveries_dedupe ON deliveries (rule, dedupe_key)
+        WHERE dedupe_key IS NOT NULL
+        """,
+        """
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            duration_ms REAL NOT NULL,
+            status_code INTEGER,
+            error TEXT,
+            response_headers TEXT,
+            response_body TEXT
+        )
+        """,
+        "CREATE UNIQUE INDEX attempts_delivery ON attempts (delivery_id, number)",
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
+# Append-only: never edit or reorder a migration that has shipped; add a new one.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (m001_initial,)
+
+
+def check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a SQLite file some other program made; an empty one is fine (we will claim it)."""
+    # Callers hold a transaction, so both reads below see the same snapshot.
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    if app_id == APPLICATION_ID:
+        return
+    (tables,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+    if app_id != 0 or tables:
+        raise StoreError(
+            f"{path} is a SQLite database but not a hookctl database; "
+            "point --db or HOOKCTL_DB at another file"
+        )
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply the migrations the database at `path` lacks, each in order, under the write lock."""
+    with _transaction(conn, "BEGIN"):
+        applied = _applied(conn, path)
+    if {m.__name__ for m in MIGRATIONS} <= applied:
+        return  # the common case: no write lock taken just to open
+    with _transaction(conn, "BEGIN IMMEDIATE"):
+        # Checked again under the lock: another process may have migrated meanwhile.
+        check_ours(conn, path)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+        )
+        applied = _applied(conn, path)
+        db = sqlite_utils.Database(conn, execute_plugins=False)
+        for migration in MIGRATIONS:
+            if migration.__name__ not in applied:
+                migration(db)
+                # Bookkeeping only, never scheduling, so the real clock is fine here.
+                conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                    (migration.__name__, time.time()),
+                )
+
+
+def _applied(conn: sqlite3.Connection, path: Path) -> set[str]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone()
+    if not exists:
+        return set()
+    applied = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
+    unknown = applied - {m.__name__ for m in MIGRATIONS}
+    if unknown:
+        raise StoreError(
+            f"{path} was written by a newer hookctl (migration "
+            f"{', '.join(sorted(unknown))}); upgrade hookctl to use it"
+        )
+    return applied
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,95 @@
+"""What the store takes and returns: delivery ids (time-sortable ULIDs) and plain dataclasses."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ID_PREFIX = "msg_"
+# Ids carry their creation time so `since` filters can seek the id indexes; enqueue refuses ids
+# minted further than this from its clock, which keeps that shortcut exact.
+ID_CLOCK_SLACK = 3600.0
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # ASCII-ordered, so string order is numeric order
+ID_PATTERN = re.compile(rf"^{ID_PREFIX}[0-7][{_CROCKFORD}]{{25}}$")
+
+
+def new_delivery_id(now: float) -> str:
+    """A new "msg_" + 26-char ULID (48-bit milliseconds, 80 random bits): ids sort by time."""
+    millis = math.floor(now * 1000)
+    if not 0 <= millis < 1 << 48:
+        raise ValueError(f"cannot make a delivery id for time {now!r}")
+    return ID_PREFIX + _encode((millis << 80) | int.from_bytes(os.urandom(10), "big"))
+
+
+def id_floor(when: float) -> str:
+    """The smallest id that could have been minted at `when`."""
+    millis = min(max(math.floor(when * 1000), 0), (1 << 48) - 1)
+    return ID_PREFIX + _encode(millis << 80)
+
+
+def _encode(value: int) -> str:
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+@dataclass
+class NewDelivery:
+    """A delivery to put in the outbox."""
+
+    id: str
+    rule: str
+    event_id: str | None
+    event_name: str | None
+    ticket: str | None
+    dedupe_key: str | None
+    method: str
+    url: str  # for display: secrets already masked
+    request: dict[str, Any]
+    policy: dict[str, Any]
+    timeout: float
+    accept: str
+    on_failure: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None
+
+
+@dataclass
+class Claim:
+    """A delivery this process may now attempt, while `token` holds its lease."""
+
+    id: str
+    token: str
+    rule: str
+    ticket: str | None
+    url: str
+    method: str
+    request: dict[str, Any]
+    policy: dict[str, Any]
+    timeout: float
+    accept: str
+    attempts: int
+    first_attempt_at: float | None
+    on_failure: dict[str, Any] | None
+    event: dict[str, Any] | None
+    event_id: str | None
+
+
+@dataclass
+class AttemptResult:
+    """The outcome of one attempt, and the delivery's new state as the caller decided it."""
+
+    delivery_id: str
+    token: str
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_headers: dict[str, Any] | None
+    response_body: str | None
+    status: Literal["pending", "succeeded", "failed"]
+    next_attempt_at: float | None

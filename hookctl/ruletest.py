@@ -1,0 +1,522 @@
+"""`hookctl test`: rules as code. Run the test cases kept with rules and say what differs.
+
+A case lives in a rule's `tests:` list, or in a YAML file under a `tests/` directory beside
+the rules (a list of cases, each naming its `rule:`). A case gives an event (inline, or a path
+relative to the file holding the case) and what should happen: `fires: true|false`, and for a
+case that fires, optionally the `method`, `url`, `headers` and `body` of the request.
+
+Cases never read the real environment: every `{{ env.NAME }}` renders as `${NAME}`, as a dry
+run shows it, so expectations are written that way and tests need no secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import yaml
+
+from hookctl.errors import RuleError, RuleErrors
+from hookctl.events import BadEvent, Event, read_events
+from hookctl.explain import explain_rule, plain, show, trace_lines
+from hookctl.render import MaskedRequest
+from hookctl.rules import METHODS, Rule
+
+CASE_KEYS = ("name", "event", "fires", "method", "url", "headers", "body")
+FILE_CASE_KEYS = ("rule", *CASE_KEYS)
+TESTS_DIR = "tests"
+_NOT_GIVEN: Any = object()
+
+
+class _EveryName(Mapping[str, str]):
+    """An environment where every variable is set, so secrets render as `${NAME}` placeholders."""
+
+    def __getitem__(self, key: str) -> str:
+        return ""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validated test case."""
+
+    rule: str
+    name: str
+    file: str
+    line: int
+    event: Event
+    fires: bool
+    method: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str | None] | None = None
+    body: Any = _NOT_GIVEN
+
+    @property
+    def where(self) -> str:
+        """`file:line` of the case."""
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class CaseResult:
+    """What running a case found: passed, or the problems (each possibly several lines)."""
+
+    case: Case
+    problems: list[str] = field(default_factory=list)
+    request: MaskedRequest | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True when nothing differed from the expectation."""
+        return not self.problems
+
+
+# --- YAML that remembers lines ---------------------------------------------------------------
+
+
+class _Lines(dict[str, Any]):
+    """A YAML mapping with the line of the mapping and of each key."""
+
+    line: int
+    lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(loader: _Loader, node: yaml.MappingNode) -> _Lines:
+    mapping = _Lines()
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        # YAML 1.1 reads a bare `on` as True; in a rule or an event it is the key "on".
+        key = "on" if key is True and key_node.value in ("on", "On", "ON") else str(key)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct)
+
+
+def _load(path: Path) -> Any:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader subclass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleErrors([RuleError(f"cannot read: {exc}", file=str(path))]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RuleErrors(
+            [RuleError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=where)]
+        ) from None
+
+
+# --- collecting cases ------------------------------------------------------------------------
+
+
+def case_files(rule_paths: Iterable[Path]) -> list[Path]:
+    """The case files in a `tests/` directory inside each rules directory, sorted."""
+    found: list[Path] = []
+    for path in rule_paths:
+        folder = path / TESTS_DIR
+        if path.is_dir() and folder.is_dir():
+            found.extend(
+                sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            )
+    return found
+
+
+def collect(rules: Sequence[Rule], case_files: Iterable[Path] = ()) -> list[Case]:
+    """Every case of the rules and of the case files, validated; RuleErrors lists every problem."""
+    by_name = {rule.name: rule for rule in rules}
+    cases: list[Case] = []
+    errors: list[RuleError] = []
+    for rule in rules:
+        if rule.tests:
+            _collect(_inline_cases(rule), Path(rule.source), rule.name, by_name, cases, errors)
+    for path in case_files:
+        try:
+            doc = _load(path)
+        except RuleErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        if not isinstance(doc, list):
+            errors.append(
+                RuleError("expected a list of test cases, each with a `rule:`", file=str(path))
+            )
+            continue
+        _collect(doc, path, None, by_name, cases, errors)
+    if errors:
+        raise RuleErrors(errors)
+    return cases
+
+
+def _inline_cases(rule: Rule) -> list[Any]:
+    """The rule's `tests:` as read again with line numbers (Rule.tests holds plain data)."""
+    doc = _load(Path(rule.source))
+    items = doc if isinstance(doc, list) else [doc]
+    for item in items:
+        if isinstance(item, Mapping) and item.get("name", Path(rule.source).stem) == rule.name:
+            tests = item.get("tests")
+            if isinstance(tests, list):
+                return tests
+    return list(rule.tests)
+
+
+def _collect(
+    items: list[Any],
+    path: Path,
+    rule_name: str | None,
+    rules: Mapping[str, Rule],
+    cases: list[Case],
+    errors: list[RuleError],
+) -> None:
+    for index, item in enumerate(items):
+        checker = _CaseChecker(item, path, rule_name, index, rules)
+        case = checker.check()
+        errors.extend(checker.errors)
+        if case is not None:
+            cases.append(case)
+
+
+class _CaseChecker:
+    """Validates one case mapping, collecting every problem with its file, line, rule and field."""
+
+    def __init__(
+        self, item: Any, path: Path, rule_name: str | None, index: int, rules: Mapping[str, Rule]
+    ) -> None:
+        self.item = item
+        self.path = path
+        self.inline = rule_name is not None
+        self.rule = rule_name
+        self.prefix = f"tests[{index}]"
+        self.rules = rules
+        self.errors: list[RuleError] = []
+
+    def error(self, key: str | None, message: str) -> None:
+        line = getattr(self.item, "line", None)
+        lines = getattr(self.item, "lines", {})
+        if key in lines:
+            line = lines[key]
+        where = f"{self.path}:{line}" if line else str(self.path)
+        name = f"{self.prefix}.{key}" if key else self.prefix
+        self.errors.append(RuleError(message, file=where, rule=self.rule, field=name))
+
+    def check(self) -> Case | None:
+        item = self.item
+        if not isinstance(item, Mapping):
+            self.error(None, "a test case is a mapping with at least event and fires")
+            return None
+        allowed = CASE_KEYS if self.inline else FILE_CASE_KEYS
+        for key in item:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.error(key, f"unknown key{hint}; allowed: {', '.join(allowed)}")
+        if not self.inline:
+            self._rule_name(item.get("rule"))
+        fires = item.get("fires")
+        if not isinstance(fires, bool):
+            self.error("fires", f"required: true or false, got {show(fires)}")
+        event = self._event(item.get("event"))
+        method, url, headers = self._request_keys(item, fires)
+        name = item.get("name")
+        if name is not None and not isinstance(name, str):
+            self.error("name", "expected a string")
+        if self.errors or event is None or self.rule is None:
+            return None
+        return Case(
+            rule=self.rule,
+            name=name or self.prefix,
+            file=str(self.path),
+            line=getattr(item, "line", 0),
+            event=event,
+            fires=bool(fires),
+            method=method,
+            url=url,
+            headers=headers,
+            body=plain(item["body"]) if "body" in item else _NOT_GIVEN,
+        )
+
+    def _rule_name(self, name: Any) -> None:
+        if not isinstance(name, str):
+            self.error("rule", "required in a test file: the name of the rule this case tests")
+        elif name not in self.rules:
+            close = difflib.get_close_matches(name, list(self.rules), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.error("rule", f"no rule named {name!r} is loaded{hint}")
+        else:
+            self.rule = name
+
+    def _event(self, spec: Any) -> Event | None:
+        if isinstance(spec, Mapping):
+            return Event(plain(spec), "<inline>", getattr(spec, "line", 0))
+        if not isinstance(spec, str) or not spec:
+            self.error(
+                "event",
+                "required: an event mapping, or the path of a JSON file (relative to this file)",
+            )
+            return None
+        file = self.path.parent / spec
+        if not file.is_file():
+            self.error("event", f"no event file {str(file)!r}")
+            return None
+        found = list(read_events([str(file)], io.BytesIO()))
+        bad = [item for item in found if isinstance(item, BadEvent)]
+        if bad:
+            self.error("event", f"cannot read the event: {bad[0]}")
+        elif len(found) != 1:
+            self.error("event", f"{file} holds {len(found)} events; a case takes exactly one")
+        else:
+            return found[0]  # type: ignore[return-value]
+        return None
+
+    def _request_keys(
+        self, item: Mapping[str, Any], fires: Any
+    ) -> tuple[str | None, str | None, dict[str, str | None] | None]:
+        given = [key for key in ("method", "url", "headers", "body") if key in item]
+        if given and fires is False:
+            self.error(given[0], "expectations about the request need fires: true")
+        method = item.get("method")
+        if method is not None and (not isinstance(method, str) or method.upper() not in METHODS):
+            self.error("method", f"expected one of {', '.join(METHODS)}, got {show(method)}")
+            method = None
+        url = item.get("url")
+        if url is not None and not isinstance(url, str):
+            self.error("url", "expected the URL as a string (secrets as ${NAME})")
+            url = None
+        headers = item.get("headers")
+        if headers is not None:
+            if not isinstance(headers, Mapping) or not all(
+                v is None or isinstance(v, str | int | float) for v in headers.values()
+            ):
+                self.error(
+                    "headers", "expected a mapping of header names to values (null: must be absent)"
+                )
+                headers = None
+            else:
+                headers = {str(k): None if v is None else str(v) for k, v in headers.items()}
+        body = item.get("body")
+        if "body" in item and not isinstance(body, str | Mapping | list):
+            self.error(
+                "body", "expected the body text, or a mapping/list the parsed body must contain"
+            )
+        return (method.upper() if isinstance(method, str) else None), url, headers
+
+
+# --- running cases ---------------------------------------------------------------------------
+
+
+def run(rules: Sequence[Rule], cases: Iterable[Case]) -> Iterator[CaseResult]:
+    """Run each case against its rule, in order."""
+    by_name = {rule.name: rule for rule in rules}
+    for case in cases:
+        yield run_case(by_name[case.rule], case)
+
+
+def run_case(rule: Rule, case: Case) -> CaseResult:
+    """Evaluate one case: does the rule fire as expected, and is the request as expected."""
+    found = explain_rule(rule, case.event, _EveryName())
+    result = CaseResult(case)
+    if found.matched != case.fires:
+        expected = "to fire" if case.fires else "not to fire"
+        lines = [f"expected the rule {expected}; it {'did' if found.matched else 'did not'}:"]
+        if not rule.enabled:
+            lines.append("  the rule is disabled (enabled: false)")
+        lines.append("  " + found.on_reason())
+        if found.trace is not None:
+            lines += trace_lines(found.trace, "  ")
+        result.problems.append("\n".join(lines))
+        return result
+    if not case.fires:
+        return result
+    if found.request is None:
+        result.problems.append(found.error or "the request could not be rendered")
+        return result
+    request = found.request.masked()
+    result.request = request
+    if case.method is not None and case.method != request.method:
+        result.problems.append(_differ("method", case.method, request.method))
+    if case.url is not None and case.url != request.url:
+        result.problems.append(_differ("url", case.url, request.url))
+    if case.headers is not None:
+        result.problems.extend(_header_problems(case.headers, request.headers))
+    if case.body is not _NOT_GIVEN:
+        result.problems.extend(_body_problems(case.body, request.body, rule.webhook.format))
+    return result
+
+
+def _differ(what: str, expected: str, got: str | None) -> str:
+    """A mismatch as a diff: -/+ lines, or a unified diff for multi-line text."""
+    if got is not None and ("\n" in expected or "\n" in got):
+        diff = difflib.unified_diff(
+            expected.splitlines(), got.splitlines(), "expected", "got", lineterm="", n=2
+        )
+        return f"{what}:\n" + "\n".join("  " + line for line in diff)
+    return _mismatch(what, expected, got)
+
+
+def _mismatch(what: str, expected: Any, got: Any) -> str:
+    return f"{what}:\n  - expected {show(expected, None)}\n  + got      {show(got, None)}"
+
+
+def _header_problems(
+    expected: Mapping[str, str | None], actual: Sequence[tuple[str, str]]
+) -> list[str]:
+    have: dict[str, str] = {}
+    for name, value in actual:
+        have.setdefault(name.lower(), value)
+    problems = []
+    for name, value in expected.items():
+        got = have.get(name.lower())
+        if value is None and got is not None:
+            problems.append(f"headers.{name}: expected no such header, got {show(got)}")
+        elif value is not None and got != value:
+            problems.append(_differ(f"headers.{name}", value, got))
+    return problems
+
+
+def _body_problems(expected: Any, body: str | None, fmt: str) -> list[str]:
+    if body is None:
+        return ["body: expected a body, the request has none"]
+    if isinstance(expected, str):
+        return [] if expected == body else [_differ("body", expected, body)]
+    try:
+        parsed = _parse_body(body, fmt)
+    except ValueError as exc:
+        return [f"body: cannot parse the {fmt} body to compare fields: {exc}"]
+    problems: list[str] = []
+    if fmt == "form":
+        _form_subset(expected, parsed, problems)
+    else:
+        _subset(expected, parsed, "body", problems, loose=fmt == "xml")
+    return problems
+
+
+def _parse_body(body: str, fmt: str) -> Any:
+    if fmt == "json":
+        return json.loads(body)
+    if fmt == "form":
+        pairs: dict[str, list[str]] = {}
+        for key, value in parse_qsl(body, keep_blank_values=True):
+            pairs.setdefault(key, []).append(value)
+        return pairs
+    if "<!DOCTYPE" in body or "<!ENTITY" in body:
+        raise ValueError("a body with a DOCTYPE is not parsed")
+    try:
+        return _xml_value(ET.fromstring(body))
+    except ET.ParseError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _xml_value(element: ET.Element) -> Any:
+    """An element as data, the inverse of the XML encoder: children by tag, `item`s as a list."""
+    children = list(element)
+    if not children:
+        return element.text or ""
+    if all(child.tag == "item" for child in children):
+        return [_xml_value(child) for child in children]
+    data: dict[str, Any] = {}
+    for child in children:
+        value = _xml_value(child)
+        if child.tag in data:
+            previous = data[child.tag]
+            data[child.tag] = (
+                [*previous, value] if isinstance(previous, list) else [previous, value]
+            )
+        else:
+            data[child.tag] = value
+    return data
+
+
+def _subset(expected: Any, actual: Any, path: str, problems: list[str], *, loose: bool) -> None:
+    """Every key and value in `expected` is in `actual`; lists match item by item."""
+    if isinstance(expected, Mapping):
+        if not isinstance(actual, Mapping):
+            problems.append(f"{path}: expected an object, got {show(actual)}")
+            return
+        for key, value in expected.items():
+            if key not in actual:
+                problems.append(f"{path}.{key}: missing (expected {show(value)})")
+            else:
+                _subset(value, actual[key], f"{path}.{key}", problems, loose=loose)
+    elif isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            problems.append(_mismatch(path, expected, actual))
+            return
+        for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+            _subset(want, got, f"{path}[{index}]", problems, loose=loose)
+    elif not _same(expected, actual, loose):
+        if isinstance(expected, str) and isinstance(actual, str):
+            problems.append(_differ(path, expected, actual))
+        else:
+            problems.append(_mismatch(path, expected, actual))
+
+
+def _same(expected: Any, actual: Any, loose: bool) -> bool:
+    if loose:
+        # XML and form fields are text: compare the text a YAML scalar would be sent as.
+        return isinstance(actual, str) and _text(expected) == actual
+    if type(expected) is bool or type(actual) is bool:
+        return expected is actual
+    return bool(expected == actual)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _form_subset(expected: Any, actual: Mapping[str, list[str]], problems: list[str]) -> None:
+    if not isinstance(expected, Mapping):
+        problems.append("body: a form body is compared against a mapping of fields")
+        return
+    wanted: dict[str, list[str]] = {}
+    for key, value in _form_pairs(expected, ""):
+        wanted.setdefault(key, []).append(_text(value))
+    for key, values in wanted.items():
+        got = actual.get(key)
+        if got is None:
+            problems.append(
+                f"body.{key}: missing (expected {show(values[0] if len(values) == 1 else values)})"
+            )
+        elif got != values:
+            want, have = (values[0], got[0]) if len(values) == len(got) == 1 else (values, got)
+            if isinstance(want, str) and isinstance(have, str):
+                problems.append(_differ(f"body.{key}", want, have))
+            else:
+                problems.append(_mismatch(f"body.{key}", want, have))
+
+
+def _form_pairs(data: Any, prefix: str) -> list[tuple[str, Any]]:
+    """Flatten like the form encoder: nested mappings as `parent[child]`, lists repeat the key."""
+    if isinstance(data, Mapping):
+        return [
+            pair
+            for key, value in data.items()
+            for pair in _form_pairs(value, f"{prefix}[{key}]" if prefix else str(key))
+        ]
+    if isinstance(data, list):
+        return [pair for item in data for pair in _form_pairs(item, prefix)]
+    return [(prefix, data)]

@@ -1,0 +1,107 @@
+"""A sender killed mid-flight (SIGKILL) loses nothing: after its leases expire, retry-loop resends.
+
+The receiver is slow while the victim runs, so many attempts are in flight when it dies; it is
+fast again for the recovery. Leases are 1 s (HOOKCTL_LEASE) so recovery does not wait minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tests.receivers import Receiver, events_ndjson, hookctl, rule_yaml, sql, wait_for
+
+COUNT = 300
+LEASE = {"HOOKCTL_LEASE": "1s"}
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def kill_when_in_flight(proc, receiver: Receiver, in_flight: int) -> None:
+    """SIGKILL `proc` once `in_flight` of its requests have reached the receiver."""
+    wait_for(lambda: receiver.arrived() >= in_flight or proc.poll() is not None, what="requests")
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def recover(receiver: Receiver) -> int:
+    """Let the dead process's leases run out, then make the receiver fast; returns its count."""
+    time.sleep(1.1)
+    receiver.delay = 0.0
+    return receiver.arrived()
+
+
+def check_nothing_lost(db_file, receiver: Receiver, recovered_from: int) -> None:
+    rows = sql(db_file, "SELECT id, event_id, status, lease_token FROM deliveries")
+    assert len(rows) == COUNT
+    assert sorted(r[1] for r in rows) == sorted(f"evt_{n}" for n in range(COUNT))
+    assert {r[2] for r in rows} <= {"succeeded", "pending"}
+    assert [r for r in rows if r[2] == "pending"] == [], "nothing should be left after recovery"
+    by_id = {r[0]: r[1] for r in rows}
+    # Every request, before and after the crash, carried its delivery's id as webhook-id:
+    # a re-sent event arrives under the same id, so the receiver can drop the copy.
+    for webhook_id, event_id in receiver.received:
+        assert by_id[webhook_id] == event_id
+    assert set(receiver.ids()) == set(by_id)
+    # Recovery sends each delivery at most once (the dead process's are re-sent, none twice).
+    assert set(receiver.ids(since=recovered_from).values()) <= {1}
+    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+    assert sql(db_file, "PRAGMA foreign_key_check") == []
+
+
+def test_fire_killed_mid_flight(rule_file, event_file, receiver: Receiver, db_file):
+    receiver.delay = 2.0
+    rules = rule_file(rule_yaml(receiver.url, extra="timeout: 10s\n"))
+    events = event_file(events_ndjson(COUNT), name="batch.ndjson")
+    victim = hookctl("fire", "-r", rules, events, "--concurrency", "20", "--quiet", env=LEASE)
+    kill_when_in_flight(victim, receiver, 30)  # the first 20 answered, 10 more in flight
+    in_store = sql(db_file, "SELECT status, count(*) FROM deliveries GROUP BY status")
+    assert sum(n for _, n in in_store) >= 30 and dict(in_store).get("pending", 0) >= 10
+    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+
+    recovered_from = recover(receiver)
+    # Re-running the batch is safe: it sends only the events the dead process never stored...
+    rerun = hookctl("fire", "-r", rules, events, "--json", env=LEASE)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    statuses = [json.loads(line)["status"] for line in out.splitlines()]
+    assert set(statuses) <= {"succeeded", "duplicate"} and len(statuses) == COUNT
+    # ...and retry-loop sends the ones it stored but did not finish.
+    loop = hookctl("retry-loop", "--concurrency", "20", env=LEASE)
+    _, err = loop.communicate(timeout=120)
+    assert loop.returncode == 0, err
+    check_nothing_lost(db_file, receiver, recovered_from)
+
+
+def test_retry_loop_killed_mid_flight(cli, rule_file, event_file, receiver: Receiver, db_file):
+    receiver.status = 503
+    rules = rule_file(
+        rule_yaml(receiver.url, retry="{every: 10ms, retries: 5}", extra="timeout: 10s\n")
+    )
+    assert cli("fire", "-r", rules, event_file(events_ndjson(COUNT)), "--quiet").exit_code == 0
+    first_round = receiver.arrived()
+    assert first_round == COUNT
+    receiver.status, receiver.delay = 200, 2.0
+    time.sleep(0.02)  # all due
+
+    victim = hookctl("retry-loop", "--concurrency", "20", "--quiet", env=LEASE)
+    kill_when_in_flight(victim, receiver, first_round + 30)
+    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+
+    recovered_from = recover(receiver)
+    loop = hookctl("retry-loop", "--concurrency", "20", env=LEASE)
+    _, err = loop.communicate(timeout=120)
+    assert loop.returncode == 0, err
+    check_nothing_lost(db_file, receiver, recovered_from)
+    # The 503 and the 200 are on record; the attempt the kill cut short never finished.
+    assert sql(db_file, "SELECT DISTINCT attempts FROM deliveries") == [(2,)]

@@ -1,0 +1,289 @@
+"""Hard limits: an attempt never outlives its deadline, replies are read to a cap, renders are bounded.
+
+The misbehaving servers are raw sockets on 127.0.0.1. Each would keep a naive client busy for
+a minute or feed it gigabytes; the assertions are about what the attempt reports, so a broken
+limit fails the test (slowly) rather than making it flaky.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+from jinja2.sandbox import SecurityError
+from pytest_httpserver import HTTPServer
+
+from hookctl.dispatch import STORED_CAP, Outcome, Sender
+from hookctl.errors import RenderError
+from hookctl.netguard import AllowList, Guard
+from hookctl.render import ResolvedRequest, WebhookTemplate, environment, render_request
+from hookctl.sandbox import Budget, limits, render_capped
+from tests.conftest import ndjson
+
+LOCAL = AllowList.parse(["127.0.0.1"])
+
+
+def send(url: str, timeout: float, guard: Guard | None = None, **sender: float) -> Outcome:
+    async def go() -> Outcome:
+        async with Sender(guard=guard or Guard(LOCAL), **sender) as s:  # type: ignore[arg-type]
+            return await s.send(ResolvedRequest("POST", url, content=b"{}"), timeout=timeout)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket, bytes], None]], str]]:
+    """Start a one-connection-at-a-time server running `handler(conn, request_head)`; yields its URL maker."""
+    listeners: list[socket.socket] = []
+
+    def start(handler: Callable[[socket.socket, bytes], None]) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listeners.append(listener)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        head += chunk
+                    with contextlib.suppress(OSError):  # the client gave up: that is the point
+                        handler(conn, head)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def trickle(data: bytes, every: float = 1.0) -> Callable[[socket.socket, bytes], None]:
+    def handler(conn: socket.socket, head: bytes) -> None:
+        for i in range(len(data)):
+            conn.sendall(data[i : i + 1])
+            time.sleep(every)
+
+    return handler
+
+
+def test_slow_dns_counts_against_the_deadline(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+
+    async def slow(host: str) -> Sequence[str]:
+        await asyncio.sleep(60)
+        return ["127.0.0.1"]
+
+    outcome = send(f"http://slow.test:{httpserver.port}/hook", 0.3, Guard(LOCAL, resolver=slow))
+    assert outcome.error == "timed out after 300ms" and outcome.status_code is None
+    assert not httpserver.log
+
+
+def test_a_server_that_never_answers(hanging_server: str) -> None:
+    outcome = send(hanging_server, 0.5)
+    assert outcome.error == "timed out after 500ms" and not outcome.permanent
+
+
+def test_a_server_that_trickles_its_status_line(raw_server) -> None:  # type: ignore[no-untyped-def]
+    url = raw_server(trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * 4))
+    outcome = send(url, 1.5)
+    assert outcome.status_code is None and outcome.error == "timed out after 1s500ms"
+
+
+def test_a_server_that_answers_then_trickles_the_body(raw_server) -> None:  # type: ignore[no-untyped-def]
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n"
+
+    def handler(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(head)
+        trickle(b"x" * 60)(conn, request)
+
+    outcome = send(raw_server(handler), 1.5)
+    # The receiver said 200; the attempt still ends at its deadline instead of a minute later.
+    assert outcome.status_code == 200 and outcome.error == "HTTP 200, then timed out after 1s500ms"
+
+
+def test_the_hard_cap_cancels_the_operation(hanging_server: str) -> None:
+    outcome = send(hanging_server, 30.0, max_timeout=0.5)
+    assert outcome.error == "the operation was cancelled: no answer within 500ms (the hard cap)"
+
+
+def test_a_rule_timeout_past_two_minutes_is_refused(cli, rule_file) -> None:
+    result = cli(
+        "validate", "-r", rule_file("name: r\nwebhook: {url: 'https://e.com/'}\ntimeout: 3m\n")
+    )
+    assert result.exit_code == 3 and "at most 2m" in result.stderr
+
+
+def endless(head: bytes, chunk: bytes) -> Callable[[socket.socket, bytes], None]:
+    def handler(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(head)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            conn.sendall(chunk)
+
+    return handler
+
+
+def peak_memory(action: Callable[[], Outcome]) -> tuple[Outcome, int]:
+    tracemalloc.start()
+    try:
+        outcome = action()
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_endless_body_is_read_to_the_cap(raw_server) -> None:  # type: ignore[no-untyped-def]
+    url = raw_server(endless(b"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n", b"y" * 65536))
+    outcome, peak = peak_memory(lambda: send(url, 10.0))
+    assert outcome.status_code == 500 and outcome.error == "HTTP 500"
+    assert outcome.response_body is not None and len(outcome.response_body) == STORED_CAP + 1
+    assert peak < 8 * 1024 * 1024
+
+
+def test_a_gzip_bomb_is_never_inflated(raw_server) -> None:  # type: ignore[no-untyped-def]
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    seen: list[bytes] = []
+
+    def handler(conn: socket.socket, request: bytes) -> None:
+        seen.append(request)
+        head = f"HTTP/1.1 502 Bad\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
+        conn.sendall(head.encode() + bomb)
+
+    outcome, peak = peak_memory(lambda: send(raw_server(handler), 10.0))
+    assert b"accept-encoding: identity" in seen[0].lower()
+    assert outcome.status_code == 502 and len(outcome.response_body or "") <= STORED_CAP + 1
+    assert peak < 8 * 1024 * 1024
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def render(body: object, event: dict[str, object], **webhook: object) -> None:
+    template = WebhookTemplate(method="POST", url="https://example.com/h", body=body, **webhook)  # type: ignore[arg-type]
+    render_request(template, event, environ={})
+
+
+@pytest.mark.parametrize(
+    ("body", "ticket", "message"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            {},
+            "more than 1,000,000 loop iterations",
+        ),
+        (
+            "{% for a in ticket.tags %}{% for b in ticket.tags %}{% endfor %}{% endfor %}",
+            {"tags": list(range(5000))},
+            "loop iterations",
+        ),
+        (
+            {"text": "{{ ticket.subject * ticket.count }}"},
+            {"subject": "ab", "count": 10**8},
+            "result of *",
+        ),
+        (
+            {"list": "{{ ticket.tags * ticket.count }}"},
+            {"tags": [1, 2], "count": 10**8},
+            "result of *",
+        ),
+        ("{{ 10 ** ticket.count }}", {"count": 10**7}, "result of **"),
+        (
+            "{% for i in range(100000) %}{{ ticket.subject }}{% endfor %}",
+            {"subject": "s" * 100},
+            "rendered text would be larger than 1,048,576",
+        ),
+        (
+            "{% set ns = namespace(s=ticket.subject) %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            {"subject": "x"},
+            "result of ~",
+        ),
+        ("{{ ticket.subject | center(ticket.count) }}", {"subject": "x", "count": 10**9}, "center"),
+        ("{{ ticket.subject.ljust(ticket.count) }}", {"subject": "x", "count": 10**9}, "ljust"),
+        ("{{ '%*s' % (ticket.count, 'x') }}", {"count": 10**9}, "% formatting"),
+        ("{{ '{:>999999999}'.format(ticket.count) }}", {"count": 1}, "format"),
+        ("{{ ticket.s | replace('a', ticket.s) }}", {"s": "a" * 4096}, "replace"),
+    ],
+)
+def test_templates_cannot_explode(body: object, ticket: dict[str, object], message: str) -> None:
+    with pytest.raises(RenderError, match="refused by the template sandbox") as info:
+        render(body, {"ticket": ticket})
+    assert message in str(info.value)
+
+
+def test_lipsum_is_not_available() -> None:
+    with pytest.raises(RenderError, match="'lipsum' is undefined"):
+        render("{{ lipsum(100000) }}", {})
+
+
+def test_ordinary_templates_still_work() -> None:
+    template = WebhookTemplate(
+        method="POST",
+        url="https://example.com/h",
+        body="{% for t in ticket.tags %}{{ loop.index }}:{{ t ~ '!' }} {% endfor %}{{ '%05d' | format(7) }}"
+        " {{ 'x' * 3 }} {{ ticket.id + 1 }} {{ '{:>4}'.format(ticket.id) }} {{ 2 ** 10 }}",
+    )
+    request = render_request(template, {"ticket": {"id": 41, "tags": ["a", "b"]}}, environ={})
+    assert request.body == "1:a! 2:b! 00007 xxx 42   41 1024"
+
+
+def test_the_time_budget_stops_a_render() -> None:
+    template = environment().from_string("{% for i in range(10) %}x{% endfor %}")
+    with pytest.raises(SecurityError, match="took longer than"), limits(Budget(seconds=-1)):
+        render_capped(template, {})
+
+
+def test_rendered_bodies_are_capped_and_the_cap_is_configurable() -> None:
+    with pytest.raises(RenderError, match="larger than 1,048,576 bytes"):
+        render(None, {"ticket": {"subject": "x" * (2 * 1024 * 1024)}})
+    with pytest.raises(RenderError, match="larger than 1,024 bytes"):
+        render({"s": "{{ ticket.subject }}"}, {"ticket": {"subject": "x" * 2048}}, max_body=1024)
+    render(
+        {"s": "{{ ticket.subject }}"},
+        {"ticket": {"subject": "x" * (2 * 1024 * 1024)}},
+        max_body=4 << 20,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("512KB", True), ("2MB", True), (4096, True), ("17MB", False), ("1GB", False)]
+)
+def test_max_body_setting(cli, rule_file, value: object, ok: bool) -> None:
+    result = cli(
+        "validate",
+        "-r",
+        rule_file(f"name: r\nwebhook: {{url: 'https://e.com/', max_body: {value}}}\n"),
+    )
+    assert result.exit_code == (0 if ok else 3), result.stderr
+
+
+def test_an_exploding_template_fails_its_delivery_and_nothing_else(
+    cli, rule_file, event_file, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    url = httpserver.url_for("/hook")
+    bomb = "'{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}'"
+    rules = rule_file(
+        f"- name: bomb\n  webhook: {{url: {url!r}, body: {bomb}}}\n- name: fine\n  webhook: {{url: {url!r}}}\n"
+    )
+    result = cli("fire", "--json", "-r", rules, event_file({"event": "x", "id": "e1"}))
+    assert result.exit_code == 1
+    reports = {r["rule"]: r for r in ndjson(result.stdout)}
+    assert reports["bomb"]["status"] == "failed" and "loop iterations" in reports["bomb"]["error"]
+    assert reports["fine"]["status"] == "succeeded"
+    assert len(httpserver.log) == 1

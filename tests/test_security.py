@@ -1,0 +1,270 @@
+"""Secrets never leak: canaries in the environment, every command at debug verbosity, every byte kept.
+
+Also: literal secrets in rule files are rule errors, and httpx's own logging is kept quiet.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from hookctl.signing import generate_secret
+from tests.conftest import deliveries, ndjson
+
+# Every canary holds the marker, so a leak of any part of any of them is found by one search;
+# they also hold characters that need URL, form and JSON encoding.
+MARKER = "CANARY"
+CANARIES = {
+    "TG_TOKEN": "987654:CANARYtg-AAH_x~z",
+    "DESK_USER": "desk-CANARYuser",
+    "DESK_PASSWORD": "CANARY pass:wörd&=/",
+    "API_KEY": "CANARYapikey-7f3e9c",
+    "BEARER": "CANARYbearer.eyJ0eXAiOiJKV1Qi",
+    "QUERY_KEY": "CANARY/query+key=1&x",
+}
+EVENTS = [
+    {
+        "event": "ticket.created",
+        "id": f"evt_{i}",
+        "ticket": {"id": 4711 + i, "subject": "Printer on fire"},
+    }
+    for i in range(2)
+]
+
+
+def echo(request: Request) -> Response:
+    """A receiver that fails and echoes everything it got, as some error pages do."""
+    sent = {
+        "raw_uri": request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI"),
+        "url": request.url,
+        "args": request.args.to_dict(),
+        "headers": dict(request.headers),
+        "body": request.get_data(as_text=True),
+    }
+    text = json.dumps(sent, ensure_ascii=False)
+    return Response(text, status=500, headers={"X-Echo": request.headers.get("Authorization", "-")})
+
+
+def rules_text(base: str, refused: str) -> str:
+    retry = "retry: {every: 10ms, retries: 3}"
+    return f"""
+- name: telegram
+  webhook:
+    url: "{base}/bot{{{{ env.TG_TOKEN }}}}/sendMessage"
+    body: {{chat_id: 42, text: "{{{{ ticket.subject }}}}"}}
+  {retry}
+- name: desk-basic
+  webhook:
+    url: "{refused}/api/tickets"
+    auth: {{type: basic, username: "{{{{ env.DESK_USER }}}}", password: "{{{{ env.DESK_PASSWORD }}}}"}}
+  {retry}
+- name: crm-key
+  webhook:
+    url: "{base}/crm"
+    format: xml
+    auth: {{type: api_key, header: X-API-Key, value: "{{{{ env.API_KEY }}}}"}}
+    body: {{key_again: "{{{{ env.API_KEY }}}}", subject: "{{{{ ticket.subject }}}}"}}
+  {retry}
+- name: sms-bearer
+  webhook:
+    url: "{base}/sms"
+    format: form
+    auth: {{type: bearer, token: "{{{{ env.BEARER }}}}"}}
+    sign: {{secret: "{{{{ env.WEBHOOK_SECRET }}}}"}}
+  {retry}
+- name: query-key
+  webhook:
+    method: GET
+    url: "{base}/q"
+    auth: {{type: api_key, query: api_key, value: "{{{{ env.QUERY_KEY }}}}"}}
+  {retry}
+- name: missing-variable
+  webhook:
+    url: "{base}/m?token={{{{ env.NOT_SET_ANYWHERE }}}}"
+"""
+
+
+@pytest.fixture
+def debug_log() -> Iterator[io.StringIO]:
+    """Python logging configured at DEBUG for everything, as an embedding application might."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    # The test receiver (werkzeug) logs what it received; that is the other side, not hookctl.
+    handler.addFilter(lambda record: not record.name.startswith("werkzeug"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def forms(secret: str) -> set[str]:
+    """The ways a secret may appear without the marker in it."""
+    key = secret.removeprefix("whsec_")
+    basic = f"{CANARIES['DESK_USER']}:{CANARIES['DESK_PASSWORD']}".encode()
+    return {MARKER, secret, key, base64.b64encode(basic).decode()}
+
+
+def test_canaries_never_reach_output_logs_or_the_database(
+    cli,
+    rule_file,
+    event_file,
+    httpserver: HTTPServer,
+    free_port,
+    db_file: Path,
+    monkeypatch,
+    debug_log,
+) -> None:
+    secret = generate_secret()
+    for name, value in {**CANARIES, "WEBHOOK_SECRET": secret}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOOKCTL_DEBUG", "1")
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    for path in ("/crm", "/sms", "/q"):
+        httpserver.expect_request(path).respond_with_handler(echo)
+    httpserver.expect_request(f"/bot{CANARIES['TG_TOKEN']}/sendMessage").respond_with_handler(echo)
+    base = httpserver.url_for("").rstrip("/")
+    rules = rule_file(rules_text(base, f"http://127.0.0.1:{free_port}"))
+    events = event_file(EVENTS)
+    outputs: list[str] = []
+
+    def run(*args: str) -> None:
+        result = cli(*args)  # an unexpected exception would propagate and fail the test
+        outputs.extend([result.stdout, result.stderr])
+
+    run("fire", "--dry-run", "-r", rules, events)
+    run("fire", "--dry-run", "--json", "-r", rules, events)
+    run("fire", "-r", rules, events)
+    assert (
+        sum(1 for _ in httpserver.log) == 8
+    )  # 4 reachable rules x 2 events, all failing with echoes
+    time.sleep(0.05)
+    run("retry-loop", "--json")
+    monkeypatch.delenv("API_KEY")  # the next attempt cannot be made: an error naming the variable
+    time.sleep(0.05)
+    run("retry-loop")
+    run("log")
+    run("log", "--json")
+    for row in deliveries(db_file):
+        run("log", row["id"])
+        run("log", row["id"], "--json")
+    run(
+        "validate",
+        "-r",
+        rule_file(
+            "name: lit\nwebhook:\n  url: https://e.com/\n  auth: {type: bearer, token: CANARYliteral}\n"
+        ),
+    )
+
+    text = "\n".join(outputs)
+    assert "environment variable NOT_SET_ANYWHERE is not set" in text
+    assert "environment variable API_KEY is not set" in text
+    assert "${TG_TOKEN}" in text and "${DESK_PASSWORD}" in text and "${QUERY_KEY}" in text
+    assert "connection refused" in text and "HTTP 500" in text
+    kept = b"".join(p.read_bytes() for p in db_file.parent.glob(db_file.name + "*"))
+    for form in forms(secret):
+        assert form not in text, form
+        assert form not in debug_log.getvalue(), form
+        assert form.encode() not in kept, form
+        assert json.dumps(form)[1:-1].encode() not in kept, form
+    # The echoes were received and kept, with the secrets scrubbed out of them.
+    assert b"***" in kept
+
+
+def test_httpx_request_logging_is_silenced(
+    caplog: pytest.LogCaptureFixture,
+    cli,
+    rule_file,
+    event_file,
+    httpserver: HTTPServer,
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("TG_TOKEN", CANARIES["TG_TOKEN"])
+    caplog.set_level(logging.DEBUG)
+    httpserver.expect_request(f"/bot{CANARIES['TG_TOKEN']}/send").respond_with_data("ok")
+    url = httpserver.url_for("").rstrip("/") + "/bot{{ env.TG_TOKEN }}/send"
+    assert (
+        cli(
+            "fire", "-r", rule_file(f"name: t\nwebhook: {{url: '{url}'}}\n"), event_file(EVENTS[0])
+        ).exit_code
+        == 0
+    )
+    assert len(httpserver.log) == 1
+    ours = [
+        r for r in caplog.records if not r.name.startswith("werkzeug")
+    ]  # werkzeug: the receiver
+    assert not [r for r in ours if MARKER in r.getMessage()]
+    assert not [r for r in ours if r.name.startswith(("httpx", "httpcore"))]
+
+
+@pytest.mark.parametrize(
+    ("webhook", "field"),
+    [
+        ("auth: {type: basic, username: u, password: hunter2}", "webhook.auth.password"),
+        ("auth: {type: bearer, token: abc123}", "webhook.auth.token"),
+        ("auth: {type: api_key, header: X-Key, value: abc123}", "webhook.auth.value"),
+        ("headers: {Authorization: Bearer abc123}", "webhook.headers.Authorization"),
+        ("headers: {X-Api-Key: abc123}", "webhook.headers.X-Api-Key"),
+        ("headers: {X-Auth-Token: abc123}", "webhook.headers.X-Auth-Token"),
+        ("body: {user: {password: hunter2}}", "webhook.body.user.password"),
+        ("body: {client_secret: s3cr3t}", "webhook.body.client_secret"),
+        ("body: {note: 'key whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'}", "webhook.body.note"),
+        ("headers: {X-Sig: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'}", "webhook.headers.X-Sig"),
+    ],
+)
+def test_literal_secrets_in_rules_are_errors(cli, rule_file, webhook: str, field: str) -> None:
+    rule = f"name: lit\nwebhook:\n  url: https://e.com/hook\n  {webhook}\n"
+    result = cli("validate", "-r", rule_file(rule))
+    assert result.exit_code == 3
+    assert f"rule 'lit': {field}: looks like a secret written in the rule" in result.stderr
+    for value in ("hunter2", "abc123", "s3cr3t", "MfKQ9r8G"):
+        assert value not in result.stderr
+    allowed = rule_file(rule + "allow_literal_secrets: true\n")
+    assert cli("validate", "-r", allowed).exit_code == 0
+
+
+def test_a_password_in_a_literal_url_is_an_error(cli, rule_file) -> None:
+    result = cli(
+        "validate", "-r", rule_file("name: u\nwebhook: {url: 'https://bot:tok3n@e.com/h'}\n")
+    )
+    assert result.exit_code == 3 and "webhook.url: looks like a secret" in result.stderr
+    ok = rule_file("name: u\nwebhook: {url: 'https://bot:{{ env.TOKEN }}@e.com/h'}\n")
+    assert cli("validate", "-r", ok).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        "headers: {X-Source: hookctl, Accept: application/json}",
+        "body: {token_type: bearer, password_hint: '', token: '{{ ticket.token }}'}",
+        "auth: {type: basic, username: desk, password: '{{ env.DESK_PASSWORD }}'}",
+    ],
+)
+def test_ordinary_values_are_not_mistaken_for_secrets(cli, rule_file, webhook: str) -> None:
+    rule = f"name: ok\nwebhook:\n  url: https://e.com/hook\n  {webhook}\n"
+    result = cli("validate", "-r", rule_file(rule))
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_line_break_in_a_secret_is_refused_at_send_without_showing_it(
+    cli, rule_file, event_file, httpserver: HTTPServer, monkeypatch
+) -> None:
+    monkeypatch.setenv("API_KEY", "CANARYkey\r\nX-Injected: yes")
+    rule = f"name: k\nwebhook:\n  url: {httpserver.url_for('/k')!r}\n  headers: {{X-Key: '{{{{ env.API_KEY }}}}'}}\n"
+    result = cli("fire", "--json", "-r", rule_file(rule), event_file(EVENTS[0]))
+    (report,) = ndjson(result.stdout)
+    assert report["error"] == "environment variable API_KEY holds a line break or control character"
+    assert not httpserver.log and MARKER not in result.stdout + result.stderr
