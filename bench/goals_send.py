@@ -38,7 +38,9 @@ def check(proc: Proc, rx: Receiver, n: int, what: str) -> dict[str, Any]:
     return stats
 
 
-def fire_cmd(env: Env, rule: Path, db: Path, events: Path, per_host: int = CONCURRENCY) -> list[str]:
+def fire_cmd(
+    env: Env, rule: Path, db: Path, events: Path, per_host: int = CONCURRENCY
+) -> list[str]:
     """`hookctl fire` at concurrency 50 with the given per-host limit."""
     return [*env.hookctl, "fire", "-c", str(CONCURRENCY), "--per-host", str(per_host),
             "-r", str(rule), "--db", str(db), "--quiet", str(events)]  # fmt: skip
@@ -53,7 +55,17 @@ def drain_cmd(env: Env, db: Path) -> list[str]:
 def seed_due(env: Env, db: Path, rule: Path, events: Path) -> None:
     """Put one due delivery per event in a fresh database, through hookctl's Store API."""
     fresh(db)
-    env.python("seed.py", "due", "--db", str(db), "--rules", str(rule), "--events", str(events), timeout=300)
+    env.python(
+        "seed.py",
+        "due",
+        "--db",
+        str(db),
+        "--rules",
+        str(rule),
+        "--events",
+        str(events),
+        timeout=300,
+    )
 
 
 @dataclass
@@ -63,7 +75,7 @@ class Measure:
     label: str
     cmd: list[str]
     extra_env: dict[str, str] = field(default_factory=dict)
-    prepare: Callable[[], None] = lambda: None  # untimed, before each run
+    prepare: Callable[[], object] = lambda: None  # untimed, before each run
     seconds: list[float] = field(default_factory=list)
     windows: list[float] = field(default_factory=list)
 
@@ -82,7 +94,9 @@ def interleave(env: Env, rx: Receiver, n: int, measures: list[Measure], sizes: S
             m.windows.append(stats["last"] - stats["first"])
 
 
-def throughput(env: Env, sizes: Sizes, goal: str, delay: float, n: int, target: float, tag: str) -> list[Row]:
+def throughput(
+    env: Env, sizes: Sizes, goal: str, delay: float, n: int, target: float, tag: str
+) -> list[Row]:
     """fire and retry-loop vs the bare aiohttp client, interleaved against one receiver."""
     events = write_events(env.path(f"{tag}.ndjson"), n)
     rule = write_rule(env.path(f"{tag}/rule.yaml"))
@@ -91,8 +105,15 @@ def throughput(env: Env, sizes: Sizes, goal: str, delay: float, n: int, target: 
         port = {"BENCH_PORT": str(rx.port)}
         ref = Measure("reference", [PYTHON, str(BENCH / "reference.py"), "--url", rx.url,
                                     "--events", str(events), "-c", str(CONCURRENCY)])  # fmt: skip
-        fire = Measure("hookctl fire", fire_cmd(env, rule, fire_db, events), port, lambda: fresh(fire_db) and None)
-        drain = Measure("hookctl retry-loop", drain_cmd(env, due_db), port, lambda: seed_due(env, due_db, rule, events))
+        fire = Measure(
+            "hookctl fire", fire_cmd(env, rule, fire_db, events), port, lambda: fresh(fire_db)
+        )
+        drain = Measure(
+            "hookctl retry-loop",
+            drain_cmd(env, due_db),
+            port,
+            lambda: seed_due(env, due_db, rule, events),
+        )
         interleave(env, rx, n, [ref, fire, drain], sizes)
     rows = []
     ref_s, ref_w = median(ref.seconds), median(ref.windows)
@@ -101,7 +122,9 @@ def throughput(env: Env, sizes: Sizes, goal: str, delay: float, n: int, target: 
         row = Row(goal, f"{what}, {n} deliveries (req/s)", n / ref_s, n / s, "req/s", target, True,
                   shell(m.cmd, env.work, {"BENCH_PORT": "…"}))  # fmt: skip
         row.notes.append(f"baseline: {shell(ref.cmd, env.work)}")
-        row.notes.append(f"runs: baseline {len(ref.seconds)}, hookctl {len(m.seconds)} (median; wall clock, start-up included)")
+        row.notes.append(
+            f"runs: baseline {len(ref.seconds)}, hookctl {len(m.seconds)} (median; wall clock, start-up included)"
+        )
         row.notes.append(
             f"send window only (first to last request at the receiver): baseline {n / ref_w:.0f} req/s, "
             f"hookctl {n / w:.0f} req/s, ratio {ref_w / w:.2f}"
@@ -115,19 +138,14 @@ def goal_latency(env: Env, sizes: Sizes) -> list[Row]:
     return throughput(env, sizes, "1 latency-bound", 0.02, sizes.latency_events, 0.8, "latency")
 
 
-def goal_cpu(env: Env, sizes: Sizes) -> list[Row]:
-    """Goal 2: zero-latency receiver, 20,000 deliveries, a templated JSON body, store on."""
-    from goals_profile import bookkeeping, profile
-
-    rows = throughput(env, sizes, "2 CPU-bound", 0.0, sizes.cpu_events, 0.3, "cpu")
-    return rows + profile(env, sizes) + bookkeeping(env, sizes)
-
-
 def goal_transport(env: Env, sizes: Sizes) -> list[Row]:
     """httpx's pool vs httpx-aiohttp inside hookctl's Sender, against the bare aiohttp client."""
     rows = []
     script = str(BENCH / "transport.py")
-    for label, delay, n in (("20 ms", 0.02, sizes.transport_latency), ("0 ms", 0.0, sizes.transport_cpu)):
+    for label, delay, n in (
+        ("20 ms", 0.02, sizes.transport_latency),
+        ("0 ms", 0.0, sizes.transport_cpu),
+    ):
         events = write_events(env.path(f"transport-{n}.ndjson"), n)
         with Receiver(delay=delay) as rx:
             ref = Measure("reference", [PYTHON, str(BENCH / "reference.py"), "--url", rx.url,
@@ -149,10 +167,14 @@ def goal_transport(env: Env, sizes: Sizes) -> list[Row]:
             # Both sides from the first request to the last answer: start-up excluded.
             row = Row("transport", f"Sender + {m.label}, {label} receiver (req/s)", n / median(ref.windows),
                       n / median(inner[m.label]), "req/s", 0.8 if delay else 0.3, True, shell(m.cmd, env.work))  # fmt: skip
-            row.notes.append("baseline: bare aiohttp send window; hookctl: a Sender.send loop in process, no store")
+            row.notes.append(
+                "baseline: bare aiohttp send window; hookctl: a Sender.send loop in process, no store"
+            )
             rows.append(row)
     with Receiver() as rx, Receiver(hang=True) as hang:
-        proc = env.run([PYTHON, script, "checks", "--base", rx.base, "--hang", hang.url], timeout=120)
+        proc = env.run(
+            [PYTHON, script, "checks", "--base", rx.base, "--hang", hang.url], timeout=120
+        )
         sizes.details["transport checks"] = {
             "results": [json.loads(line) for line in proc.stdout.splitlines() if line.strip()],
             "stderr": proc.stderr.strip() or "(empty)",

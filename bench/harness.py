@@ -58,25 +58,37 @@ class Proc:
 
 @dataclass
 class Sizes:
-    """How much work each goal does; --quick shrinks what the goals allow."""
+    """How much work each goal does; --quick shrinks it where the goals allow."""
 
     latency_events: int = 2000
     cpu_events: int = 20_000
     profile_events: int = 5000
     memory_small: int = 20_000
     memory_big: int = 200_000
-    memory_cap: float = 240.0
+    memory_cap: float = 240.0  # seconds; a bigger run is killed and reported with its peak so far
+    log_rows: int = 1_000_000
     dead_events: int = 300
     transport_latency: int = 2000
     transport_cpu: int = 10_000
-    repeats: int = 3
-    slow: float = 8.0  # a run longer than this is not repeated
+    repeats: int = 3  # runs per throughput measure (the median counts)
+    rounds: int = 11  # runs per start-up or log timing (the median counts)
+    slow: float = 8.0  # a throughput run longer than this is not repeated
     details: dict[str, Any] = field(default_factory=dict)
 
 
-QUICK = dict(cpu_events=5000, profile_events=2000, memory_small=2000, memory_big=20_000,
-             memory_cap=90.0, dead_events=200, transport_latency=1000, transport_cpu=3000,
-             repeats=1)  # fmt: skip
+QUICK = {
+    "cpu_events": 5000,
+    "profile_events": 2000,
+    "memory_small": 2000,
+    "memory_big": 20_000,
+    "memory_cap": 90.0,
+    "log_rows": 200_000,
+    "dead_events": 200,
+    "transport_latency": 1000,
+    "transport_cpu": 3000,
+    "repeats": 1,
+    "rounds": 5,
+}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -19,8 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from goals_other import goal_log, goal_startup
-from goals_send import goal_cpu, goal_dead_host, goal_latency, goal_memory, goal_transport
+from goals_profile import goal_cpu
+from goals_scale import goal_dead_host, goal_log, goal_memory
+from goals_send import goal_latency, goal_transport
+from goals_startup import goal_startup
 from harness import QUICK, Env, Row, Sizes
 
 GOALS: dict[str, tuple[str, Callable[[Env, Sizes], list[Row]]]] = {
@@ -98,6 +101,7 @@ def main() -> int:
     env = Env(work, args.src.resolve() if args.src else None)
     rows: list[Row] = []
     started = time.perf_counter()
+    load = os.getloadavg()
     try:
         for name in chosen:
             number, goal = GOALS[name]
@@ -107,18 +111,9 @@ def main() -> int:
             try:
                 rows += goal(env, sizes)
             except Exception as exc:
-                rows.append(
-                    Row(
-                        number,
-                        f"{name}: could not be measured",
-                        None,
-                        None,
-                        "",
-                        0,
-                        True,
-                        notes=[str(exc)],
-                    )
-                )
+                failed = Row(number, f"{name}: could not be measured", None, None, "", 0, True)
+                failed.notes.append(str(exc))
+                rows.append(failed)
                 sizes.details[f"{name} error"] = traceback.format_exc().splitlines()[-12:]
             sys.stderr.write(f" {time.perf_counter() - t0:.0f}s\n")
     finally:
@@ -129,6 +124,10 @@ def main() -> int:
     src = f" (hookctl from {env.src})" if env.src else ""
     print(
         f"# hookctl benchmarks{' --quick' if args.quick else ''}{src}: {time.perf_counter() - started:.0f}s\n"
+    )
+    # Other processes on the machine skew absolute numbers; the interleaved ratios much less.
+    print(
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} before and {os.getloadavg()[0]:.2f} after\n"
     )
     print(table(rows))
     print(details(rows, sizes.details))

@@ -98,7 +98,7 @@ def test_log_json_has_every_field_newest_first(cli, mixed_log):
     records = log_json(cli)
     assert [r["id"] for r in records] == sorted(mixed_log, reverse=True)
     for r in records:
-        assert LOG_FIELDS <= set(r)
+        assert set(r) >= LOG_FIELDS
         row = mixed_log[r["id"]]
         assert (r["status"], r["rule"], r["ticket"], r["event_id"]) == (
             row["status"],
@@ -219,7 +219,7 @@ def test_log_one_delivery_by_prefix(cli, mixed_log):
     assert "\n  gone\n" in shown.stdout  # the response body
 
     (record,) = ndjson(cli("log", delivery_id, "--json").stdout)
-    assert LOG_FIELDS <= set(record) and record["attempts"] == 1
+    assert set(record) >= LOG_FIELDS and record["attempts"] == 1
     assert record["request"]["method"] == "POST"
     (attempt,) = record["attempts_detail"]
     assert (attempt["status_code"], attempt["response_body"]) == (410, "gone")

@@ -304,3 +304,25 @@ def test_claims_waiting_or_in_flight_keep_their_lease(cli, rule_file, event_file
     assert "sent 3: 3 succeeded, 0 rescheduled, 0 failed" in result.stderr
     assert set(receiver.ids().values()) == {2}  # the 500, then exactly one 200
     assert sql(db_file, "SELECT DISTINCT attempts, status FROM deliveries") == [(2, "succeeded")]
+
+
+def test_every_keeps_polling_and_a_stopped_service_exits_zero(
+    cli, rule_file, event_file, free_port, db_file
+):
+    rules = rule_file(
+        rule_yaml(f"http://127.0.0.1:{free_port}/hook", retry="{every: 100ms, retries: 2}")
+    )
+    assert cli("fire", "-r", rules, event_file(event(1))).exit_code == 0
+    loop = hookctl("retry-loop", "--every", "50ms", "--json")
+    wait_for(
+        lambda: (
+            sql(db_file, "SELECT status FROM deliveries") == [("failed",)]
+            or loop.poll() is not None
+        ),
+        what="the retries to run out",
+    )
+    loop.send_signal(signal.SIGINT)
+    out, err = loop.communicate(timeout=30)
+    assert loop.returncode == 0, err  # failures are in the log; stopping is not an error
+    assert [r["status"] for r in ndjson(out)] == ["pending", "failed"]  # polled, not one pass
+    assert "sent 2: 0 succeeded, 1 rescheduled, 1 failed" in err

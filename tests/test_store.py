@@ -238,6 +238,28 @@ def test_claim_respects_limit(store: Store) -> None:
     assert len(store.claim(now=NOW, limit=3, lease_seconds=60, token="b")) == 2
 
 
+def test_claim_due_by_leaves_later_rows_for_the_next_pass(store: Store) -> None:
+    early, late = enqueue_one(store), enqueue_one(store)
+    [claim] = store.claim(now=NOW, limit=2, lease_seconds=60, token="t", ids=[late])
+    store.complete([result(claim, status="pending", code=500, next_at=NOW + 5)], now=NOW)
+    # A pass that started at NOW does not retake `late`, due at NOW + 5, even at NOW + 10.
+    taken = store.claim(now=NOW + 10, limit=5, lease_seconds=60, token="t", due_by=NOW)
+    assert [c.id for c in taken] == [early]
+    assert [c.id for c in store.claim(now=NOW + 10, limit=5, lease_seconds=60, token="u")] == [late]
+
+
+def test_claim_by_ids(store: Store) -> None:
+    ids = [i for i, _ in store.enqueue([new() for _ in range(1200)], now=NOW)]
+    wanted = ids[::2]  # more than one IN (...) page
+    taken = store.claim(now=NOW, limit=1000, lease_seconds=60, token="a", ids=wanted)
+    assert len(taken) == 600 and {c.id for c in taken} == set(wanted)
+    assert store.claim(now=NOW, limit=10, lease_seconds=60, token="b", ids=wanted) == []  # leased
+    few = store.claim(now=NOW, limit=3, lease_seconds=60, token="b", ids=ids[1:9])
+    assert len(few) == 3 and {c.id for c in few} <= set(ids[1:9:2])
+    assert store.claim(now=NOW, limit=3, lease_seconds=60, token="b", ids=["msg_nope"]) == []
+    assert store.claim(now=NOW - 1, limit=3, lease_seconds=60, token="b", ids=ids[3:4]) == []
+
+
 def test_claim_returns_what_the_sender_needs(store: Store) -> None:
     delivery_id = enqueue_one(store, event={"k": "v"}, on_failure={"url": "u"})
     [claim] = store.claim(now=NOW, limit=1, lease_seconds=60, token="tok")
@@ -579,6 +601,7 @@ def test_log_queries_use_indexes(store: Store) -> None:
         list(store.query(**f))
     list(store.query())
     store.claim(now=NOW, limit=5, lease_seconds=60, token="t")
+    store.claim(now=NOW, limit=5, lease_seconds=60, token="t", ids=["msg_a", "msg_b"])
     store.due_count(NOW)
     store.get("msg_0123")
     store.enqueue([new(dedupe_key="k")], now=NOW)

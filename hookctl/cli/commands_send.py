@@ -203,7 +203,9 @@ def retry_loop(
         )
     finally:
         store.close()
-    exit_with(ExitCode.OK if not summary.failed else ExitCode.FAILED)
+    # A one-off pass reports failures in its exit code (for cron mail); a service stopped by a
+    # signal exits 0, so its supervisor does not count a stop as a crash.
+    exit_with(ExitCode.FAILED if summary.failed and interval is None else ExitCode.OK)
 
 
 def _now() -> float:

@@ -45,12 +45,12 @@ def _status(value: str | None) -> str | None:
     return value
 
 
-def _open(db: str | None, *, must_exist: bool = True) -> Any:
+def _open(db: str | None) -> Any:
     from hookctl import paths
     from hookctl.store import Store
 
     path = paths.db_path(db)
-    if must_exist and not path.exists():
+    if not path.exists():
         raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")
     return Store(path)
 
@@ -67,13 +67,25 @@ def db_path(db: DbOption = None) -> None:
 @handle_errors
 def log(
     delivery_id: Annotated[
-        str | None, typer.Argument(help="Show one delivery (an id or a unique prefix): its request and every attempt.")
+        str | None,
+        typer.Argument(
+            help="Show one delivery (an id or a unique prefix): its request and every attempt."
+        ),
     ] = None,
-    status: Annotated[str | None, typer.Option("--status", "-s", help="pending, succeeded or failed.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="pending, succeeded or failed.")
+    ] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule's deliveries.")] = None,
-    ticket: Annotated[str | None, typer.Option("--ticket", "-t", help="Only this ticket's deliveries.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only deliveries created in this window, e.g. 2h or 1d.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="How many, newest first (0 = all).")] = 50,
+    ticket: Annotated[
+        str | None, typer.Option("--ticket", "-t", help="Only this ticket's deliveries.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only deliveries created in this window, e.g. 2h or 1d."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="How many, newest first (0 = all).")
+    ] = 50,
     db: DbOption = None,
     json_lines: JsonOption = False,
 ) -> None:
@@ -89,7 +101,11 @@ def log(
             _show_one(store, delivery_id, json_lines)
             return
         rows = store.query(
-            status=_status(status), rule=rule, ticket=ticket, since=_since(since), limit=limit or None
+            status=_status(status),
+            rule=rule,
+            ticket=ticket,
+            since=_since(since),
+            limit=limit or None,
         )
         if json_lines:
             from hookctl.output import Printer
@@ -132,7 +148,9 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
     row = store.get(delivery_id)
     if row is None:
         raise UsageError(f"no delivery {delivery_id!r}")
-    masked = Request.from_dict(row["request"]).masked() if row.get("request", {}).get("method") else None
+    masked = (
+        Request.from_dict(row["request"]).masked() if row.get("request", {}).get("method") else None
+    )
     attempts = [
         {
             "number": a["number"],
@@ -169,7 +187,9 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
         outcome = f"HTTP {a['status_code']}" if a["status_code"] else "no response"
         if a["error"]:
             outcome += f" - {a['error']}"
-        out.write(f"\nattempt {a['number']}  {a['started_at']}  {a['duration_ms']:.0f} ms  {outcome}\n")
+        out.write(
+            f"\nattempt {a['number']}  {a['started_at']}  {a['duration_ms']:.0f} ms  {outcome}\n"
+        )
         if a["response_body"]:
             out.write("  " + a["response_body"].replace("\n", "\n  ") + "\n")
 
@@ -177,11 +197,23 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
 @app.command()
 @handle_errors
 def replay(
-    ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids to send again.", show_default=False)] = None,
-    status: Annotated[str | None, typer.Option("--status", "-s", help="Replay every delivery with this status.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="With --status: only those created in this window.")] = None,
-    rule: Annotated[str | None, typer.Option("--rule", help="With --status: only this rule's.")] = None,
-    now: Annotated[bool, typer.Option("--now", help="Send them right away instead of leaving them for retry-loop.")] = False,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Delivery ids to send again.", show_default=False)
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="Replay every delivery with this status.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --status: only those created in this window."),
+    ] = None,
+    rule: Annotated[
+        str | None, typer.Option("--rule", help="With --status: only this rule's.")
+    ] = None,
+    now: Annotated[
+        bool,
+        typer.Option("--now", help="Send them right away instead of leaving them for retry-loop."),
+    ] = False,
     db: DbOption = None,
     allow_net: AllowNetOption = None,
     json_lines: JsonOption = False,
@@ -196,19 +228,25 @@ def replay(
     from hookctl.cli.commands_send import _drain, _guard
 
     if not ids and status is None:
-        raise UsageError("name delivery ids, or select them with --status (see hookctl replay --help)")
+        raise UsageError(
+            "name delivery ids, or select them with --status (see hookctl replay --help)"
+        )
     guard = _guard(allow_net) if now else None
     store = _open(db)
     try:
         requeued = store.requeue(
             ids=ids or (), status=_status(status), rule=rule, since=_since(since), now=time.time()
         )
-        sys.stderr.write(f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n")
+        sys.stderr.write(
+            f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n"
+        )
         failed = 0
         if now and requeued:
             import asyncio
 
-            summary = asyncio.run(_drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued))
+            summary = asyncio.run(
+                _drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued)
+            )
             failed = summary.failed
     finally:
         store.close()
@@ -218,7 +256,12 @@ def replay(
 @app.command()
 @handle_errors
 def purge(
-    older_than: Annotated[str, typer.Option("--older-than", help="Delete finished deliveries last updated before this, e.g. 30d.")],
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete finished deliveries last updated before this, e.g. 30d."
+        ),
+    ],
     db: DbOption = None,
 ) -> None:
     """Delete succeeded and failed deliveries (and their attempts) older than a window. Pending ones stay.

@@ -1,10 +1,8 @@
-"""Goal 3 (start-up and imports) and goal 5 (the log on a big database)."""
+"""Goal 3: start-up against a bare Typer twin, and what each command imports."""
 
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -84,8 +82,7 @@ def goal_startup(env: Env, sizes: Sizes) -> list[Row]:
     }  # fmt: skip
     env.run(pairs["retry-loop, nothing due"][0], timeout=60)  # creates and migrates the database
     times: dict[str, list[float]] = defaultdict(list)
-    rounds = 15 if sizes.repeats > 1 else 7
-    for i in range(rounds + 1):  # the first round warms the page cache and the .pyc files
+    for i in range(sizes.rounds + 1):  # the first round warms the page cache and the .pyc files
         for what, (ours, base) in pairs.items():
             for tag, cmd in (("hookctl", ours), ("twin", base)):
                 proc = env.run(cmd, timeout=60)
@@ -139,55 +136,3 @@ def imports(env: Env, twin: Path) -> dict[str, Any]:
                 "httpx or jinja2 imported": sorted({"httpx", "jinja2"} & set(costs)),
             }
     return report
-
-
-def goal_log(env: Env, sizes: Sizes) -> list[Row]:
-    """Goal 5: `log --status failed --limit 50` and `log --ticket X` on 1M deliveries vs empty."""
-    rows_wanted = 1_000_000 if sizes.repeats > 1 else 200_000
-    cache = Path(tempfile.gettempdir()) / "hookctl-bench-cache"
-    cache.mkdir(exist_ok=True)
-    big = cache / f"big-{rows_wanted}.db"
-    built = json.loads(
-        env.python(
-            "seed.py", "bigdb", "--db", str(big), "--rows", str(rows_wanted), timeout=600
-        ).stdout
-    )
-    empty = env.path("empty.db")
-    env.python("seed.py", "bigdb", "--db", str(empty), "--rows", "0")
-    ticket = "100042"  # every ticket number exists once there are 100k+ rows (see seed.TICKETS)
-    queries = {
-        "log --status failed --limit 50": ["log", "--status", "failed", "--limit", "50"],
-        f"log --ticket {ticket}": ["log", "--ticket", ticket],
-        "retry-loop, nothing due (extra)": ["retry-loop"],
-    }
-    times: dict[str, list[float]] = defaultdict(list)
-    rounds = 9 if sizes.repeats > 1 else 5
-    for i in range(rounds + 1):
-        for what, args in queries.items():
-            for tag, path in (("big", big), ("empty", empty)):
-                proc = env.run([*env.hookctl, *args, "--db", str(path)], timeout=120)
-                if proc.returncode != 0:
-                    raise RuntimeError(
-                        f"{what} on {tag}: exit {proc.returncode}: {proc.stderr[-500:]}"
-                    )
-                if i:
-                    times[f"{what} {tag}"].append(proc.seconds * 1000)
-    rows = []
-    for what, args in queries.items():
-        row = Row("5 log at scale", f"{what}, {rows_wanted:,} rows vs empty (ms)", median(times[f"{what} empty"]),
-                  median(times[f"{what} big"]), "ms", 2.0, False, shell([*env.hookctl, *args, "--db", str(big)], env.work))  # fmt: skip
-        row.notes.append(f"big database {built['bigdb']} at {big}")
-        rows.append(row)
-    plans = {}
-    for what, flags in (
-        ("status failed", ["--status", "failed"]),
-        ("ticket", ["--ticket", ticket]),
-    ):
-        result = {tag: json.loads(env.python("seed.py", "query", "--db", str(path), *flags).stdout)
-                  for tag, path in (("big", big), ("empty", empty))}  # fmt: skip
-        plans[what] = {
-            "in-process Store.query ms (big / empty)": f"{result['big']['median_ms']:.2f} / {result['empty']['median_ms']:.2f}",
-            "plans": result["big"]["plans"],
-        }
-    sizes.details["log query plans"] = plans
-    return rows
