@@ -78,6 +78,8 @@ class Measure:
     prepare: Callable[[], object] = lambda: None  # untimed, before each run
     seconds: list[float] = field(default_factory=list)
     windows: list[float] = field(default_factory=list)
+    leads: list[float] = field(default_factory=list)  # start to first request
+    tails: list[float] = field(default_factory=list)  # last answer to exit
 
 
 def interleave(env: Env, rx: Receiver, n: int, measures: list[Measure], sizes: Sizes) -> None:
@@ -92,6 +94,8 @@ def interleave(env: Env, rx: Receiver, n: int, measures: list[Measure], sizes: S
             stats = check(proc, rx, n, m.label)
             m.seconds.append(proc.seconds)
             m.windows.append(stats["last"] - stats["first"])
+            m.leads.append(stats["first"] - proc.started_at)
+            m.tails.append(proc.started_at + proc.seconds - stats["last"])
 
 
 def throughput(
@@ -106,7 +110,7 @@ def throughput(
         ref = Measure("reference", [PYTHON, str(BENCH / "reference.py"), "--url", rx.url,
                                     "--events", str(events), "-c", str(CONCURRENCY)])  # fmt: skip
         fire = Measure(
-            "hookctl fire", fire_cmd(env, rule, fire_db, events), port, lambda: fresh(fire_db)
+            "hookctl fire", fire_cmd(env, rule, fire_db, events), port, lambda: env.migrated(fire_db)
         )
         drain = Measure(
             "hookctl retry-loop",
@@ -128,6 +132,10 @@ def throughput(
         row.notes.append(
             f"send window only (first to last request at the receiver): baseline {n / ref_w:.0f} req/s, "
             f"hookctl {n / w:.0f} req/s, ratio {ref_w / w:.2f}"
+        )
+        row.notes.append(
+            f"start to first request: baseline {median(ref.leads) * 1000:.0f} ms, hookctl {median(m.leads) * 1000:.0f} ms; "
+            f"last request to exit: baseline {median(ref.tails) * 1000:.0f} ms, hookctl {median(m.tails) * 1000:.0f} ms"
         )
         rows.append(row)
     return rows

@@ -116,6 +116,9 @@ def imports(env: Env, twin: Path) -> dict[str, Any]:
         *(env.hookctl if len(env.hookctl) == 1 else ["-m", "hookctl"]),
     ]
     report: dict[str, Any] = {}
+    env.run(
+        [*env.hookctl, "retry-loop", "--db", str(db)], timeout=60
+    )  # create and migrate it first
     with Receiver() as rx:
         commands = {
             "--help": ["--help"],

@@ -114,7 +114,7 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
 
 
 class Sender:
-    """An HTTP client for many concurrent attempts; use as `async with Sender() as s`."""
+    """An HTTP client for many concurrent attempts, through the network guard; `async with Sender() as s`."""
 
     def __init__(
         self,
@@ -292,7 +292,7 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 
 def _wire_headers(
     request: ResolvedRequest, webhook_id: str | None, timestamp: int
-) -> list[tuple[str, bytes]]:
+) -> list[tuple[bytes, bytes]]:
     """The headers as sent: Standard Webhooks headers added, values as UTF-8 (obs-text)."""
     headers = list(request.headers)
     if webhook_id is not None:
@@ -301,7 +301,7 @@ def _wire_headers(
             extra = sign_headers(request.sign_keys, webhook_id, timestamp, request.content)
         names = {name for name, _ in extra}
         headers = [(k, v) for k, v in headers if k.lower() not in names] + extra
-    return [(k, v.encode()) for k, v in headers]
+    return [(k.encode(), v.encode()) for k, v in headers]
 
 
 def _decode(body: bytes, secrets: tuple[str, ...]) -> str:

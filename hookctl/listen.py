@@ -57,8 +57,9 @@ def verify(
     except ValueError:
         return "webhook-timestamp is not a number"
     if abs(now - timestamp) > tolerance:
+        off = "old" if now > timestamp else "in the future"
         return (
-            f"webhook-timestamp is {now - timestamp:+.0f} s from now (tolerance {tolerance:.0f} s)"
+            f"webhook-timestamp is {abs(now - timestamp):.0f} s {off} (tolerance {tolerance:.0f} s)"
         )
     given = [part for part in signatures.split() if part.startswith("v1,")]
     for key in keys:

@@ -64,9 +64,8 @@ BLOCKED = _nets(
     ("fec0::/10", "a site-local address"),
     ("ff00::/8", "a multicast address"),
 )
-# IPv6 forms that carry an IPv4 address: the IPv4 address is what gets reached.
+# NAT64 carries an IPv4 address in its last 32 bits: that address is what gets reached.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_6TO4 = ipaddress.ip_network("2002::/16")
 _HOST_NAME = re.compile(
     r"^(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$"
 )
@@ -110,9 +109,6 @@ class AllowList:
                 raise ValueError(f"not a network (CIDR), an address or a host name: {raw!r}")
             hosts.add(name)
         return cls(tuple(networks), frozenset(hosts))
-
-    def __add__(self, other: AllowList) -> AllowList:
-        return AllowList(self.networks + other.networks, self.hosts | other.hosts)
 
     def allows(self, address: IPAddress, host: str | None = None) -> bool:
         """True when an entry opens this address (reached through `host`, if by name)."""

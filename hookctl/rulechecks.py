@@ -121,7 +121,7 @@ def sign_secrets(spec: Any) -> tuple[str, ...]:
         raise ValueError(
             'secret: expected a template such as "{{ env.WEBHOOK_SECRET }}", or a list of them'
         )
-    return tuple(s.strip() for s in secrets)
+    return tuple(str(s).strip() for s in secrets)
 
 
 def parse_size(value: Any) -> int:

@@ -103,9 +103,9 @@ def listen(
         )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sys.stderr.write(f"listening on http://{host}:{receiver.port}/ (Ctrl-C to stop)\n")
-    sys.stderr.flush()
     try:
+        sys.stderr.write(f"listening on http://{host}:{receiver.port}/ (Ctrl-C to stop)\n")
+        sys.stderr.flush()
         receiver.serve(limit=count or None)
     except KeyboardInterrupt:
         pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from hookctl.cli.app import (
     handle_errors,
 )
 from hookctl.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from hookctl.netguard import Guard
 
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, max=1000, help="Attempts in flight at once.")
@@ -49,7 +52,7 @@ AllowNetOption = Annotated[
 ]
 
 
-def _guard(flags: list[str] | None):  # type: ignore[no-untyped-def]
+def _guard(flags: list[str] | None) -> Guard:
     """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
     from hookctl.netguard import AllowList, Guard
 

@@ -1,0 +1,250 @@
+"""`hookctl listen` and hookctl.listen: a local receiver that answers as told and prints requests."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from hookctl import signing
+from hookctl.listen import Behaviour, Received, Receiver
+from tests.conftest import ndjson
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes of base64, as generated
+
+
+@contextmanager
+def listening(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`hookctl listen --port 0 ARGS` in a subprocess, and the URL it listens on."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hookctl", "listen", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert match, line + proc.stderr.read()
+        yield proc, match[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()  # type: ignore[union-attr]
+
+
+def client() -> httpx.Client:
+    return httpx.Client(trust_env=False, timeout=10)
+
+
+def test_prints_each_request_and_exits_after_count(tmp_path):
+    with listening("--count", "2", "--json") as (proc, url), client() as http:
+        first = http.post(url + "tickets?x=1", json={"ticket": 7}, headers={"X-Source": "test"})
+        second = http.put(url + "other", content=b"plain text")
+        out, _ = proc.communicate(timeout=10)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.json() == {"ok": True}
+    assert proc.returncode == 0
+    one, two = ndjson(out)
+    assert (one["number"], one["method"], one["path"], one["answered"]) == (
+        1,
+        "POST",
+        "/tickets?x=1",
+        200,
+    )
+    assert one["json"] == {"ticket": 7} and one["headers"]["X-Source"] == "test"
+    assert one["received_at"].endswith("Z") and one["signature"] is None
+    assert (two["method"], two["body"], two["json"]) == ("PUT", "plain text", None)
+
+
+def test_fail_first_then_status(tmp_path):
+    with (
+        listening("--count", "3", "--fail-first", "2", "--status", "202") as (proc, url),
+        client() as http,
+    ):
+        codes = [http.post(url, json={}).status_code for _ in range(3)]
+        out, _ = proc.communicate(timeout=10)
+    assert codes == [500, 500, 202]
+    assert [line for line in out.splitlines() if line.startswith("#")] == [
+        "#1 POST / -> 500",
+        "#2 POST / -> 500",
+        "#3 POST / -> 202",
+    ]
+
+
+def test_human_output_pretty_prints_json_and_form_bodies():
+    with listening("--count", "2") as (proc, url), client() as http:
+        http.post(url + "json", json={"a": {"b": [1, 2]}, "text": "olá"})
+        http.post(url + "form", data={"to": "+1 555", "msg": "a&b=c"})
+        out, _ = proc.communicate(timeout=10)
+    assert (
+        '\n  {\n    "a": {\n      "b": [\n        1,\n        2\n      ]\n    },\n    "text": "olá"\n  }\n'
+        in out
+    )
+    assert "\n  to = +1 555\n  msg = a&b=c\n" in out
+
+
+def test_ctrl_c_exits_cleanly():
+    with listening() as (proc, _url):
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_port_in_use_is_a_usage_error(cli):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("listen", "--port", taken.getsockname()[1])
+    assert result.exit_code == 2
+    assert "cannot listen on 127.0.0.1:" in result.stderr
+
+
+def test_bad_delay_and_bad_secret_are_usage_errors(cli):
+    assert cli("listen", "--delay", "soon").exit_code == 2
+    result = cli("listen", "--secret", "not-base64!")
+    assert result.exit_code == 2 and "--secret: not a Standard Webhooks secret" in result.stderr
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+def signed(body: bytes, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
+    key = signing.decode_secret(secret)
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return dict(signing.sign_headers([key], "msg_1", stamp, body))
+
+
+def test_verifies_standard_webhooks_signatures():
+    body = b'{"ticket": 7}'
+    other = signing.generate_secret()
+    with listening("--count", "4", "--json", "--secret", SECRET) as (proc, url), client() as http:
+        codes = [
+            http.post(url, content=body, headers=signed(body)).status_code,
+            http.post(url, content=body, headers=signed(body, secret=other)).status_code,
+            http.post(url, content=body).status_code,
+            http.post(
+                url, content=body, headers=signed(body, timestamp=int(time.time()) - 3600)
+            ).status_code,
+        ]
+        out, _ = proc.communicate(timeout=10)
+    assert codes == [200, 401, 401, 401]
+    verdicts = [record["signature"] for record in ndjson(out)]
+    assert verdicts[0] == "valid"
+    assert verdicts[1] == "signature mismatch: no v1 signature matches the secret"
+    assert verdicts[2] == "unsigned: missing webhook-id, webhook-timestamp, webhook-signature"
+    assert verdicts[3].startswith("webhook-timestamp is 36")
+    assert verdicts[3].endswith(" s old (tolerance 300 s)")
+
+
+def test_any_of_several_secrets_verifies_during_a_rotation():
+    old, body = signing.generate_secret(), b"{}"
+    with (
+        listening("--count", "1", "--secret", old, "--secret", SECRET) as (proc, url),
+        client() as http,
+    ):
+        assert http.post(url, content=body, headers=signed(body)).status_code == 200
+        out, _ = proc.communicate(timeout=10)
+    assert "(signature: valid)" in out
+
+
+# --- the receiver: bodies and concurrency ----------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, list[Received]]]:
+    seen: list[Received] = []
+    server = Receiver("127.0.0.1", 0, Behaviour(), seen.append)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    yield server, seen
+    server.shutdown()
+
+
+def raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes; return everything the server answers before it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_chunked_bodies_are_read_whole(receiver):
+    server, seen = receiver
+
+    def parts() -> Iterator[bytes]:
+        yield b'{"part": '
+        yield b"1}"
+
+    with client() as http:
+        response = http.post(f"http://127.0.0.1:{server.port}/c", content=parts())
+    assert response.status_code == 200
+    assert seen[0].body == b'{"part": 1}'
+    assert ("Transfer-Encoding", "chunked") in seen[0].headers
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("Content-Length: 999999999999", b"413"),
+        ("Content-Length: many", b"400"),
+        ("Content-Length: -5", b"400"),
+    ],
+)
+def test_unreadable_bodies_are_refused_and_the_connection_closed(receiver, header, status):
+    server, seen = receiver
+    answer = raw(server.port, f"POST / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\nabc".encode())
+    assert answer.startswith(b"HTTP/1.1 " + status)
+    assert answer.count(b"HTTP/1.1") == 1  # the leftover bytes were not read as a second request
+    assert seen == []
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_reports_never_interleave(receiver):
+    server, _ = receiver
+    lines: list[str] = []
+
+    def slow_report(request: Received) -> None:
+        lines.append(f"start {request.number}")
+        time.sleep(0.01)  # room for another thread to cut in, were reports not serialised
+        lines.append(f"end {request.number}")
+
+    server.on_request = slow_report
+    with client() as http, ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(
+                lambda _: http.post(f"http://127.0.0.1:{server.port}/", json={}).status_code,
+                range(16),
+            )
+        )
+    assert codes == [200] * 16
+    wait_for(lambda: len(lines) == 32)  # answers go out before their reports are done
+    pairs = [lines[i : i + 2] for i in range(0, len(lines), 2)]
+    assert len(pairs) == 16
+    assert all(
+        a.split()[1] == b.split()[1] and (a[:5], b[:3]) == ("start", "end") for a, b in pairs
+    )
+    assert json.dumps(sorted(int(a.split()[1]) for a, _ in pairs)) == json.dumps(list(range(1, 17)))
