@@ -110,7 +110,10 @@ def throughput(
         ref = Measure("reference", [PYTHON, str(BENCH / "reference.py"), "--url", rx.url,
                                     "--events", str(events), "-c", str(CONCURRENCY)])  # fmt: skip
         fire = Measure(
-            "hookctl fire", fire_cmd(env, rule, fire_db, events), port, lambda: env.migrated(fire_db)
+            "hookctl fire",
+            fire_cmd(env, rule, fire_db, events),
+            port,
+            lambda: env.migrated(fire_db),
         )
         drain = Measure(
             "hookctl retry-loop",

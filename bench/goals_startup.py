@@ -24,6 +24,7 @@ NEEDED = {
     "validate": _CORE | _TEMPLATES,
     "retry-loop (nothing due)": _CORE | _STORE,
     "fire (one event)": _CORE | _TEMPLATES | _HTTP | _STORE,
+    "log": _CORE | _STORE,
 }
 
 
@@ -125,6 +126,7 @@ def imports(env: Env, twin: Path) -> dict[str, Any]:
             "validate": ["validate", "-r", str(rule)],
             "retry-loop (nothing due)": ["retry-loop", "--db", str(db)],
             "fire (one event)": ["fire", "-r", str(rule), "--db", str(db), str(one)],
+            "log": ["log", "--limit", "50", "--db", str(db)],
         }
         for what, args in commands.items():
             proc = env.run([*ours, *args], timeout=60, extra_env={"BENCH_PORT": str(rx.port)})

@@ -151,14 +151,21 @@ def to_curl(request: Request) -> str:
     if request.basic_auth:
         parts.append(f"--user {q(request.basic_auth[0] + ':' + request.basic_auth[1])}")
     parts += [f"-H {q(f'{name}: {value}')}" for name, value in request.headers]
-    if request.body is None:
-        return " \\\n  ".join(parts)
-    if request.body.startswith("@"):
+    stdin = ""
+    if request.body is not None and request.body.startswith("@"):
         # curl would read a file named by the rest of the body; send it through stdin instead.
+        stdin = f"printf '%s' {q(request.body)} | "
         parts.append("--data-binary @-")
-        return f"printf '%s' {q(request.body)} | " + " \\\n  ".join(parts)
-    parts.append(f"--data-binary {q(request.body)}")
-    return " \\\n  ".join(parts)
+    elif request.body is not None:
+        parts.append(f"--data-binary {q(request.body)}")
+    command = stdin + " \\\n  ".join(parts)
+    if request.sign:
+        # A signature covers a fresh id and timestamp per attempt: curl can only send it unsigned.
+        return (
+            "# hookctl signs this request when it sends it; this command sends it unsigned\n"
+            + command
+        )
+    return command
 
 
 def _quoter(request: Request) -> Any:

@@ -260,3 +260,16 @@ def test_explain_reads_stdin(cli, rule_file, args):
     result = cli("explain", "-r", rules, "-", *args, input=json.dumps(EVENT))
     assert result.exit_code == 0
     assert "plain" in result.stdout
+
+
+def test_curl_of_a_signed_request_says_it_is_unsigned(cli, rule_file, event_file):
+    path = rule_file(
+        "name: signed\nwebhook:\n  url: https://a.example/h\n  sign: {secret: '{{ env.WEBHOOK_SECRET }}'}\n"
+    )
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    result = cli(
+        "explain", "--json", "--curl", "-r", path, event_file(EVENT), env={"WEBHOOK_SECRET": secret}
+    )
+    (record,) = ndjson(result.stdout)
+    assert record["curl"].startswith("# hookctl signs this request when it sends it")
+    assert secret not in result.stdout

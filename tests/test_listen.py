@@ -196,6 +196,7 @@ def test_chunked_bodies_are_read_whole(receiver):
     with client() as http:
         response = http.post(f"http://127.0.0.1:{server.port}/c", content=parts())
     assert response.status_code == 200
+    wait_for(lambda: seen)  # the answer goes out before the report
     assert seen[0].body == b'{"part": 1}'
     assert ("Transfer-Encoding", "chunked") in seen[0].headers
 
@@ -248,3 +249,17 @@ def test_reports_never_interleave(receiver):
         a.split()[1] == b.split()[1] and (a[:5], b[:3]) == ("start", "end") for a, b in pairs
     )
     assert json.dumps(sorted(int(a.split()[1]) for a, _ in pairs)) == json.dumps(list(range(1, 17)))
+
+
+def test_a_signed_delivery_from_fire_verifies(cli, rule_file, event_file):
+    secret = signing.generate_secret()
+    with listening("--count", "1", "--json", "--secret", secret) as (proc, url):
+        path = rule_file(
+            f"name: signed\nwebhook:\n  url: {url + 'hook'!r}\n"
+            "  sign: {secret: '{{ env.WEBHOOK_SECRET }}'}\nretry: none\n"
+        )
+        result = cli("fire", "-r", path, event_file({"id": "e1"}), env={"WEBHOOK_SECRET": secret})
+        out, _ = proc.communicate(timeout=10)
+    assert result.exit_code == 0, result.output
+    (record,) = ndjson(out)
+    assert record["signature"] == "valid" and record["answered"] == 200
