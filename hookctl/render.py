@@ -14,7 +14,7 @@ import base64
 import json
 import re
 import secrets as _secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -227,6 +227,9 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         in_url = quote(_clean(value), safe=":@!$'()*,~")
         in_body = encode_body(value)
         sensitive.update(_echo_forms(value), (in_url, in_body))
+        if url.startswith(token):
+            # A variable that starts the URL holds a base or whole URL (Slack-style): as is.
+            url = _url_from_env(name, value) + url[len(token) :]
         url = url.replace(token, in_url)
         if body is not None:
             body = body.replace(token, in_body)
@@ -415,7 +418,7 @@ def _render_request(
     elif method in METHODS_WITH_DEFAULT_BODY:
         body = encode_body(dict(event), webhook.format, webhook.xml_root)
 
-    _check_url(url)
+    _check_url(url, nonce, env.used)
     if body is not None:
         if len(body.encode()) > webhook.max_body:
             raise RenderError(
@@ -444,7 +447,20 @@ def _header_value(value: str, name: str) -> str:
     return value
 
 
-def _check_url(url: str) -> None:
+def _url_from_env(name: str, value: str) -> str:
+    """Check a URL taken from the environment without ever echoing it (it may hold a token)."""
+    parts = urlsplit(value)
+    if _URL_UNSAFE.search(value) or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RenderError(f"webhook.url: environment variable {name} does not hold an http(s) URL")
+    return value
+
+
+def _check_url(url: str, nonce: str = "", secrets: Iterable[str] = ()) -> None:
+    for name in secrets:
+        token = placeholder(nonce, name)
+        if url.startswith(token):
+            # The URL starts with a secret; only resolve() sees its value, so check the rest here.
+            url = "https://secret.invalid" + url[len(token) :]
     if _URL_UNSAFE.search(url):
         raise RenderError(
             f"webhook.url: rendered URL contains whitespace or control characters: {url!r}"
