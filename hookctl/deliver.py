@@ -106,7 +106,9 @@ class _Done:
     outcome: Outcome | None
 
 
-def event_ticket(rule: Rule | None, data: Mapping[str, Any], request_ticket: str | None = None) -> str | None:
+def event_ticket(
+    rule: Rule | None, data: Mapping[str, Any], request_ticket: str | None = None
+) -> str | None:
     """The ticket number for the log: a rule's `ticket:`, else `ticket.id`, else a bare payload's `Id`."""
     if request_ticket:
         return request_ticket
@@ -152,7 +154,9 @@ class Pipeline:
 
     # --- fire -------------------------------------------------------------------------------
 
-    async def fire(self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None) -> Summary:
+    async def fire(
+        self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None
+    ) -> Summary:
         """Match, store, send and record every event; returns the counts."""
         self._sender = sender
         flusher = asyncio.create_task(self._flush_periodically())
@@ -183,7 +187,10 @@ class Pipeline:
         render_error = None
         try:
             request = render_request(
-                rule.webhook, data, environ=self.options.environ, extra={"rule": {"name": rule.name}}
+                rule.webhook,
+                data,
+                environ=self.options.environ,
+                extra={"rule": {"name": rule.name}},
             )
             ticket = event_ticket(rule, data, self._rule_ticket(rule, data))
         except RenderError as exc:
@@ -238,7 +245,9 @@ class Pipeline:
         now = self.options.clock()
         lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
-        results = self.store.enqueue([n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease)
+        results = self.store.enqueue(
+            [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease
+        )
         self._held.update(delivery_id for delivery_id, inserted in results if inserted)
         for (new, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
@@ -323,7 +332,9 @@ class Pipeline:
         if len(self._done) >= self.options.batch:
             self._flush()
 
-    def _record(self, job: _Job, outcome: Outcome | None, error: str | None, permanent: bool = True) -> None:
+    def _record(
+        self, job: _Job, outcome: Outcome | None, error: str | None, permanent: bool = True
+    ) -> None:
         claim = job.claim
         now = self.options.clock()
         attempts = claim.attempts + 1
@@ -331,7 +342,11 @@ class Pipeline:
         if outcome is None:
             verdict = "permanent" if permanent else "retry"
         else:
-            verdict = "permanent" if outcome.permanent else classify(outcome.status_code, accept=claim.accept)
+            verdict = (
+                "permanent"
+                if outcome.permanent
+                else classify(outcome.status_code, accept=claim.accept)
+            )
         next_at = None
         if verdict == "success":
             status = "succeeded"
@@ -402,7 +417,9 @@ class Pipeline:
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
 
-    def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job] | None:
+    def _failure_notice(
+        self, claim: Claim, result: AttemptResult
+    ) -> tuple[NewDelivery, _Job] | None:
         """The rule's `on_failure` webhook, once, with the failed delivery in its context."""
         assert claim.on_failure is not None
         webhook = webhook_from_dict(claim.on_failure)
@@ -422,7 +439,10 @@ class Pipeline:
         error = None
         try:
             request = render_request(
-                webhook, event, environ=self.options.environ, extra={"delivery": delivery, "rule": {"name": claim.rule}}
+                webhook,
+                event,
+                environ=self.options.environ,
+                extra={"delivery": delivery, "rule": {"name": claim.rule}},
             )
         except RenderError as exc:
             error = f"cannot render the request: {exc}"
@@ -525,4 +545,3 @@ async def _batches(events: Iterable[Event | BadEvent], size: int) -> Any:
             yield batch
     if failure:
         raise failure[0]
-

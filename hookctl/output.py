@@ -104,7 +104,11 @@ def describe(report: Report) -> str:
     reason = report.error or (f"HTTP {report.status_code}" if report.status_code else "failed")
     if report.status == "pending":
         return f"{reason}{took}; attempt {report.attempts}, next at {short_time(report.next_attempt_at)}"
-    attempts = f" after {report.attempts} attempt{'s' if report.attempts != 1 else ''}" if report.attempts else ""
+    attempts = (
+        f" after {report.attempts} attempt{'s' if report.attempts != 1 else ''}"
+        if report.attempts
+        else ""
+    )
     return f"{reason}{took}; failed{attempts}"
 
 
@@ -168,7 +172,9 @@ def format_summary(summary: Summary) -> str:
     return f"{events}, {deliveries}" + (": " + ", ".join(parts) if parts else "")
 
 
-def rows_table(rows: Iterable[Mapping[str, Any]], columns: list[tuple[str, str]], *, color: bool) -> None:
+def rows_table(
+    rows: Iterable[Mapping[str, Any]], columns: list[tuple[str, str]], *, color: bool
+) -> None:
     """A table on stdout: rich on a terminal, tab-separated when piped."""
     if not color:
         out = sys.stdout
@@ -219,7 +225,11 @@ class ProgressBar:
     def advance(self, _item: object = None) -> None:
         """Count one item done (a report, when used as a pipeline callback)."""
         self.done += 1
-        if self._bar is None and self.enabled and time.monotonic() - self._started >= PROGRESS_AFTER:
+        if (
+            self._bar is None
+            and self.enabled
+            and time.monotonic() - self._started >= PROGRESS_AFTER
+        ):
             self._start()
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
@@ -243,7 +253,9 @@ class ProgressBar:
         from rich import progress
         from rich.console import Console
 
-        counter = progress.MofNCompleteColumn() if self.total else progress.TextColumn("{task.completed}")
+        counter = (
+            progress.MofNCompleteColumn() if self.total else progress.TextColumn("{task.completed}")
+        )
         self._bar = progress.Progress(
             progress.TextColumn("{task.description}"),
             progress.BarColumn(),

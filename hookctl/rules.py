@@ -58,7 +58,18 @@ RULE_KEYS = (
     "tests",
     "allow_literal_secrets",
 )
-WEBHOOK_KEYS = ("method", "url", "format", "headers", "auth", "body", "accept", "xml_root", "sign", "max_body")
+WEBHOOK_KEYS = (
+    "method",
+    "url",
+    "format",
+    "headers",
+    "auth",
+    "body",
+    "accept",
+    "xml_root",
+    "sign",
+    "max_body",
+)
 AUTH_KEYS = {
     "basic": ("username", "password"),
     "api_key": ("header", "query", "value"),
@@ -151,7 +162,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
             key = "on"
         if key in mapping:
             raise yaml.MarkedYAMLError(
-                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                "while reading a mapping",
+                node.start_mark,
+                f"duplicate key {key!r}",
+                key_node.start_mark,
             )
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[str(key)] = key_node.start_mark.line + 1
@@ -169,7 +183,9 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
+            files.extend(
+                sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            )
         else:
             files.append(path)
     return files
@@ -268,7 +284,9 @@ class _RuleBuilder:
                     str(key),
                 )
 
-    def template(self, value: Any, field: str, node: Any, key: str | None, names: tuple[str, ...]) -> None:
+    def template(
+        self, value: Any, field: str, node: Any, key: str | None, names: tuple[str, ...]
+    ) -> None:
         """Compile a template now so syntax errors and typos surface at load, not at send."""
         if not isinstance(value, str) or not is_template(value):
             return
@@ -283,9 +301,13 @@ class _RuleBuilder:
                 continue
             close = difflib.get_close_matches(variable, names, n=1, cutoff=0.75)
             if close:
-                self.error(field, f"unknown variable {variable!r} (did you mean {close[0]!r}?)", node, key)
+                self.error(
+                    field, f"unknown variable {variable!r} (did you mean {close[0]!r}?)", node, key
+                )
 
-    def templates_in(self, value: Any, field: str, node: Any, key: str | None, names: tuple[str, ...]) -> None:
+    def templates_in(
+        self, value: Any, field: str, node: Any, key: str | None, names: tuple[str, ...]
+    ) -> None:
         if isinstance(value, Mapping):
             for k, v in value.items():
                 self.templates_in(v, f"{field}.{k}", value, k, names)
@@ -303,7 +325,12 @@ class _RuleBuilder:
         self.unknown_keys(spec, WEBHOOK_KEYS, p)
         method = str(spec.get("method", "POST")).upper()
         if method not in METHODS:
-            self.error(f"{p}method", f"expected one of {', '.join(METHODS)}, got {spec.get('method')!r}", spec, "method")
+            self.error(
+                f"{p}method",
+                f"expected one of {', '.join(METHODS)}, got {spec.get('method')!r}",
+                spec,
+                "method",
+            )
         fmt = spec.get("format", "json")
         if fmt not in FORMATS:
             self.error(f"{p}format", f"expected json, xml or form, got {fmt!r}", spec, "format")
@@ -319,11 +346,15 @@ class _RuleBuilder:
         headers: list[tuple[str, str]] = []
         raw_headers = spec.get("headers") or {}
         if not isinstance(raw_headers, Mapping):
-            self.error(f"{p}headers", "expected a mapping of header names to values", spec, "headers")
+            self.error(
+                f"{p}headers", "expected a mapping of header names to values", spec, "headers"
+            )
             raw_headers = {}
         for hname, hvalue in raw_headers.items():
             if not valid_header_name(str(hname)):
-                self.error(f"{p}headers.{hname}", "not a valid HTTP header name", raw_headers, hname)
+                self.error(
+                    f"{p}headers.{hname}", "not a valid HTTP header name", raw_headers, hname
+                )
             if not isinstance(hvalue, str | int | float) or isinstance(hvalue, bool):
                 self.error(f"{p}headers.{hname}", "expected a string value", raw_headers, hname)
                 continue
@@ -342,7 +373,12 @@ class _RuleBuilder:
             if fmt == "xml":
                 self.xml_names(body, f"{p}body", spec)
             if fmt == "form" and not isinstance(body, Mapping):
-                self.error(f"{p}body", "a form body must be a mapping of field names to values", spec, "body")
+                self.error(
+                    f"{p}body",
+                    "a form body must be a mapping of field names to values",
+                    spec,
+                    "body",
+                )
         elif isinstance(body, str):
             self.template(body, f"{p}body", spec, "body", names)
         accept = spec.get("accept", "2xx-3xx")
@@ -350,7 +386,9 @@ class _RuleBuilder:
             self.error(f"{p}accept", f"expected '2xx-3xx' or '2xx', got {accept!r}", spec, "accept")
         xml_root = spec.get("xml_root", "payload")
         if not isinstance(xml_root, str) or not valid_xml_name(xml_root):
-            self.error(f"{p}xml_root", f"not a valid XML element name: {xml_root!r}", spec, "xml_root")
+            self.error(
+                f"{p}xml_root", f"not a valid XML element name: {xml_root!r}", spec, "xml_root"
+            )
             xml_root = "payload"
         sign, max_body = self.trust(spec, prefix, names)
         return WebhookTemplate(
@@ -365,7 +403,9 @@ class _RuleBuilder:
             max_body=max_body,
         )
 
-    def trust(self, spec: Mapping[str, Any], prefix: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    def trust(
+        self, spec: Mapping[str, Any], prefix: str, names: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], int]:
         """Check signing, the body cap, headers hookctl sets itself, and literal secrets."""
         sign: tuple[str, ...] = ()
         if spec.get("sign") is not None:
@@ -384,7 +424,12 @@ class _RuleBuilder:
         headers = spec.get("headers")
         for name in headers if isinstance(headers, Mapping) else ():
             if str(name).lower() in SIGNING_HEADERS:
-                self.error(f"{prefix}.headers.{name}", "set by hookctl (the delivery id; see webhook.sign)", headers, name)
+                self.error(
+                    f"{prefix}.headers.{name}",
+                    "set by hookctl (the delivery id; see webhook.sign)",
+                    headers,
+                    name,
+                )
         if not self.allow_literal:
             for field, node, key in literal_secrets(spec, prefix):
                 self.error(field, LITERAL_HINT, node, key)
@@ -400,17 +445,23 @@ class _RuleBuilder:
             for i, v in enumerate(body):
                 self.xml_names(v, f"{field}[{i}]", node)
 
-    def auth(self, spec: Any, field: str, parent: Any, names: tuple[str, ...]) -> dict[str, str] | None:
+    def auth(
+        self, spec: Any, field: str, parent: Any, names: tuple[str, ...]
+    ) -> dict[str, str] | None:
         if spec is None:
             return None
         if not isinstance(spec, Mapping) or spec.get("type") not in AUTH_KEYS:
             got = spec.get("type") if isinstance(spec, Mapping) else spec
-            self.error(f"{field}.type", f"expected basic, api_key or bearer, got {got!r}", parent, "auth")
+            self.error(
+                f"{field}.type", f"expected basic, api_key or bearer, got {got!r}", parent, "auth"
+            )
             return None
         kind = spec["type"]
         allowed = AUTH_KEYS[kind]
         self.unknown_keys(spec, ("type", *allowed), f"{field}.")
-        required = {"basic": ("username", "password"), "api_key": ("value",), "bearer": ("token",)}[kind]
+        required = {"basic": ("username", "password"), "api_key": ("value",), "bearer": ("token",)}[
+            kind
+        ]
         for key in required:
             if not isinstance(spec.get(key), str | int) or spec.get(key) == "":
                 self.error(f"{field}.{key}", f"required for {kind} auth", spec, key)
@@ -428,7 +479,9 @@ class _RuleBuilder:
         data = self.data
         self.unknown_keys(data, RULE_KEYS, "")
         if not isinstance(data.get("allow_literal_secrets", False), bool):
-            self.error("allow_literal_secrets", "expected true or false", data, "allow_literal_secrets")
+            self.error(
+                "allow_literal_secrets", "expected true or false", data, "allow_literal_secrets"
+            )
         names = KNOWN_NAMES
         on_raw = data.get("on")
         on: tuple[str, ...] = ()
@@ -437,7 +490,12 @@ class _RuleBuilder:
         elif isinstance(on_raw, list) and all(isinstance(x, str) and x for x in on_raw):
             on = tuple(on_raw)
         elif on_raw is not None:
-            self.error("on", "expected an event name or a list of them (globs like ticket.* work)", data, "on")
+            self.error(
+                "on",
+                "expected an event name or a list of them (globs like ticket.* work)",
+                data,
+                "on",
+            )
 
         when = None
         if data.get("when") is not None:
@@ -459,7 +517,12 @@ class _RuleBuilder:
                 self.error("timeout", str(exc), data, "timeout")
             else:
                 if timeout <= 0 or timeout > MAX_TIMEOUT:
-                    self.error("timeout", "must be more than 0s and at most 2m (the hard cap)", data, "timeout")
+                    self.error(
+                        "timeout",
+                        "must be more than 0s and at most 2m (the hard cap)",
+                        data,
+                        "timeout",
+                    )
 
         retry = DEFAULT_POLICY
         if data.get("retry") is not None:
@@ -471,7 +534,12 @@ class _RuleBuilder:
         ticket = data.get("ticket")
         if ticket is not None:
             if not isinstance(ticket, str | int):
-                self.error("ticket", "expected a template string such as '{{ ticket.parent_id }}'", data, "ticket")
+                self.error(
+                    "ticket",
+                    "expected a template string such as '{{ ticket.parent_id }}'",
+                    data,
+                    "ticket",
+                )
                 ticket = None
             else:
                 ticket = str(ticket)
@@ -523,15 +591,24 @@ def _plain(value: Any) -> Any:
 def _build_rule(item: Any, path: Path, index: int | None) -> Rule:
     where = f"rule #{index + 1}" if index is not None else "the rule"
     if not isinstance(item, _Mapping):
-        raise RuleErrors([RuleError(f"{where} is not a mapping (got {type(item).__name__})", file=str(path))])
+        raise RuleErrors(
+            [RuleError(f"{where} is not a mapping (got {type(item).__name__})", file=str(path))]
+        )
     name = item.get("name")
     if name is None and index is None:
         name = path.stem
     builder = _RuleBuilder(item, path, str(name) if name is not None else None)
     if name is None:
-        builder.error("name", f"{where} needs a name (required when a file holds a list of rules)", item)
+        builder.error(
+            "name", f"{where} needs a name (required when a file holds a list of rules)", item
+        )
     elif not isinstance(name, str) or not _NAME.match(name):
-        builder.error("name", "use letters, digits and . _ : - (starting with a letter or digit)", item, "name")
+        builder.error(
+            "name",
+            "use letters, digits and . _ : - (starting with a letter or digit)",
+            item,
+            "name",
+        )
     rule = builder.build(index)
     if builder.errors or rule is None:
         raise RuleErrors(builder.errors)

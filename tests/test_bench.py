@@ -11,7 +11,11 @@ RUN = Path(__file__).resolve().parent.parent / "bench" / "run.py"
 
 def test_bench_run_help_lists_the_goals() -> None:
     result = subprocess.run(
-        [sys.executable, str(RUN), "--help"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(RUN), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     for goal in ("latency", "cpu", "startup", "memory", "log", "dead", "transport", "--quick"):

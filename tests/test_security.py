@@ -270,11 +270,15 @@ def test_a_line_break_in_a_secret_is_refused_at_send_without_showing_it(
     assert not httpserver.log and MARKER not in result.stdout + result.stderr
 
 
-def test_whole_url_from_an_environment_variable(cli, rule_file, event_file, httpserver, monkeypatch, db_file):
+def test_whole_url_from_an_environment_variable(
+    cli, rule_file, event_file, httpserver, monkeypatch, db_file
+):
     """Slack-style: the whole webhook URL is a secret; it is sent as is and never recorded."""
     httpserver.expect_request("/services/T0/B0/canary-url-token").respond_with_data("ok")
     monkeypatch.setenv("HOOK_URL", httpserver.url_for("/services/T0/B0/canary-url-token"))
-    rules = rule_file("name: slack\nwebhook: {method: POST, url: '{{ env.HOOK_URL }}', body: {text: hi}}\n")
+    rules = rule_file(
+        "name: slack\nwebhook: {method: POST, url: '{{ env.HOOK_URL }}', body: {text: hi}}\n"
+    )
     event = event_file({"event": "ticket.created", "id": "e1"})
     result = cli("fire", "-r", rules, event, "--json")
     assert result.exit_code == 0, result.stderr
@@ -292,5 +296,7 @@ def test_url_variable_that_is_not_a_url_is_a_clear_error(cli, rule_file, event_f
     (report,) = ndjson(result.stdout)
     # Like a missing variable: kept for retry, since fixing the environment fixes the delivery.
     assert report["status"] == "pending"
-    assert report["error"] == "webhook.url: environment variable HOOK_URL does not hold an http(s) URL"
+    assert (
+        report["error"] == "webhook.url: environment variable HOOK_URL does not hold an http(s) URL"
+    )
     assert "canary-xyz" not in result.stdout + result.stderr

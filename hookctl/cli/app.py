@@ -40,7 +40,11 @@ RulesOption = Annotated[
 ]
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="SQLite file for deliveries. Default: $HOOKCTL_DB, else the app dir (see `hookctl db path`).", show_default=False),
+    typer.Option(
+        "--db",
+        help="SQLite file for deliveries. Default: $HOOKCTL_DB, else the app dir (see `hookctl db path`).",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print NDJSON: one JSON object per line.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")]
@@ -55,9 +59,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
-    no_color: Annotated[bool, typer.Option("--no-color", help="No colour in any output (as NO_COLOR=1 does).")] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colour in any output (as NO_COLOR=1 does).")
+    ] = False,
 ) -> None:
     """Turn helpdesk ticket events into webhooks, reliably."""
     if no_color:

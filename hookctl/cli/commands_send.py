@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -27,7 +28,12 @@ ConcurrencyOption = Annotated[
 ]
 PerHostOption = Annotated[
     int,
-    typer.Option("--per-host", min=1, max=1000, help="Attempts in flight to one host, so a slow host cannot stall the rest."),
+    typer.Option(
+        "--per-host",
+        min=1,
+        max=1000,
+        help="Attempts in flight to one host, so a slow host cannot stall the rest.",
+    ),
 ]
 LeaseOption = Annotated[
     str | None,
@@ -56,7 +62,11 @@ def _guard(flags: list[str] | None) -> Guard:
     """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
     from hookctl.netguard import AllowList, Guard
 
-    entries = [e for flag in (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", "")) for e in flag.split(",")]
+    entries = [
+        e
+        for flag in (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", ""))
+        for e in flag.split(",")
+    ]
     try:
         return Guard(AllowList.parse(entries))
     except ValueError as exc:
@@ -79,14 +89,24 @@ def _lease(value: str | None) -> float | None:
 def fire(
     files: Annotated[
         list[str] | None,
-        typer.Argument(help="Event files (a JSON object, a JSON array, or NDJSON). '-' or none: stdin.", show_default=False),
+        typer.Argument(
+            help="Event files (a JSON object, a JSON array, or NDJSON). '-' or none: stdin.",
+            show_default=False,
+        ),
     ] = None,
     rules_paths: RulesOption = None,
     db: DbOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Match and render, print each request exactly (secrets masked); send nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            "-n",
+            help="Match and render, print each request exactly (secrets masked); send nothing.",
+        ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Send events already delivered for a rule again.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send events already delivered for a rule again.")
+    ] = False,
     concurrency: ConcurrencyOption = 50,
     per_host: PerHostOption = 20,
     json_lines: JsonOption = False,
@@ -112,7 +132,9 @@ def fire(
 
     sources = files or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
-        raise UsageError("no events: give event files, or pipe events to stdin (see hookctl fire --help)")
+        raise UsageError(
+            "no events: give event files, or pipe events to stdin (see hookctl fire --help)"
+        )
     rules = load_rules(_rule_paths(rules_paths))
     printer = Printer(json_lines=json_lines, quiet=quiet)
     options = Options(environ=os.environ, force=force, dry_run=dry_run, lease_seconds=_lease(lease))
@@ -131,7 +153,9 @@ def fire(
     try:
         import asyncio  # here, not at the top: --help and an idle retry-loop skip it
 
-        summary = asyncio.run(_fire(pipeline, events, rules, concurrency, per_host, dry_run, _guard(allow_net)))
+        summary = asyncio.run(
+            _fire(pipeline, events, rules, concurrency, per_host, dry_run, _guard(allow_net))
+        )
     finally:
         bar.stop()
         if store is not None:
@@ -164,7 +188,10 @@ def retry_loop(
     db: DbOption = None,
     every: Annotated[
         str | None,
-        typer.Option("--every", help="Keep running: look for due deliveries this often (e.g. 30s) until SIGINT/SIGTERM."),
+        typer.Option(
+            "--every",
+            help="Keep running: look for due deliveries this often (e.g. 30s) until SIGINT/SIGTERM.",
+        ),
     ] = None,
     concurrency: ConcurrencyOption = 50,
     per_host: PerHostOption = 20,
@@ -202,7 +229,16 @@ def retry_loop(
         import asyncio
 
         summary = asyncio.run(
-            _drain(store, interval, concurrency, per_host, json_lines, quiet, _lease(lease), _guard(allow_net))
+            _drain(
+                store,
+                interval,
+                concurrency,
+                per_host,
+                json_lines,
+                quiet,
+                _lease(lease),
+                _guard(allow_net),
+            )
         )
     finally:
         store.close()
@@ -232,23 +268,22 @@ async def _drain(store, interval, concurrency, per_host, json_lines, quiet, leas
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        # Not possible off the main thread or off POSIX; Ctrl-C still interrupts there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
-            pass
     total = Summary()
     async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
         while True:
-            pipeline = Pipeline(store, Options(environ=os.environ, lease_seconds=lease), bar.wrap(printer.report))
+            pipeline = Pipeline(
+                store, Options(environ=os.environ, lease_seconds=lease), bar.wrap(printer.report)
+            )
             summary = await pipeline.drain(sender, stop=stop, ids=ids)
             for name in ("deliveries", "succeeded", "pending", "failed"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
             if interval is None or stop.is_set():
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
     bar.stop()
     if not quiet:
         sys.stderr.write(
