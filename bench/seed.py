@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from hookctl.deliver import dedupe_key
+from hookctl.intake import dedupe_key
 from hookctl.policy import PRESETS
 from hookctl.render import render_request
 from hookctl.rules import load_rules

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from hookctl.dispatch import Sender
-from hookctl.render import ResolvedRequest
+from hookctl.request import ResolvedRequest
 
 BODY = json.dumps({"ticket": 4711, "subject": "Printer on fire", "text": "x" * 900}).encode()
 HEADERS = [("Content-Type", "application/json"), ("X-Source", "hookctl-bench")]

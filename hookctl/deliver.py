@@ -9,74 +9,26 @@ only once its outcome is on record.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import queue
 import secrets as _secrets
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from hookctl.dispatch import Outcome, Sender
 from hookctl.errors import RenderError
 from hookctl.events import BadEvent, Event
+from hookctl.intake import batches, dedupe_key, event_ticket
 from hookctl.policy import PRESETS, RetryPolicy, classify, next_attempt_at
-from hookctl.render import MaskedRequest, Request, render_request, render_text, resolve
+from hookctl.render import render_request, render_text
+from hookctl.reports import Report, Summary
+from hookctl.request import Request, resolve
 from hookctl.rules import Rule, webhook_from_dict, webhook_to_dict
 from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery_id
 
-ReportStatus = Literal["succeeded", "pending", "failed", "duplicate", "dry-run"]
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 FLUSH_SECONDS = 0.05
 LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it
-
-
-@dataclass(slots=True)
-class Report:
-    """One delivery's result, as `fire` and `retry-loop` print it."""
-
-    rule: str
-    status: ReportStatus
-    method: str
-    url: str
-    delivery_id: str | None = None
-    event_id: str | None = None
-    ticket: str | None = None
-    source: str | None = None
-    line: int | None = None
-    attempts: int = 0
-    status_code: int | None = None
-    error: str | None = None
-    duration_ms: float | None = None
-    next_attempt_at: float | None = None
-    request: MaskedRequest | None = None
-
-
-@dataclass
-class Summary:
-    """Counts for the closing line on stderr and for the exit code."""
-
-    events: int = 0
-    bad_events: int = 0
-    deliveries: int = 0
-    succeeded: int = 0
-    pending: int = 0
-    failed: int = 0
-    duplicates: int = 0
-    dry_run: int = 0
-    lost_leases: int = 0
-
-    def add(self, report: Report) -> None:
-        """Count one report."""
-        self.deliveries += 1
-        if report.status == "dry-run":
-            self.dry_run += 1
-        elif report.status == "duplicate":
-            self.duplicates += 1
-        else:
-            setattr(self, report.status, getattr(self, report.status) + 1)
 
 
 @dataclass
@@ -104,29 +56,6 @@ class _Done:
     job: _Job
     result: AttemptResult
     outcome: Outcome | None
-
-
-def event_ticket(
-    rule: Rule | None, data: Mapping[str, Any], request_ticket: str | None = None
-) -> str | None:
-    """The ticket number for the log: a rule's `ticket:`, else `ticket.id`, else a bare payload's `Id`."""
-    if request_ticket:
-        return request_ticket
-    ticket = data.get("ticket")
-    if isinstance(ticket, Mapping) and isinstance(ticket.get("id"), str | int):
-        return str(ticket["id"])
-    if isinstance(data.get("Id"), str | int):
-        return str(data["Id"])
-    return None
-
-
-def dedupe_key(data: Mapping[str, Any]) -> str:
-    """Same top-level `id`, or identical content when there is none, is the same event."""
-    event_id = data.get("id")
-    if isinstance(event_id, str | int) and not isinstance(event_id, bool):
-        return f"id:{event_id}"
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Pipeline:
@@ -161,7 +90,7 @@ class Pipeline:
         self._sender = sender
         flusher = asyncio.create_task(self._flush_periodically())
         try:
-            async for batch in _batches(events, self.options.batch):
+            async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
                 for item in batch:
                     if isinstance(item, BadEvent):
@@ -192,11 +121,11 @@ class Pipeline:
                 environ=self.options.environ,
                 extra={"rule": {"name": rule.name}},
             )
-            ticket = event_ticket(rule, data, self._rule_ticket(rule, data))
+            ticket = event_ticket(data, self._rule_ticket(rule, data))
         except RenderError as exc:
             render_error = f"cannot render the request: {exc}"
             request = Request(rule.webhook.method, rule.webhook.url, (), None, rule.webhook.format)
-            ticket = event_ticket(rule, data)
+            ticket = event_ticket(data)
         if self.options.dry_run:
             report = Report(
                 rule=rule.name,
@@ -505,43 +434,3 @@ def _claim_of(new: NewDelivery, token: str) -> Claim:
         event=new.event,
         event_id=new.event_id,
     )
-
-
-_DONE = object()
-
-
-async def _batches(events: Iterable[Event | BadEvent], size: int) -> Any:
-    """Read events in a thread (stdin may block) and yield what is ready, up to `size` at once."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=size * 4)
-    failure: list[BaseException] = []
-
-    def pump() -> None:
-        try:
-            for item in events:
-                q.put(item)
-        except BaseException as exc:  # re-raised in the event loop below
-            failure.append(exc)
-        finally:
-            q.put(_DONE)
-
-    threading.Thread(target=pump, name="hookctl-reader", daemon=True).start()
-    finished = False
-    while not finished:
-        first = await asyncio.to_thread(q.get)
-        batch: list[Event | BadEvent] = []
-        item = first
-        while True:
-            if item is _DONE:
-                finished = True
-                break
-            batch.append(item)
-            if len(batch) >= size:
-                break
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                break
-        if batch:
-            yield batch
-    if failure:
-        raise failure[0]

@@ -24,7 +24,7 @@ import httpx
 from hookctl import __version__
 from hookctl.netguard import Guard, Refused, Unresolvable
 from hookctl.policy import format_duration
-from hookctl.render import ResolvedRequest
+from hookctl.request import ResolvedRequest
 from hookctl.signing import sign_headers
 
 USER_AGENT = f"hookctl/{__version__}"

@@ -13,7 +13,8 @@ from typing import Any
 from hookctl.conditions import ABSENT, Condition, Trace, trace
 from hookctl.errors import RenderError
 from hookctl.events import Event
-from hookctl.render import MaskedRequest, Request, placeholder, render_request
+from hookctl.render import render_request
+from hookctl.request import MaskedRequest, Request, placeholder
 from hookctl.rules import Rule
 
 SHOW_LIMIT = 80  # characters of a value shown in human output before it is cut

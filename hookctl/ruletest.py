@@ -24,7 +24,7 @@ from hookctl.errors import RuleError, RuleErrors
 from hookctl.events import BadEvent, Event, read_events
 from hookctl.expectations import body_problems, differ, header_problems
 from hookctl.explain import explain_rule, plain, show, trace_lines
-from hookctl.render import MaskedRequest
+from hookctl.request import MaskedRequest
 from hookctl.rules import METHODS, Rule
 
 CASE_KEYS = ("name", "event", "fires", "method", "url", "headers", "body")

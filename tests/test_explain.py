@@ -14,7 +14,8 @@ from werkzeug import Request, Response
 from hookctl.conditions import ABSENT
 from hookctl.events import Event
 from hookctl.explain import explain_rule, to_curl, trace_dict, trace_lines
-from hookctl.render import render_request, resolve
+from hookctl.render import render_request
+from hookctl.request import resolve
 from hookctl.rules import load_rules
 from tests.conftest import ndjson
 

@@ -23,7 +23,8 @@ from pytest_httpserver import HTTPServer
 from hookctl.dispatch import STORED_CAP, Outcome, Sender
 from hookctl.errors import RenderError
 from hookctl.netguard import AllowList, Guard
-from hookctl.render import ResolvedRequest, WebhookTemplate, environment, render_request
+from hookctl.render import WebhookTemplate, environment, render_request
+from hookctl.request import ResolvedRequest
 from hookctl.sandbox import Budget, limits, render_capped
 from tests.conftest import ndjson
 

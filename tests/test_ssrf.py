@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 
 from hookctl.dispatch import Outcome, Sender
 from hookctl.netguard import AllowList, Guard, Refused, Unresolvable, blocked_reason, parse_literal
-from hookctl.render import ResolvedRequest
+from hookctl.request import ResolvedRequest
 from tests.conftest import attempts, deliveries, ndjson
 
 EVENT = {"event": "ticket.created", "id": "evt_1", "ticket": {"id": 1}}

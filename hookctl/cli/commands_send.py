@@ -254,9 +254,10 @@ def _now() -> float:
 
 
 async def _drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
-    from hookctl.deliver import Options, Pipeline, Summary
+    from hookctl.deliver import Options, Pipeline
     from hookctl.dispatch import Sender
     from hookctl.output import Printer, ProgressBar
+    from hookctl.reports import Summary
 
     printer = Printer(json_lines=json_lines, quiet=quiet)
     # One pass (cron) has a known size; a bar over an endless --every loop would mean nothing.

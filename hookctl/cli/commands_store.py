@@ -143,7 +143,7 @@ def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
 
 def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
     from hookctl.output import Printer, iso, request_dict, short_time
-    from hookctl.render import Request
+    from hookctl.request import Request
 
     row = store.get(delivery_id)
     if row is None:

@@ -1,0 +1,56 @@
+"""What a pipeline run tells its caller: a Report per delivery, and a Summary of them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from hookctl.request import MaskedRequest
+
+ReportStatus = Literal["succeeded", "pending", "failed", "duplicate", "dry-run"]
+
+
+@dataclass(slots=True)
+class Report:
+    """One delivery's result, as `fire` and `retry-loop` print it."""
+
+    rule: str
+    status: ReportStatus
+    method: str
+    url: str
+    delivery_id: str | None = None
+    event_id: str | None = None
+    ticket: str | None = None
+    source: str | None = None
+    line: int | None = None
+    attempts: int = 0
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+    next_attempt_at: float | None = None
+    request: MaskedRequest | None = None
+
+
+@dataclass
+class Summary:
+    """Counts for the closing line on stderr and for the exit code."""
+
+    events: int = 0
+    bad_events: int = 0
+    deliveries: int = 0
+    succeeded: int = 0
+    pending: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    dry_run: int = 0
+    lost_leases: int = 0
+
+    def add(self, report: Report) -> None:
+        """Count one report."""
+        self.deliveries += 1
+        if report.status == "dry-run":
+            self.dry_run += 1
+        elif report.status == "duplicate":
+            self.duplicates += 1
+        else:
+            setattr(self, report.status, getattr(self, report.status) + 1)
