@@ -23,8 +23,9 @@ from hookctl.policy import PRESETS, RetryPolicy, classify, next_attempt_at
 from hookctl.render import render_request, render_text
 from hookctl.reports import Report, Summary
 from hookctl.request import Request, resolve
-from hookctl.rules import Rule, webhook_from_dict, webhook_to_dict
+from hookctl.rules import Rule
 from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery_id
+from hookctl.webhookspec import webhook_from_dict, webhook_to_dict
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 FLUSH_SECONDS = 0.05

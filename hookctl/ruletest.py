@@ -25,7 +25,8 @@ from hookctl.events import BadEvent, Event, read_events
 from hookctl.expectations import body_problems, differ, header_problems
 from hookctl.explain import explain_rule, plain, show, trace_lines
 from hookctl.request import MaskedRequest
-from hookctl.rules import METHODS, Rule
+from hookctl.rules import Rule
+from hookctl.webhookspec import METHODS
 
 CASE_KEYS = ("name", "event", "fires", "method", "url", "headers", "body")
 FILE_CASE_KEYS = ("rule", *CASE_KEYS)

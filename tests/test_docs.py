@@ -15,7 +15,8 @@ import typer
 from hookctl.cli import app
 from hookctl.conditions import OPERATORS
 from hookctl.policy import PRESETS
-from hookctl.rules import RULE_KEYS, WEBHOOK_KEYS, load_rules
+from hookctl.rules import RULE_KEYS, load_rules
+from hookctl.webhookspec import WEBHOOK_KEYS
 from tests.conftest import ndjson
 
 ROOT = Path(__file__).resolve().parent.parent
