@@ -84,17 +84,9 @@ def test_readme_mentions_every_command(command):
 
 
 # Commands whose owners have yet to add an example; strict, so the test says when to drop one.
-NO_EXAMPLE_YET = {"db path", "sign-secret"}
-
-
 @pytest.mark.parametrize(
     "command",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="no example in --help yet"))
-        if c in NO_EXAMPLE_YET
-        else c
-        for c in commands()
-    ],
+    commands(),
 )
 def test_every_command_help_has_an_example(cli, command):
     result = cli(*command.split(), "--help", env={"COLUMNS": "200"})

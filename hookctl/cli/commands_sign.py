@@ -11,10 +11,9 @@ from hookctl.cli.app import app
 def sign_secret() -> None:
     """Print a new random signing secret (whsec_...) for a rule's `webhook.sign`.
 
-    Give the same secret to the receiver, which verifies each request with it. Keep it in
-    the environment, never in the rule file.
+    Give the same secret to the receiver, which verifies each request with it. Keep it in the environment, never in the rule file: export WEBHOOK_SECRET="$(hookctl sign-secret)"
 
-    Example: export WEBHOOK_SECRET="$(hookctl sign-secret)"
+    Example: hookctl sign-secret
     """
     from hookctl.signing import generate_secret
 

@@ -57,7 +57,10 @@ def _open(db: str | None) -> Any:
 
 @db_app.command("path")
 def db_path(db: DbOption = None) -> None:
-    """Print where the delivery database is (or will be)."""
+    """Print where the delivery database is (or will be): --db, else $HOOKCTL_DB, else the app dir.
+
+    Example: hookctl db path
+    """
     from hookctl import paths
 
     typer.echo(str(paths.db_path(db)))
