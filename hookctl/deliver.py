@@ -310,9 +310,20 @@ class Pipeline:
         if not self._done or self.store is None:
             return
         done, self._done = self._done, []
-        applied = self.store.complete([d.result for d in done], now=self.options.clock())
+        # on_failure notices go into the store in the same transaction as the failure itself.
+        notices = {
+            d.job.claim.id: self._failure_notice(d.job.claim, d.result)
+            for d in done
+            if d.result.status == "failed" and d.job.claim.on_failure
+        }
+        applied, inserted = self.store.complete_with_follow_ups(
+            [d.result for d in done],
+            now=self.options.clock(),
+            follow_ups={key: new for key, (new, _) in notices.items()},
+            claim_token=self.token,
+            lease_seconds=self._lease or LEASE_MARGIN,
+        )
         self._held.difference_update(d.result.delivery_id for d in done)
-        notices: list[tuple[NewDelivery, _Job]] = []
         for item, ok in zip(done, applied, strict=True):
             claim, result = item.job.claim, item.result
             if not ok:
@@ -337,19 +348,21 @@ class Pipeline:
             )
             self.summary.add(report)
             self.emit(report)
-            if result.status == "failed" and claim.on_failure:
-                notice = self._failure_notice(claim, result)
-                if notice is not None:
-                    notices.append(notice)
-        if notices:
+        jobs = [job for new, job in notices.values() if new.id in inserted]
+        if jobs:
             # Schedule, not await: _flush runs inside attempts and the flusher.
-            task = asyncio.ensure_future(self._submit(notices))
+            task = asyncio.ensure_future(self._send_notices(jobs))
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
 
-    def _failure_notice(
-        self, claim: Claim, result: AttemptResult
-    ) -> tuple[NewDelivery, _Job] | None:
+    async def _send_notices(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            if job.render_error is not None:
+                self._record(job, None, job.render_error)
+            else:
+                await self._start(job)
+
+    def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job]:
         """The rule's `on_failure` webhook, once, with the failed delivery in its context."""
         assert claim.on_failure is not None
         webhook = webhook_from_dict(claim.on_failure)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,8 @@ INSERT INTO deliveries (
     lease_token, lease_expires_at, fence
 ) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
+_INSERT_DELIVERY_ONCE = _INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 _CLAIM_COLUMNS = (
     "id, rule, ticket, url, method, request, policy, timeout, accept, attempts, "
     "first_attempt_at, on_failure, event, event_id"
@@ -90,6 +92,23 @@ def _dumps_shared(value: Any, memo: dict[int, str | None]) -> str | None:
     if key not in memo:
         memo[key] = _dumps(value)
     return memo[key]
+
+
+def _row(
+    d: NewDelivery,
+    now: float,
+    claim_token: str | None,
+    lease_until: float | None,
+    shared: dict[int, str | None],
+) -> tuple[Any, ...]:
+    """The _INSERT_DELIVERY parameters for one delivery (claimed when claim_token is given)."""
+    fence = 1 if claim_token is not None else 0
+    return (
+        d.id, d.rule, d.event_id, d.event_name, d.ticket, d.dedupe_key, d.url, d.method,
+        _ENCODER.encode(d.request), _dumps_shared(d.policy, shared), d.timeout, d.accept,
+        _dumps_shared(d.on_failure, shared), _dumps_shared(d.event, shared), now, now,
+        now, claim_token, lease_until, fence,
+    )  # fmt: skip
 
 
 class Store:
@@ -169,18 +188,9 @@ class Store:
             if not lowest <= d.id < beyond:
                 raise ValueError(f"delivery id {d.id!r} was minted too far from now={now!r}")
         lease_until = now + lease_seconds if claim_token is not None else None
-        fence = 1 if claim_token is not None else 0
         shared: dict[int, str | None] = {}
         # Encoded before the transaction, so the write lock is held only for the inserts.
-        rows = [
-            (
-                d.id, d.rule, d.event_id, d.event_name, d.ticket, d.dedupe_key, d.url, d.method,
-                _ENCODER.encode(d.request), _dumps_shared(d.policy, shared), d.timeout, d.accept,
-                _dumps_shared(d.on_failure, shared), _dumps_shared(d.event, shared), now, now,
-                now, claim_token, lease_until, fence,
-            )
-            for d in deliveries
-        ]  # fmt: skip
+        rows = [_row(d, now, claim_token, lease_until, shared) for d in deliveries]
         results: list[tuple[str, bool]] = []
         new_rows = []
         with self._write() as conn:
@@ -263,6 +273,25 @@ class Store:
 
     def complete(self, results: Sequence[AttemptResult], *, now: float) -> list[bool]:
         """Record attempts and apply them where the lease still holds; False = lease was lost."""
+        return self.complete_with_follow_ups(results, now=now)[0]
+
+    def complete_with_follow_ups(
+        self,
+        results: Sequence[AttemptResult],
+        *,
+        now: float,
+        follow_ups: Mapping[str, NewDelivery] | None = None,
+        claim_token: str | None = None,
+        lease_seconds: float = 0,
+    ) -> tuple[list[bool], set[str]]:
+        """Like complete(), and in the same transaction enqueue a follow-up (an `on_failure`
+        notice) for each applied result that has one, so a crash cannot lose it.
+
+        Returns the applied flags and the ids of the follow-ups inserted (a duplicate is not).
+        """
+        follow_ups = follow_ups or {}
+        lease_until = now + lease_seconds if claim_token is not None else None
+        shared: dict[int, str | None] = {}
         params = []
         for r in results:
             if r.status not in STATUSES:
@@ -285,11 +314,20 @@ class Store:
                 }
             )
         if not params:
-            return []
+            return [], set()
+        inserted: set[str] = set()
         with self._write() as conn:
             conn.executemany(_INSERT_ATTEMPT, params)
             # One statement per row: executemany cannot say which rows the fence rejected.
-            return [conn.execute(_APPLY_RESULT, p).rowcount == 1 for p in params]
+            applied = [conn.execute(_APPLY_RESULT, p).rowcount == 1 for p in params]
+            for p, ok in zip(params, applied, strict=True):
+                follow = follow_ups.get(p["id"]) if ok else None
+                if follow is None:
+                    continue
+                row = _row(follow, now, claim_token, lease_until, shared)
+                if conn.execute(_INSERT_DELIVERY_ONCE, row).rowcount == 1:
+                    inserted.add(follow.id)
+        return applied, inserted
 
     def extend_lease(self, ids: Sequence[str], *, token: str, until: float) -> list[str]:
         """Push out the lease on deliveries `token` still holds; returns those ids."""

@@ -686,3 +686,36 @@ def test_processes_never_claim_the_same_delivery(tmp_path: Path) -> None:
     assert raw(path, "SELECT DISTINCT attempts, status FROM deliveries") == [(1, "succeeded")]
     assert raw(path, "PRAGMA integrity_check") == [("ok",)]
     assert raw(path, "PRAGMA foreign_key_check") == []
+
+
+def test_follow_up_is_enqueued_with_the_failure_and_only_once(store: Store) -> None:
+    """An on_failure notice lands in the same transaction as the failure: a crash cannot split them."""
+    enqueue_one(store)
+    (claim,) = store.claim(now=NOW, limit=1, lease_seconds=60, token="t1")
+    notice = new(NOW, rule="urgent:on_failure", dedupe_key=f"on_failure:{claim.id}:1")
+    failed = result(claim, status="failed", code=500)
+    applied, inserted = store.complete_with_follow_ups(
+        [failed], now=NOW, follow_ups={claim.id: notice}, claim_token="t1", lease_seconds=60
+    )
+    assert applied == [True] and inserted == {notice.id}
+    # Claimed by the caller on insert, so another process leaves it alone until the lease ends.
+    assert store.claim(now=NOW, limit=10, lease_seconds=60, token="t2") == []
+    again = new(NOW, rule="urgent:on_failure", dedupe_key=f"on_failure:{claim.id}:1")
+    stale = result(claim, status="failed", code=500, token="someone-else")
+    applied, inserted = store.complete_with_follow_ups(
+        [stale], now=NOW, follow_ups={claim.id: again}, claim_token="t3", lease_seconds=60
+    )
+    assert applied == [False] and inserted == set()
+    rows = raw(store.path, "SELECT count(*) FROM deliveries WHERE rule = 'urgent:on_failure'")
+    assert rows == [(1,)]
+
+
+def test_follow_up_with_an_existing_dedupe_key_is_not_inserted_twice(store: Store) -> None:
+    for token in ("a", "b"):
+        delivery_id = enqueue_one(store)
+        (claim,) = store.claim(now=NOW, limit=1, lease_seconds=60, token=token, ids=[delivery_id])
+        notice = new(NOW, rule="r:on_failure", dedupe_key="on_failure:same")
+        _, inserted = store.complete_with_follow_ups(
+            [result(claim, status="failed", code=500)], now=NOW, follow_ups={claim.id: notice}
+        )
+        assert inserted == ({notice.id} if token == "a" else set())
