@@ -79,7 +79,7 @@ class Measure:
     seconds: list[float] = field(default_factory=list)
     windows: list[float] = field(default_factory=list)
     leads: list[float] = field(default_factory=list)  # start to first request
-    tails: list[float] = field(default_factory=list)  # last answer to exit
+    tails: list[float] = field(default_factory=list)  # last request to exit
 
 
 def interleave(env: Env, rx: Receiver, n: int, measures: list[Measure], sizes: Sizes) -> None:

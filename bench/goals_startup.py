@@ -14,7 +14,7 @@ from harness import PYTHON, Env, Receiver, Row, Sizes, median, shell, write_even
 _CORE = {"hookctl", "yaml", "_yaml"}
 _TEMPLATES = {"jinja2", "markupsafe"}
 _HTTP = {"httpx", "httpcore", "h11", "anyio", "sniffio", "certifi", "idna", "httpx_aiohttp", "aiohttp",
-         "aiohappyeyeballs", "aiosignal", "frozenlist", "multidict", "yarl", "propcache", "asyncio", "ssl",
+         "aiohappyeyeballs", "aiosignal", "frozenlist", "multidict", "yarl", "propcache", "attr", "asyncio", "ssl",
          "_ssl", "socket", "selectors", "email", "http", "urllib", "concurrent", "logging", "contextvars"}  # fmt: skip
 _STORE = {"sqlite3", "_sqlite3"}
 _HEAVY_STDLIB = {"asyncio", "ssl", "email", "http", "sqlite3", "concurrent", "logging", "urllib", "socket",

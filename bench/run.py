@@ -59,6 +59,8 @@ def table(rows: list[Row]) -> str:
         )
         sign = "≥" if r.higher_is_better else "≤"
         target = f"{sign} {r.target:.0%}" if r.baseline is None else f"{sign} {r.target}×"
+        if r.value is None:
+            target = "-"
         result = {True: "pass", False: "FAIL", None: "n/a"}[r.passed]
         out.append(
             f"| {r.goal} | {r.what} | {_fmt(r.baseline, r.unit)} | {_fmt(r.value, r.unit)} | {ratio} | {target} | {result} |"

@@ -136,12 +136,12 @@ def _schema_key(db: Path) -> str:
 def bigdb(db: Path, rows: int) -> str:
     """A database of `rows` deliveries in hookctl's current schema; reused while that matches."""
     probe = db.with_name(db.name + ".probe")
-    for p in (probe, Path(f"{probe}-wal"), Path(f"{probe}-shm")):
-        p.unlink(missing_ok=True)
+    _remove(probe)
     Store(probe).close()
     key = f"{_schema_key(probe)}:{rows}"
     stamp = db.with_name(db.name + ".key")
     if db.exists() and stamp.exists() and stamp.read_text() == key:
+        _remove(probe)
         return "reused"
     tmp = db.with_name(db.name + ".tmp")
     os.replace(probe, tmp)
@@ -163,13 +163,16 @@ def bigdb(db: Path, rows: int) -> str:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _remove(db)
     os.replace(tmp, db)
-    Path(f"{tmp}-wal").unlink(missing_ok=True)
-    Path(f"{tmp}-shm").unlink(missing_ok=True)
+    _remove(tmp)
     stamp.write_text(key)
     return "built"
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _fill(conn: sqlite3.Connection, rows: int, columns: list[str]) -> None:
