@@ -52,6 +52,7 @@ class Printer:
     ) -> None:
         self.json_lines = json_lines
         self.quiet = quiet
+        self.verbose = bool(os.environ.get("HOOKCTL_VERBOSE"))
         self.out = sys.stdout
         self.err = sys.stderr
         self.color = use_color(self.out) if color is None else color
@@ -77,6 +78,9 @@ class Printer:
         status = self._style(f"{report.status:<9}", STATUS_STYLE.get(report.status, "bold"))
         ticket = f" ticket {report.ticket}" if report.ticket else ""
         line = f"{status} {report.rule}{ticket}  {report.method} {report.url}  {describe(report)}"
+        if self.verbose:
+            where = f"  event {report.source}:{report.line}" if report.source else ""
+            line += f"  [{report.delivery_id or '-'}{where}]"
         self.out.write(line + "\n")
         self.out.flush()
 

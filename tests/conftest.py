@@ -26,6 +26,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The network guard refuses loopback; the test servers live there, and nowhere else.
     monkeypatch.setenv("HOOKCTL_ALLOW_NET", "127.0.0.1")
     monkeypatch.setenv("NO_COLOR", "1")
+    # The root options --quiet/--verbose set these in os.environ; set-then-delete makes
+    # monkeypatch restore "unset" after each test, so one test's flags never leak into the next.
+    for name in ("HOOKCTL_QUIET", "HOOKCTL_VERBOSE", "HOOKCTL_DEBUG"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return tmp_path
 
 

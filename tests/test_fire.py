@@ -438,3 +438,21 @@ def test_movidesk_bare_payload(cli, rule_file, event_file, httpserver: HTTPServe
     assert result.exit_code == 0, result.stderr
     assert httpserver.log[0][0].get_json() == payload
     assert deliveries(db_file)[0]["ticket"] == "98231"
+
+
+def test_root_quiet_and_verbose(cli, rule_file, event_file, httpserver: HTTPServer, db_file):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    rules = rule_file(simple_rule(httpserver.url_for("/hook")))
+    quiet = cli("-q", "fire", "-r", rules, event_file(EVENT))
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert quiet.stdout.startswith("succeeded")
+    verbose = cli("-v", "fire", "--force", "-r", rules, event_file(EVENT))
+    delivery_id = deliveries(db_file)[-1]["id"]
+    assert f"[{delivery_id}  event " in verbose.stdout
+
+
+def test_verbose_shows_a_traceback_with_an_error(cli, rule_file, event_file):
+    bad = rule_file("name: bad\nwebhook: {url: 'http://x/', format: jsn}\n")
+    result = cli("-v", "fire", "-r", bad, event_file(EVENT))
+    assert result.exit_code == 3
+    assert "Traceback" in result.stderr and "webhook.format" in result.stderr

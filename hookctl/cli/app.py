@@ -47,7 +47,10 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print NDJSON: one JSON object per line.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")]
+QuietOption = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", envvar="HOOKCTL_QUIET", help="No summary or progress on stderr."),
+]
 
 
 def _version(value: bool) -> None:
@@ -67,22 +70,39 @@ def _root(
     no_color: Annotated[
         bool, typer.Option("--no-color", help="No colour in any output (as NO_COLOR=1 does).")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No summaries or progress on stderr, for any command."),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="More detail: delivery ids and event lines, tracebacks on errors.",
+        ),
+    ] = False,
 ) -> None:
     """Turn helpdesk ticket events into webhooks, reliably."""
+    # Through the environment, so every command and every rich Console obey them alike
+    # (the root options are parsed before the command's own).
     if no_color:
-        # Through the environment, so our own output and every rich Console obey it alike.
         os.environ["NO_COLOR"] = "1"
+    if quiet:
+        os.environ["HOOKCTL_QUIET"] = "1"
+    if verbose:
+        os.environ["HOOKCTL_VERBOSE"] = "1"
 
 
 def handle_errors(func: F) -> F:
-    """Print HookctlError as `Error: ...` on stderr and exit with its code (traceback with HOOKCTL_DEBUG=1)."""
+    """Print HookctlError as `Error: ...` on stderr and exit with its code (traceback with -v or HOOKCTL_DEBUG=1)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except HookctlError as exc:
-            if os.environ.get("HOOKCTL_DEBUG"):
+            if os.environ.get("HOOKCTL_DEBUG") or os.environ.get("HOOKCTL_VERBOSE"):
                 traceback.print_exc()
             message = str(exc)
             prefix = "Error: " if "\n" not in message else "Error:\n  "
