@@ -150,7 +150,7 @@ def goal_latency(env: Env, sizes: Sizes) -> list[Row]:
 
 
 def goal_transport(env: Env, sizes: Sizes) -> list[Row]:
-    """httpx's pool vs httpx-aiohttp inside hookctl's Sender, against the bare aiohttp client."""
+    """hookctl's Sender alone (aiohttp, through the guard), against the bare aiohttp client."""
     rows = []
     script = str(BENCH / "transport.py")
     for label, delay, n in (
@@ -161,9 +161,10 @@ def goal_transport(env: Env, sizes: Sizes) -> list[Row]:
         with Receiver(delay=delay) as rx:
             ref = Measure("reference", [PYTHON, str(BENCH / "reference.py"), "--url", rx.url,
                                         "--events", str(events), "-c", str(CONCURRENCY)])  # fmt: skip
-            pair = [Measure(t, [PYTHON, script, "throughput", "--url", rx.url, "-n", str(n), "--transport", t])
-                    for t in ("httpx", "aiohttp")]  # fmt: skip
-            inner: dict[str, list[float]] = {"httpx": [], "aiohttp": []}
+            pair = [
+                Measure("aiohttp", [PYTHON, script, "throughput", "--url", rx.url, "-n", str(n)])
+            ]
+            inner: dict[str, list[float]] = {"aiohttp": []}
             for round_number in range(sizes.repeats):
                 for m in [ref, *pair]:
                     rx.reset()
@@ -172,7 +173,7 @@ def goal_transport(env: Env, sizes: Sizes) -> list[Row]:
                     m.windows.append(stats["last"] - stats["first"])
                     if m is not ref:
                         inner[m.label].append(json.loads(proc.stdout)["seconds"])
-                if round_number == 0 and max(inner["httpx"][0], inner["aiohttp"][0]) > sizes.slow:
+                if round_number == 0 and inner["aiohttp"][0] > sizes.slow:
                     break
         for m in pair:
             # Both sides from the first request to the last answer: start-up excluded.

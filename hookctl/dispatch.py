@@ -1,28 +1,29 @@
-"""Send requests with httpx: a wall-clock deadline per attempt, bounded concurrency, capped reads.
+"""Send requests with aiohttp: a wall-clock deadline per attempt, bounded concurrency, capped reads.
 
-Every connection goes through the network guard (netguard.py): the host is resolved and
-checked here, and the socket is opened to the checked address, while TLS still verifies the
-certificate against the host name in the URL.
+Every connection goes through the network guard (netguard.py): host names are resolved and
+checked by the connector's resolver, literal addresses are checked before the request, and the
+socket is opened to a checked address, while TLS still verifies the certificate against the
+host name in the URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import logging
+import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+import certifi
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hookctl import __version__
-from hookctl.netguard import Guard, Refused, Unresolvable
+from hookctl.netguard import Guard, Refused, Unresolvable, parse_literal
 from hookctl.policy import format_duration
 from hookctl.request import ResolvedRequest
 from hookctl.signing import sign_headers
@@ -33,10 +34,6 @@ STORED_CAP = 4 * 1024  # and keep this much of it on record
 MAX_TIMEOUT = 120.0  # Movidesk's hard cap: no attempt lives longer, whatever the rule says
 DEFAULT_CONCURRENCY = 50
 DEFAULT_PER_HOST = 20
-
-# httpx logs every request's full URL at INFO, and a URL can hold a token (Telegram's bot URL).
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,64 +50,42 @@ class Outcome:
     permanent: bool = False  # retrying cannot help (the network guard refused the address)
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections only to addresses the guard has checked for this host."""
+class _GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, through the guard: the connection goes only to checked addresses."""
 
     def __init__(self, guard: Guard) -> None:
         self._guard = guard
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Resolve and check `host`, then connect to the first checked address that answers."""
-        error: Exception | None = None
-        for address in await self._guard.addresses(host):
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The checked addresses for `host` (raises Refused or Unresolvable)."""
+        return [
+            ResolveResult(
+                hostname=host,  # TLS still verifies the certificate against this name
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in await self._guard.addresses(host)
+        ]
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        """Never used: webhooks go over TCP only."""
-        raise Refused("refused by the network guard: Unix sockets are not allowed")
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep (httpcore's retry backoff)."""
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport, with a connection pool that connects through the guard."""
+class _OddSpelling(Exception):
+    """An IPv4 address written in an old BSD form (`2130706433`, `127.1`): aiohttp will not send it."""
 
-    def __init__(self, guard: Guard, limits: httpx.Limits) -> None:
-        # SSL_CERT_FILE / SSL_CERT_DIR may name an intranet CA; proxies from the environment never apply.
-        context = httpx.create_ssl_context(trust_env=True)
-        super().__init__(verify=context, limits=limits, trust_env=False)
-        # httpx has no parameter for the network backend; the pool it builds is replaced by the
-        # same pool with ours (tests/test_ssrf.py fails if a newer httpx stops using `_pool`).
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(guard),
-        )
+
+def _ssl_context() -> ssl.SSLContext:
+    """certifi's roots, as before; SSL_CERT_FILE / SSL_CERT_DIR may name an intranet CA instead."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class Sender:
@@ -122,38 +97,39 @@ class Sender:
         concurrency: int = DEFAULT_CONCURRENCY,
         per_host: int = DEFAULT_PER_HOST,
         guard: Guard | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         max_timeout: float = MAX_TIMEOUT,
     ) -> None:
         self.concurrency = max(1, concurrency)
         self.per_host = max(1, min(per_host, self.concurrency))
         self.guard = guard or Guard()
-        self._transport = transport  # given: used as is, without the guard (benchmarks)
         self._clock = clock
         self.max_timeout = max_timeout
         self._slots = asyncio.Semaphore(self.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Sender:
-        limits = httpx.Limits(
-            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency,
+            limit_per_host=0,  # send() holds the per-host limit, before a global slot is taken
+            resolver=_GuardedResolver(self.guard),
+            use_dns_cache=False,  # the guard caches lookups, and checks every one
+            ssl=_ssl_context(),
         )
-        self._client = httpx.AsyncClient(
-            transport=self._transport or _GuardedTransport(self.guard, limits),
-            # The deadline is enforced around the whole attempt (see send); these are a backstop.
-            timeout=httpx.Timeout(130.0),
-            follow_redirects=False,
-            trust_env=False,
-            # identity: a compressed reply could expand past READ_CAP in one chunk.
+        self._client = aiohttp.ClientSession(
+            connector=connector,
+            # The deadline is enforced around the whole attempt (see send); this is a backstop.
+            timeout=aiohttp.ClientTimeout(total=130.0),
+            trust_env=False,  # proxies from the environment never apply
+            auto_decompress=False,  # raw bytes: a compressed reply could expand past READ_CAP
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     async def send(
         self,
@@ -176,6 +152,18 @@ class Sender:
         async with host_slots, self._slots:
             return await self._attempt(request, timeout, (*request.sensitive, *secrets), webhook_id)
 
+    async def _check_literal(self, url: str) -> None:
+        """Check an address written in the URL: aiohttp connects to those without resolving."""
+        host = urlsplit(url).hostname or ""
+        literal = parse_literal(host)
+        if literal is None:
+            return
+        await self.guard.addresses(host)  # raises Refused
+        if literal.version == 4 and host != str(literal):
+            raise _OddSpelling(
+                f"invalid URL: {host} is an unusual spelling of {literal}; write {literal}"
+            )
+
     async def _attempt(
         self,
         request: ResolvedRequest,
@@ -195,27 +183,31 @@ class Sender:
         timeout = min(timeout, self.max_timeout)
         try:
             async with asyncio.timeout(timeout):
-                async with self._client.stream(
+                await self._check_literal(request.url)
+                async with self._client.request(
                     request.method,
                     request.url,
                     headers=_wire_headers(request, webhook_id, int(started)),
-                    content=request.content,
+                    data=request.content or None,
+                    allow_redirects=False,
+                    skip_auto_headers=("Content-Type",),  # not application/octet-stream
                 ) as response:
-                    status = response.status_code
-                    headers = dict(response.headers)
-                    async for chunk in response.aiter_raw():
-                        body += chunk
-                        if len(body) >= READ_CAP:
+                    status = response.status
+                    headers = _joined(response.headers)
+                    while len(body) < READ_CAP:
+                        chunk = await response.content.read(READ_CAP - len(body))
+                        if not chunk:
                             break
+                        body += chunk
         except TimeoutError:
             error = f"timed out after {format_duration(timeout)}"
             if capped:
                 error = f"the operation was cancelled: no answer within {format_duration(timeout)} (the hard cap)"
-        except Refused as exc:
+        except (Refused, _OddSpelling) as exc:
             error, permanent = str(exc), True
         except Unresolvable:
             error = "could not resolve host"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             error = describe_error(exc)
         except (OSError, ssl.SSLError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -244,35 +236,24 @@ class Sender:
 def describe_error(exc: Exception) -> str:
     """A short human reason for a failed connection, as the execution log shows it."""
     text = str(exc) or type(exc).__name__
-    # anyio's "All connection attempts failed" hides the reason in the exception chain.
+    # aiohttp wraps the reason (refused, DNS) in a ClientConnectorError; it is in the chain.
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
-        if isinstance(cause, socket.gaierror):
+        if isinstance(cause, socket.gaierror | Unresolvable):
             return "could not resolve host"
         cause = cause.__cause__ or cause.__context__
-    lowered = text.lower()
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if "refused" in lowered:
-        return "connection refused"
-    if any(
-        s in lowered
-        for s in (
-            "name or service not known",
-            "nodename nor servname",
-            "getaddrinfo",
-            "name resolution",
-        )
-    ):
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "could not resolve host"
-    if "ssl" in lowered or "certificate" in lowered:
+    if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS error: {text}"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return f"connection closed by the server: {text}"
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, aiohttp.InvalidURL):
         return f"invalid URL: {text}"
+    if "refused" in text.lower():
+        return "connection refused"
     return f"network error: {text}"
 
 
@@ -292,8 +273,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 
 def _wire_headers(
     request: ResolvedRequest, webhook_id: str | None, timestamp: int
-) -> list[tuple[bytes, bytes]]:
-    """The headers as sent: Standard Webhooks headers added, values as UTF-8 (obs-text)."""
+) -> list[tuple[str, str]]:
+    """The headers as sent: Standard Webhooks headers added (aiohttp writes values as UTF-8)."""
     headers = list(request.headers)
     if webhook_id is not None:
         extra = [("webhook-id", webhook_id)]
@@ -301,7 +282,16 @@ def _wire_headers(
             extra = sign_headers(request.sign_keys, webhook_id, timestamp, request.content)
         names = {name for name, _ in extra}
         headers = [(k, v) for k, v in headers if k.lower() not in names] + extra
-    return [(k.encode(), v.encode()) for k, v in headers]
+    return headers
+
+
+def _joined(headers: Mapping[str, str]) -> dict[str, str]:
+    """Response headers by lower-case name, repeated ones joined with ", " (as httpx did)."""
+    joined: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        joined[key] = f"{joined[key]}, {value}" if key in joined else value
+    return joined
 
 
 def _decode(body: bytes, secrets: tuple[str, ...]) -> str:

@@ -1,6 +1,6 @@
 """Secrets never leak: canaries in the environment, every command at debug verbosity, every byte kept.
 
-Also: literal secrets in rule files are rule errors, and httpx's own logging is kept quiet.
+Also: literal secrets in rule files are rule errors, and the HTTP client's own logging is kept quiet.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def test_canaries_never_reach_output_logs_or_the_database(
     assert b"***" in kept
 
 
-def test_httpx_request_logging_is_silenced(
+def test_http_client_request_logging_is_silenced(
     caplog: pytest.LogCaptureFixture,
     cli,
     rule_file,
@@ -207,7 +207,7 @@ def test_httpx_request_logging_is_silenced(
         r for r in caplog.records if not r.name.startswith("werkzeug")
     ]  # werkzeug: the receiver
     assert not [r for r in ours if MARKER in r.getMessage()]
-    assert not [r for r in ours if r.name.startswith(("httpx", "httpcore"))]
+    assert not [r for r in ours if r.name.startswith(("aiohttp", "httpx", "httpcore"))]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The `hookctl` command line: parse options, call the core, hand results to output.
 
-This package is the only place that imports typer. Heavy modules (httpx, jinja2,
+This package is the only place that imports typer. Heavy modules (aiohttp, jinja2,
 sqlite-utils) are imported inside the commands that use them, so `--help` and an idle
 `retry-loop` start fast.
 """
