@@ -212,12 +212,16 @@ class Pipeline:
         due_by = self.options.clock()
         self._lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
         flusher = asyncio.create_task(self._flush_periodically())
+        # Claim a chunk at a time, once that much room is free: one transaction per chunk,
+        # not one per freed slot.
+        chunk = max(1, min(self.options.batch, sender.concurrency))
         try:
             while stop is None or not stop.is_set():
-                room = max(1, sender.concurrency * 2 - len(self._tasks))
+                while len(self._tasks) > sender.concurrency * 2 - chunk:
+                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 claims = self.store.claim(
                     now=self.options.clock(),
-                    limit=min(room, self.options.batch),
+                    limit=chunk,
                     lease_seconds=self._lease,
                     token=self.token,
                     due_by=due_by,
