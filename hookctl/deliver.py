@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hookctl.dispatch import Outcome, Sender
+from hookctl.admission import Admission
+from hookctl.dispatch import Outcome, Sender, host_key
 from hookctl.errors import RenderError
 from hookctl.events import BadEvent, Event
 from hookctl.intake import batches, dedupe_key, event_ticket
@@ -76,11 +77,18 @@ class Pipeline:
         self.summary = Summary()
         self.token = _secrets.token_hex(16)
         self._done: list[_Done] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Attempts run here; a busy host's next jobs wait apart (at most 4 batches of them).
+        self._admission: Admission[_Job] = Admission(self._attempt, waiting=4 * options.batch)
         self._held: set[str] = set()  # claimed and not yet recorded: their leases are renewed
         self._lease = 0.0
-        self._notices: set[asyncio.Task[None]] = set()  # apart from _tasks: _start waits on those
+        self._notices: set[asyncio.Task[None]] = set()  # apart: _start waits on admitted tasks
         self._sender: Sender | None = None
+
+    def _use(self, sender: Sender | None) -> None:
+        self._sender = sender
+        if sender is not None:
+            # Twice the sender's limits: each running attempt has the next one ready behind it.
+            self._admission.limit(running=sender.concurrency * 2, per_host=sender.per_host * 2)
 
     # --- fire -------------------------------------------------------------------------------
 
@@ -88,7 +96,7 @@ class Pipeline:
         self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None
     ) -> Summary:
         """Match, store, send and record every event; returns the counts."""
-        self._sender = sender
+        self._use(sender)
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             async for batch in batches(events, self.options.batch):
@@ -207,7 +215,7 @@ class Pipeline:
     ) -> Summary:
         """Send every delivery due when called (or just `ids`, if due) once; returns the counts."""
         assert self.store is not None
-        self._sender = sender
+        self._use(sender)
         # Due as of now: what this pass reschedules for a moment from now waits for the next pass.
         due_by = self.options.clock()
         self._lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
@@ -217,8 +225,8 @@ class Pipeline:
         chunk = max(1, min(self.options.batch, sender.concurrency))
         try:
             while stop is None or not stop.is_set():
-                while len(self._tasks) > sender.concurrency * 2 - chunk:
-                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                while self._admission.room() < chunk:
+                    await self._admission.wait_one()
                 claims = self.store.claim(
                     now=self.options.clock(),
                     limit=chunk,
@@ -241,12 +249,7 @@ class Pipeline:
 
     async def _start(self, job: _Job) -> None:
         # Bound the work in flight: reading and claiming wait here, so memory stays flat.
-        assert self._sender is not None
-        while len(self._tasks) >= self._sender.concurrency * 2:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._attempt(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self._admission.add(host_key(job.claim.url), job)
 
     async def _attempt(self, job: _Job) -> None:
         assert self._sender is not None
@@ -428,8 +431,8 @@ class Pipeline:
             self.store.extend_lease(sorted(self._held), token=self.token, until=until)
 
     async def _finish(self) -> None:
-        while self._tasks or self._notices:
-            await asyncio.gather(*self._tasks, *self._notices)
+        while self._admission or self._notices:
+            await asyncio.gather(*self._admission.tasks, *self._notices)
             self._flush()
         self._flush()
 

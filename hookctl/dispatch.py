@@ -144,7 +144,7 @@ class Sender:
         `webhook_id` (the delivery id, the same on every retry) is sent as `webhook-id`, and a
         request with signing keys is signed here, so the timestamp is the attempt's own.
         """
-        host = _host_key(request.url)
+        host = host_key(request.url)
         host_slots = self._hosts.get(host)
         if host_slots is None:
             host_slots = self._hosts[host] = asyncio.Semaphore(self.per_host)
@@ -307,6 +307,7 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _host_key(url: str) -> str:
+def host_key(url: str) -> str:
+    """The scheme, host and port of a URL: what per-host limits count by."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

@@ -26,7 +26,8 @@ from hookctl.netguard import AllowList, Guard
 from hookctl.render import WebhookTemplate, environment, render_request
 from hookctl.request import ResolvedRequest
 from hookctl.sandbox import Budget, limits, render_capped
-from tests.conftest import ndjson
+from tests.conftest import attempts, deliveries, ndjson
+from tests.receivers import events_ndjson, rule_yaml
 
 LOCAL = AllowList.parse(["127.0.0.1"])
 
@@ -288,3 +289,27 @@ def test_an_exploding_template_fails_its_delivery_and_nothing_else(
     assert reports["bomb"]["status"] == "failed" and "loop iterations" in reports["bomb"]["error"]
     assert reports["fine"]["status"] == "succeeded"
     assert len(httpserver.log) == 1
+
+
+def test_a_dead_host_does_not_hold_up_the_others(
+    cli, rule_file, event_file, httpserver: HTTPServer, hanging_server: str, db_file
+) -> None:
+    # -c 2 --per-host 1: four attempts may be under way, two per host. Without per-host
+    # admission the dead host's queued attempts took all four places, and the last live
+    # delivery could only start once a dead attempt had timed out.
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    dead = rule_file(rule_yaml(hanging_server, name="dead", extra="timeout: 1s\n"))
+    live = rule_file(rule_yaml(httpserver.url_for("/hook"), name="live"))
+    events = event_file(events_ndjson(4))
+    result = cli("fire", "-c", "2", "--per-host", "1", "-r", dead, "-r", live, events)
+    assert result.exit_code == 1
+    rule_of = {row["id"]: row["rule"] for row in deliveries(db_file)}
+    rows = attempts(db_file)
+    dead_ends = [
+        a["started_at"] + a["duration_ms"] / 1000
+        for a in rows
+        if rule_of[a["delivery_id"]] == "dead"
+    ]
+    live_starts = [a["started_at"] for a in rows if rule_of[a["delivery_id"]] == "live"]
+    assert len(dead_ends) == len(live_starts) == 4
+    assert max(live_starts) < min(dead_ends)
