@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from hookctl.errors import StoreError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 APPLICATION_ID = 0x686B6374  # "hkct" in the SQLite header marks a file as ours
 
@@ -119,6 +121,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)"
         )
         applied = _applied(conn, path)
+        # Imported only here: sqlite-utils (with the click and pluggy it pulls in) costs tens
+        # of milliseconds at start-up, and an already-migrated database never needs it.
+        import sqlite_utils
+
         db = sqlite_utils.Database(conn, execute_plugins=False)
         for migration in MIGRATIONS:
             if migration.__name__ not in applied:

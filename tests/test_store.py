@@ -101,6 +101,21 @@ def test_open_twice_migrates_once(tmp_path: Path) -> None:
     assert len(raw(path, "SELECT id FROM deliveries")) == 1
 
 
+def test_an_already_migrated_database_opens_without_sqlite_utils(tmp_path: Path) -> None:
+    # sqlite-utils is slow to import; only a pending migration needs it (idle retry-loop start-up).
+    db = tmp_path / "q.db"
+    code = (
+        "import sys\n"
+        "from hookctl.store import Store\n"
+        "Store(sys.argv[1]).close()\n"
+        "print('sqlite_utils' in sys.modules)\n"
+    )
+    run = [sys.executable, "-c", code, str(db)]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=60, check=True)
+    again = subprocess.run(run, capture_output=True, text=True, timeout=60, check=True)
+    assert (first.stdout.strip(), again.stdout.strip()) == ("True", "False")
+
+
 def test_database_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "hookctl.db"
     Store(path).close()
