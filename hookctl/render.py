@@ -117,9 +117,14 @@ class WebhookTemplate:
 
 
 class _Renderer:
+    """Renders one request's templates; use inside `limits(renderer.budget)`."""
+
     def __init__(self, context: dict[str, Any], max_output: int = MAX_BODY_BYTES) -> None:
         self.context = context
         self.budget = Budget(output=max_output)
+        # Every expression leaf reads this one mapping (the sandbox's helpers included), built
+        # once: TemplateExpression.__call__ would copy the whole context for each leaf.
+        self._shared = {**environment().globals, **context}
 
     def text(self, source: str, where: str) -> str:
         value = self.value(source, where)
@@ -139,13 +144,12 @@ class _Renderer:
             return source
         kind, compiled = _compile(source)
         try:
-            with limits(self.budget):
-                if kind == "expr":
-                    result = compiled(**self.context)
-                    if isinstance(result, StrictUndefined):
-                        str(result)  # raises UndefinedError with jinja's own message
-                    return result
-                return render_capped(compiled, self.context)
+            if kind == "expr":
+                result = _evaluate(compiled, self._shared)
+                if isinstance(result, StrictUndefined):
+                    str(result)  # raises UndefinedError with jinja's own message
+                return result
+            return render_capped(compiled, self.context)
         except RenderError as exc:
             raise RenderError(f"{where}: {exc}") from None
         except UndefinedError as exc:
@@ -167,9 +171,20 @@ class _Renderer:
         return self.value(node, where)
 
 
+def _evaluate(expression: Any, shared: dict[str, Any]) -> Any:
+    """What jinja's TemplateExpression.__call__ does, reading `shared` instead of a copy of it."""
+    template = expression._template
+    context = template.new_context(shared, shared=True)
+    for _ in template.root_render_func(context):
+        pass
+    return context.vars["result"]
+
+
 def render_text(source: str, context: Mapping[str, Any], *, where: str) -> str:
     """Render one template string (no secrets: `env` is not in this context)."""
-    return _Renderer(dict(context)).text(source, where)
+    r = _Renderer(dict(context))
+    with limits(r.budget):
+        return r.text(source, where)
 
 
 def render_request(
@@ -201,7 +216,13 @@ def _render_request(
     context.update(extra or {})
     context["env"] = env
     r = _Renderer(context, webhook.max_body)
+    with limits(r.budget):  # once for the whole request: every template draws on one budget
+        return _render_parts(r, webhook, event, nonce, env)
 
+
+def _render_parts(
+    r: _Renderer, webhook: WebhookTemplate, event: Mapping[str, Any], nonce: str, env: _SecretEnv
+) -> Request:
     url = r.text(webhook.url, "webhook.url").strip()
     headers: list[tuple[str, str]] = []
     for name, template in webhook.headers:

@@ -313,3 +313,18 @@ def test_a_dead_host_does_not_hold_up_the_others(
     live_starts = [a["started_at"] for a in rows if rule_of[a["delivery_id"]] == "live"]
     assert len(dead_ends) == len(live_starts) == 4
     assert max(live_starts) < min(dead_ends)
+
+
+def test_expression_leaves_see_the_sandbox_helpers_and_the_requests_limits() -> None:
+    body = {
+        "bang": "{{ ticket.subject ~ '!' }}",
+        "n": "{{ range(3) | list }}",
+        "id": "{{ ticket.id }}",
+    }
+    webhook = WebhookTemplate("POST", "https://h.example/", body=body, max_body=100)
+    request = render_request(webhook, {"ticket": {"id": 7, "subject": "S"}}, environ={})
+    assert request.body == '{"bang":"S!","n":[0,1,2],"id":7}'
+    # The request's own output cap (max_body), not the default one, bounds an expression's `~`.
+    twice = WebhookTemplate("POST", "https://h.example/", body={"x": "{{ s ~ s }}"}, max_body=100)
+    with pytest.raises(RenderError, match="larger than 100 characters"):
+        render_request(twice, {"s": "x" * 80}, environ={})
