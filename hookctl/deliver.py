@@ -20,13 +20,14 @@ from hookctl.dispatch import Outcome, Sender, host_key
 from hookctl.errors import RenderError
 from hookctl.events import BadEvent, Event
 from hookctl.intake import batches, dedupe_key, event_ticket
+from hookctl.notices import failure_notice
 from hookctl.policy import PRESETS, RetryPolicy, classify, next_attempt_at
 from hookctl.render import render_request, render_text
 from hookctl.reports import Report, Summary
 from hookctl.request import Request, resolve
 from hookctl.rules import Rule
 from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery_id
-from hookctl.webhookspec import webhook_from_dict, webhook_to_dict
+from hookctl.webhookspec import webhook_to_dict
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 FLUSH_SECONDS = 0.05
@@ -370,48 +371,8 @@ class Pipeline:
                 await self._start(job)
 
     def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job]:
-        """The rule's `on_failure` webhook, once, with the failed delivery in its context."""
-        assert claim.on_failure is not None
-        webhook = webhook_from_dict(claim.on_failure)
-        event = claim.event or {}
-        delivery = {
-            "id": claim.id,
-            "rule": claim.rule,
-            "url": claim.url,
-            "method": claim.method,
-            "status": result.status,
-            "attempts": claim.attempts + 1,
-            "error": result.error,
-            "status_code": result.status_code,
-            "ticket": claim.ticket,
-        }
-        now = self.options.clock()
-        error = None
-        try:
-            request = render_request(
-                webhook,
-                event,
-                environ=self.options.environ,
-                extra={"delivery": delivery, "rule": {"name": claim.rule}},
-            )
-        except RenderError as exc:
-            error = f"cannot render the request: {exc}"
-            request = Request(webhook.method, webhook.url, (), None, webhook.format)
-        new = NewDelivery(
-            id=new_delivery_id(now),
-            rule=f"{claim.rule}:on_failure",
-            event_id=claim.event_id,
-            event_name="delivery.failed",
-            ticket=claim.ticket,
-            # Once per run of the retry policy (keyed by its first attempt): a second process
-            # cannot notify again, but a replay that fails again is news and does.
-            dedupe_key=f"on_failure:{claim.id}:{round((claim.first_attempt_at or result.started_at) * 1000)}",
-            method=request.method,
-            url=request.masked().url,
-            request=request.to_dict(),
-            policy=PRESETS["none"].to_dict(),
-            timeout=claim.timeout,
-            accept="2xx-3xx",
+        new, error = failure_notice(
+            claim, result, environ=self.options.environ, now=self.options.clock()
         )
         return new, _Job(_claim_of(new, self.token), render_error=error)
 
