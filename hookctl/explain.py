@@ -14,7 +14,7 @@ from hookctl.conditions import ABSENT, Condition, Trace, trace
 from hookctl.errors import RenderError
 from hookctl.events import Event
 from hookctl.render import render_request
-from hookctl.request import MaskedRequest, Request, placeholder
+from hookctl.request import Request, placeholder
 from hookctl.rules import Rule
 
 SHOW_LIMIT = 80  # characters of a value shown in human output before it is cut
@@ -201,18 +201,9 @@ def explanation_dict(explanation: Explanation, *, curl: bool = False) -> dict[st
         "when_passed": explanation.when_passed,
         "matched": explanation.matched,
         "conditions": trace_dict(explanation.trace) if explanation.trace is not None else None,
-        "request": _request_dict(explanation.request.masked()) if explanation.request else None,
+        "request": explanation.request.masked().to_dict() if explanation.request else None,
         "error": explanation.error,
     }
     if curl:
         data["curl"] = to_curl(explanation.request) if explanation.request else None
     return data
-
-
-def _request_dict(request: MaskedRequest) -> dict[str, Any]:
-    return {
-        "method": request.method,
-        "url": request.url,
-        "headers": dict(request.headers),
-        "body": request.body,
-    }

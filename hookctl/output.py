@@ -135,18 +135,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "line": report.line,
     }
     if report.request is not None:
-        data["request"] = request_dict(report.request)
+        data["request"] = report.request.to_dict()
     return data
-
-
-def request_dict(request: MaskedRequest) -> dict[str, Any]:
-    """A (masked) request as JSON."""
-    return {
-        "method": request.method,
-        "url": request.url,
-        "headers": dict(request.headers),
-        "body": request.body,
-    }
 
 
 def format_request(report: Report, request: MaskedRequest) -> str:

@@ -115,6 +115,15 @@ class MaskedRequest:
     headers: tuple[tuple[str, str], ...]
     body: str | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The request as JSON output shows it."""
+        return {
+            "method": self.method,
+            "url": self.url,
+            "headers": dict(self.headers),
+            "body": self.body,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ResolvedRequest:

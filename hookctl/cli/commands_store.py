@@ -145,7 +145,7 @@ def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
 
 
 def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
-    from hookctl.output import Printer, iso, request_dict, short_time
+    from hookctl.output import Printer, iso, short_time
     from hookctl.request import Request
 
     row = store.get(delivery_id)
@@ -168,7 +168,7 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
     if json_lines:
         # get() moves the stored count aside for the attempt rows; the record wants the count.
         record = log_record({**row, "attempts": row["attempt_count"]}, iso)
-        record["request"] = request_dict(masked) if masked else None
+        record["request"] = masked.to_dict() if masked else None
         record["attempts_detail"] = attempts
         Printer(json_lines=True).json(record)
         return

@@ -273,7 +273,7 @@ def _case_text(result: CaseResult, color: bool) -> None:
 
 
 def _case_json(result: CaseResult) -> None:
-    from hookctl.output import Printer, request_dict
+    from hookctl.output import Printer
 
     case = result.case
     Printer(json_lines=True).json(
@@ -284,7 +284,7 @@ def _case_json(result: CaseResult) -> None:
             "line": case.line,
             "passed": result.passed,
             "problems": result.problems,
-            "request": request_dict(result.request) if result.request else None,
+            "request": result.request.to_dict() if result.request else None,
         }
     )
 
