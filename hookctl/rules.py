@@ -294,7 +294,7 @@ class _RuleBuilder(SpecChecker):
         return Rule(
             name=self.name or "",
             source=str(self.path),
-            line=data.line,
+            line=getattr(data, "line", 0),  # the YAML loader records it
             webhook=webhook,
             on=on,
             when=when,
