@@ -107,6 +107,8 @@ class Sender:
         self.max_timeout = max_timeout
         self._slots = asyncio.Semaphore(self.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
+        # Hosts that passed _check_literal: the allow list is fixed for the Sender's life.
+        self._checked: set[str] = set()
         self._client: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Sender:
@@ -155,14 +157,16 @@ class Sender:
     async def _check_literal(self, url: str) -> None:
         """Check an address written in the URL: aiohttp connects to those without resolving."""
         host = urlsplit(url).hostname or ""
-        literal = parse_literal(host)
-        if literal is None:
+        if host in self._checked:
             return
-        await self.guard.addresses(host)  # raises Refused
-        if literal.version == 4 and host != str(literal):
-            raise _OddSpelling(
-                f"invalid URL: {host} is an unusual spelling of {literal}; write {literal}"
-            )
+        literal = parse_literal(host)
+        if literal is not None:
+            await self.guard.addresses(host)  # raises Refused
+            if literal.version == 4 and host != str(literal):
+                raise _OddSpelling(
+                    f"invalid URL: {host} is an unusual spelling of {literal}; write {literal}"
+                )
+        self._checked.add(host)
 
     async def _attempt(
         self,
