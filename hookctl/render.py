@@ -41,6 +41,11 @@ MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body
 # A template leaf that is a single expression keeps its JSON type: `{{ ticket.id }}` stays a number.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.S)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# `ticket.actions[-1].body`: a plain path, which _walk reads without building a jinja Context.
+_PATH = re.compile(r"^\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[-?\d+\])*\s*$")
+_PATH_STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(-?\d+)\]")
+_LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+_MISSING = object()
 
 
 @lru_cache(maxsize=1)
@@ -59,8 +64,39 @@ def environment() -> SandboxEnvironment:
 def _compile(source: str) -> Any:
     match = _SINGLE_EXPRESSION.match(source)
     if match:
-        return ("expr", environment().compile_expression(match["expr"], undefined_to_none=False))
-    return ("template", environment().from_string(source))
+        expression = environment().compile_expression(match["expr"], undefined_to_none=False)
+        return ("expr", expression, _path(match["expr"]))
+    return ("template", environment().from_string(source), None)
+
+
+def _path(expression: str) -> tuple[str | int, ...] | None:
+    """The steps of a plain path expression (`a.b[0]`), or None for anything else."""
+    if not _PATH.match(expression):
+        return None
+    steps = tuple(
+        name if name else int(index) for name, index in _PATH_STEP.findall(expression.strip())
+    )
+    return None if steps[0] in _LITERAL_NAMES else steps
+
+
+def _walk(steps: tuple[str | int, ...], shared: dict[str, Any]) -> Any:
+    """Read a path through plain dicts and lists as jinja would; _MISSING when jinja must decide.
+
+    Only dict keys that are not also dict attributes (`items`) and list indexes in range are
+    read here: everything else (undefined names, objects, the sandbox's checks) goes to jinja.
+    """
+    value: Any = shared.get(str(steps[0]), _MISSING)
+    for step in steps[1:]:
+        if type(value) is dict:
+            readable = type(step) is str and step in value and not hasattr(dict, step)
+        else:
+            readable = (
+                type(value) is list and type(step) is int and -len(value) <= step < len(value)
+            )
+        if not readable:
+            return _MISSING
+        value = value[step]
+    return value
 
 
 def check_template(source: str) -> None:
@@ -142,7 +178,11 @@ class _Renderer:
     def value(self, source: Any, where: str) -> Any:
         if not isinstance(source, str) or not is_template(source):
             return source
-        kind, compiled = _compile(source)
+        kind, compiled, path = _compile(source)
+        if path is not None:
+            found = _walk(path, self._shared)
+            if found is not _MISSING:
+                return found
         try:
             if kind == "expr":
                 result = _evaluate(compiled, self._shared)
