@@ -85,6 +85,10 @@ class Request:
             sign=tuple(data.get("sign") or ()),
         )
 
+    def masked_url(self) -> str:
+        """The URL alone as masked() shows it, without masking the body too."""
+        return mask(self.url, self.nonce, self.secrets)
+
     def masked(self) -> MaskedRequest:
         """The request as it may be shown: every secret replaced by `${NAME}`."""
 
