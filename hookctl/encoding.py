@@ -63,6 +63,8 @@ def encode_body(data: Any, fmt: str, xml_root: str = "payload") -> str:
             return tojson(data, separators=(",", ":"))
         except RenderError as exc:
             raise RenderError(f"webhook.body: {exc}") from None
+        except TypeError as exc:  # a template produced something that is not data
+            raise RenderError(f"webhook.body: {exc}") from None
     if fmt == "xml":
         return '<?xml version="1.0" encoding="UTF-8"?>' + _xml_element(xml_root, data)
     if fmt == "form":

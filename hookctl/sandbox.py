@@ -139,6 +139,12 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """Event data's keys win over dict methods: `ticket.items` is the key, not dict.items."""
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def compile(
         self,
         source: Any,

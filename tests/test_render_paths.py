@@ -25,7 +25,7 @@ PATHS = [
     "ticket.tags",
     "ticket.tags[0]",
     "ticket.actions[-1].body",
-    "ticket.items",  # jinja reads dict.items, the method, before the key
+    "ticket.items",  # a key that is also a dict method: the key wins
     "ticket.requester",
     "ticket.missing",
     "ticket.tags[5]",
@@ -39,7 +39,7 @@ def _render(leaf: str) -> str | None:
     webhook = WebhookTemplate(method="POST", url="http://127.0.0.1/hook", body={"v": leaf})
     try:
         request = render_request(webhook, EVENT, environ={"HOOKCTL_PATH_TEST": "x"})
-    except (RenderError, TypeError) as exc:  # TypeError: dict.items cannot be encoded (jinja's)
+    except RenderError as exc:
         return f"error: {exc}"
     return (request.body or "").replace(request.nonce, "NONCE") if request.nonce else request.body
 
@@ -54,3 +54,12 @@ def test_a_plain_path_keeps_the_json_type_of_what_it_reads() -> None:
     assert _render("{{ ticket.actions[-1].body }}") == '{"v":"last"}'
     assert _render("{{ ticket.tags }}") == '{"v":["a","b"]}'
     assert _render("{{ ticket.id }}") == '{"v":7}'
+
+
+def test_a_key_named_like_a_dict_method_is_the_key() -> None:
+    assert _render("{{ ticket.items }}") == '{"v":"a key that is also a dict method"}'
+    assert _render("Items: {{ ticket.items }}") == '{"v":"Items: a key that is also a dict method"}'
+
+
+def test_a_method_where_data_is_expected_is_a_render_error() -> None:
+    assert _render("{{ ticket.keys }}").startswith("error: webhook.body:")
