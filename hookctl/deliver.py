@@ -13,7 +13,7 @@ import secrets as _secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hookctl.admission import Admission
 from hookctl.dispatch import Outcome, Sender, host_key
@@ -152,9 +152,7 @@ class Pipeline:
             self.summary.add(report)
             self.emit(report)
             return None
-        key = dedupe_key(data)
-        if self.options.force:
-            key = None
+        key = None if self.options.force else dedupe_key(data)
         new = NewDelivery(
             id=new_delivery_id(now),
             rule=rule.name,
@@ -286,6 +284,7 @@ class Pipeline:
                 else classify(outcome.status_code, accept=claim.accept)
             )
         next_at = None
+        status: Literal["pending", "succeeded", "failed"]
         if verdict == "success":
             status = "succeeded"
             error = None

@@ -321,7 +321,7 @@ class Store:
             # One statement per row: executemany cannot say which rows the fence rejected.
             applied = [conn.execute(_APPLY_RESULT, p).rowcount == 1 for p in params]
             for p, ok in zip(params, applied, strict=True):
-                follow = follow_ups.get(p["id"]) if ok else None
+                follow = follow_ups.get(str(p["id"])) if ok else None
                 if follow is None:
                     continue
                 row = _row(follow, now, claim_token, lease_until, shared)
