@@ -40,6 +40,8 @@ EXAMPLE_ENV = {
     "SURVEY_HOST": "survey.example.com",
     "ALERTS_HOST": "alerts.example.com",
     "DEMO_PORT": "8765",
+    "ERP_HOST": "erp.example.com",
+    "ERP_WEBHOOK_SECRET": "whsec_w0q5P6HO8hj2s3qh22KTwCjgJMAewSrx",
 }
 
 
