@@ -5,14 +5,20 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from hookctl import __version__
-from hookctl.errors import ExitCode, HookctlError
+from hookctl.errors import ExitCode, HookctlError, UsageError
+
+if TYPE_CHECKING:
+    from hookctl.netguard import Guard
+    from hookctl.store import Store
 
 app = typer.Typer(
     name="hookctl",
@@ -119,3 +125,60 @@ def exit_with(code: ExitCode) -> None:
     """Leave with a documented exit code (0 returns normally)."""
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
+
+
+# --- helpers the commands share ----------------------------------------------------------
+
+
+def duration(value: str | None, option: str) -> float | None:
+    """A duration option (30s, 5m, 2h) in seconds, or a usage error naming the option."""
+    if value is None:
+        return None
+    from hookctl.policy import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def window_start(value: str | None, option: str = "--since") -> float | None:
+    """The moment a window like `2h` or `1d` began, counted back from now."""
+    window = duration(value, option)
+    return None if window is None else time.time() - window
+
+
+def rule_paths(flags: list[str] | None) -> list[Path]:
+    """--rules, else $HOOKCTL_RULES; a usage error when neither names anything."""
+    from hookctl import paths
+
+    found = paths.rule_paths(flags)
+    if not found:
+        raise UsageError("no rules: pass --rules PATH (a file or a directory) or set HOOKCTL_RULES")
+    return found
+
+
+def open_store(db: str | None) -> Store:
+    """The delivery database, which must exist already (reading commands never create it)."""
+    from hookctl import paths
+    from hookctl.store import Store
+
+    path = paths.db_path(db)
+    if not path.exists():
+        raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")
+    return Store(path)
+
+
+def network_guard(flags: list[str] | None) -> Guard:
+    """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
+    from hookctl.netguard import AllowList, Guard
+
+    entries = [
+        e
+        for flag in (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", ""))
+        for e in flag.split(",")
+    ]
+    try:
+        return Guard(AllowList.parse(entries))
+    except ValueError as exc:
+        raise UsageError(f"--allow-net: {exc}") from None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hookctl.cli.app import JsonOption, app, handle_errors
+from hookctl.cli.app import JsonOption, app, duration, handle_errors
 from hookctl.errors import UsageError
 
 
@@ -63,12 +63,8 @@ def listen(
     """
     from hookctl.listen import Behaviour, Received, Receiver
     from hookctl.output import iso
-    from hookctl.policy import parse_duration
 
-    try:
-        wait = parse_duration(delay)
-    except ValueError as exc:
-        raise UsageError(f"--delay: {exc}") from None
+    wait = duration(delay, "--delay") or 0.0
     keys = tuple(_key(secret) for secret in secrets or ())
 
     def show(request: Received) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from hookctl.cli.app import JsonOption, RulesOption, app, handle_errors
-from hookctl.cli.commands_send import _rule_paths
+from hookctl.cli.app import JsonOption, RulesOption, app, handle_errors, rule_paths
 
 
 @app.command()
@@ -22,7 +21,7 @@ def validate(rules_paths: RulesOption = None, json_lines: JsonOption = False) ->
     from hookctl.output import Printer
     from hookctl.rules import load_rules
 
-    rules = load_rules(_rule_paths(rules_paths))
+    rules = load_rules(rule_paths(rules_paths))
     printer = Printer(json_lines=json_lines)
     for rule in rules:
         if json_lines:

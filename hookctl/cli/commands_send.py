@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,13 +16,16 @@ from hookctl.cli.app import (
     QuietOption,
     RulesOption,
     app,
+    duration,
     exit_with,
     handle_errors,
+    network_guard,
+    rule_paths,
 )
 from hookctl.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from hookctl.netguard import Guard
+    pass
 
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, max=1000, help="Attempts in flight at once.")
@@ -56,32 +60,6 @@ AllowNetOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _guard(flags: list[str] | None) -> Guard:
-    """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
-    from hookctl.netguard import AllowList, Guard
-
-    entries = [
-        e
-        for flag in (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", ""))
-        for e in flag.split(",")
-    ]
-    try:
-        return Guard(AllowList.parse(entries))
-    except ValueError as exc:
-        raise UsageError(f"--allow-net: {exc}") from None
-
-
-def _lease(value: str | None) -> float | None:
-    if value is None:
-        return None
-    from hookctl.policy import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"--lease: {exc}") from None
 
 
 @app.command()
@@ -135,9 +113,11 @@ def fire(
         raise UsageError(
             "no events: give event files, or pipe events to stdin (see hookctl fire --help)"
         )
-    rules = load_rules(_rule_paths(rules_paths))
+    rules = load_rules(rule_paths(rules_paths))
     printer = Printer(json_lines=json_lines, quiet=quiet)
-    options = Options(environ=os.environ, force=force, dry_run=dry_run, lease_seconds=_lease(lease))
+    options = Options(
+        environ=os.environ, force=force, dry_run=dry_run, lease_seconds=duration(lease, "--lease")
+    )
     events = read_events(sources, sys.stdin.buffer)
 
     def bad_event(bad: object) -> None:
@@ -154,7 +134,7 @@ def fire(
         import asyncio  # here, not at the top: --help and an idle retry-loop skip it
 
         summary = asyncio.run(
-            _fire(pipeline, events, rules, concurrency, per_host, dry_run, _guard(allow_net))
+            _fire(pipeline, events, rules, concurrency, per_host, dry_run, network_guard(allow_net))
         )
     finally:
         bar.stop()
@@ -171,15 +151,6 @@ async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_ru
 
     async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
         return await pipeline.fire(events, rules, sender)
-
-
-def _rule_paths(flags: list[str] | None) -> list:  # type: ignore[type-arg]
-    from hookctl import paths
-
-    found = paths.rule_paths(flags)
-    if not found:
-        raise UsageError("no rules: pass --rules PATH (a file or a directory) or set HOOKCTL_RULES")
-    return found
 
 
 @app.command("retry-loop")
@@ -211,17 +182,10 @@ def retry_loop(
     from hookctl import paths
     from hookctl.store import Store
 
-    interval = None
-    if every is not None:
-        from hookctl.policy import parse_duration
-
-        try:
-            interval = parse_duration(every)
-        except ValueError as exc:
-            raise UsageError(f"--every: {exc}") from None
+    interval = duration(every, "--every")
     store = Store(paths.db_path(db))
     try:
-        if interval is None and not store.due_count(_now()):
+        if interval is None and not store.due_count(time.time()):
             # Nothing due: leave before importing the HTTP and template machinery (cron runs this often).
             if not quiet:
                 sys.stderr.write("nothing due\n")
@@ -229,15 +193,15 @@ def retry_loop(
         import asyncio
 
         summary = asyncio.run(
-            _drain(
+            drain(
                 store,
                 interval,
                 concurrency,
                 per_host,
                 json_lines,
                 quiet,
-                _lease(lease),
-                _guard(allow_net),
+                duration(lease, "--lease"),
+                network_guard(allow_net),
             )
         )
     finally:
@@ -247,13 +211,7 @@ def retry_loop(
     exit_with(ExitCode.FAILED if summary.failed and interval is None else ExitCode.OK)
 
 
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
-async def _drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
+async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
     from hookctl.deliver import Options, Pipeline
     from hookctl.dispatch import Sender
     from hookctl.output import Printer, ProgressBar
@@ -261,7 +219,7 @@ async def _drain(store, interval, concurrency, per_host, json_lines, quiet, leas
 
     printer = Printer(json_lines=json_lines, quiet=quiet)
     # One pass (cron) has a known size; a bar over an endless --every loop would mean nothing.
-    total_due = len(ids) if ids is not None else store.due_count(_now())
+    total_due = len(ids) if ids is not None else store.due_count(time.time())
     bar = ProgressBar("retrying", total=total_due, enabled=not quiet and interval is None)
     import asyncio
     import signal

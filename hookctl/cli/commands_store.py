@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from hookctl.cli.app import DbOption, JsonOption, app, exit_with, handle_errors
+from hookctl.cli.app import (
+    DbOption,
+    JsonOption,
+    app,
+    exit_with,
+    handle_errors,
+    network_guard,
+    open_store,
+    window_start,
+)
 from hookctl.cli.commands_send import AllowNetOption
 from hookctl.errors import ExitCode, UsageError
 
@@ -28,31 +37,10 @@ db_app = typer.Typer(help="Where the delivery database is.", no_args_is_help=Tru
 app.add_typer(db_app, name="db")
 
 
-def _since(value: str | None, option: str = "--since") -> float | None:
-    if value is None:
-        return None
-    from hookctl.policy import parse_duration
-
-    try:
-        return time.time() - parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-
-
 def _status(value: str | None) -> str | None:
     if value is not None and value not in STATUSES:
         raise UsageError(f"--status: expected one of {', '.join(STATUSES)}, got {value!r}")
     return value
-
-
-def _open(db: str | None) -> Any:
-    from hookctl import paths
-    from hookctl.store import Store
-
-    path = paths.db_path(db)
-    if not path.exists():
-        raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")
-    return Store(path)
 
 
 @db_app.command("path")
@@ -98,7 +86,7 @@ def log(
     """
     from hookctl.output import iso, rows_table, short_time
 
-    store = _open(db)
+    store = open_store(db)
     try:
         if delivery_id is not None:
             _show_one(store, delivery_id, json_lines)
@@ -107,7 +95,7 @@ def log(
             status=_status(status),
             rule=rule,
             ticket=ticket,
-            since=_since(since),
+            since=window_start(since),
             limit=limit or None,
         )
         if json_lines:
@@ -228,17 +216,21 @@ def replay(
 
     Example: hookctl replay --status failed --since 1d --now
     """
-    from hookctl.cli.commands_send import _drain, _guard
+    from hookctl.cli.commands_send import drain
 
     if not ids and status is None:
         raise UsageError(
             "name delivery ids, or select them with --status (see hookctl replay --help)"
         )
-    guard = _guard(allow_net) if now else None
-    store = _open(db)
+    guard = network_guard(allow_net) if now else None
+    store = open_store(db)
     try:
         requeued = store.requeue(
-            ids=ids or (), status=_status(status), rule=rule, since=_since(since), now=time.time()
+            ids=ids or (),
+            status=_status(status),
+            rule=rule,
+            since=window_start(since),
+            now=time.time(),
         )
         sys.stderr.write(
             f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n"
@@ -248,7 +240,7 @@ def replay(
             import asyncio
 
             summary = asyncio.run(
-                _drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued)
+                drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued)
             )
             failed = summary.failed
     finally:
@@ -271,9 +263,9 @@ def purge(
 
     Example: hookctl purge --older-than 30d
     """
-    cutoff = _since(older_than, "--older-than")
+    cutoff = window_start(older_than, "--older-than")
     assert cutoff is not None
-    store = _open(db)
+    store = open_store(db)
     try:
         count = store.purge(older_than=cutoff)
     finally:

@@ -18,8 +18,10 @@ from hookctl.cli.app import (
     app,
     exit_with,
     handle_errors,
+    open_store,
+    rule_paths,
+    window_start,
 )
-from hookctl.cli.commands_send import _rule_paths
 from hookctl.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -128,7 +130,7 @@ def explain(
     from hookctl.explain import explanation_dict
     from hookctl.rules import load_rules
 
-    rules = _pick(load_rules(_rule_paths(rules_paths)), rule)
+    rules = _pick(load_rules(rule_paths(rules_paths)), rule)
     if event_file == "-" and sys.stdin.isatty():
         raise UsageError("no events: give an event file, or pipe events to stdin")
     failed = False
@@ -231,7 +233,7 @@ def test_rules(
     from hookctl import ruletest
     from hookctl.rules import load_rules
 
-    paths = _rule_paths(rules_paths)
+    paths = rule_paths(rules_paths)
     rules = load_rules(paths)
     files = ruletest.case_files(paths) + [Path(p) for p in case_files or ()]
     cases = ruletest.collect(rules, files)
@@ -304,7 +306,7 @@ def list_rules(rules_paths: RulesOption = None, json_lines: JsonOption = False) 
     from hookctl.output import Printer, rows_table
     from hookctl.rules import load_rules
 
-    records = [_rule_record(rule) for rule in load_rules(_rule_paths(rules_paths))]
+    records = [_rule_record(rule) for rule in load_rules(rule_paths(rules_paths))]
     if json_lines:
         printer = Printer(json_lines=True)
         for record in records:
@@ -370,10 +372,9 @@ def stats(
 
     Example: hookctl stats --since 1h --max-failed 0
     """
-    from hookctl.cli.commands_store import _open, _since
 
-    start = _since(since)
-    store = _open(db)
+    start = window_start(since)
+    store = open_store(db)
     try:
         data = store.stats(since=start)
     finally:
