@@ -118,24 +118,21 @@ def _contains(value: Any) -> Test:
     return test
 
 
-def _starts_with(value: Any) -> Test:
-    prefix = _text(value) or ""
+def _affix(method: str) -> Callable[[Any], Test]:
+    """starts_with / ends_with: the string method of that name, on the text of both sides."""
 
-    def test(actual: Any) -> bool:
-        text = _text(actual)
-        return text is not None and text.startswith(prefix)
+    check = getattr(str, method)
 
-    return test
+    def build(value: Any) -> Test:
+        affix = _text(value) or ""
 
+        def test(actual: Any) -> bool:
+            text = _text(actual)
+            return text is not None and check(text, affix)
 
-def _ends_with(value: Any) -> Test:
-    suffix = _text(value) or ""
+        return test
 
-    def test(actual: Any) -> bool:
-        text = _text(actual)
-        return text is not None and text.endswith(suffix)
-
-    return test
+    return build
 
 
 def matches_test(regex: re.Pattern[str]) -> Test:
@@ -183,8 +180,8 @@ BUILDERS: dict[str, Callable[[Any], Test]] = {
     "not_in": lambda value: _negate(_in(value)),
     "contains": _contains,
     "not_contains": lambda value: _negate(_contains(value)),
-    "starts_with": _starts_with,
-    "ends_with": _ends_with,
+    "starts_with": _affix("startswith"),
+    "ends_with": _affix("endswith"),
     "gt": functools.partial(_ordered, operator.gt),
     "gte": functools.partial(_ordered, operator.ge),
     "lt": functools.partial(_ordered, operator.lt),

@@ -99,11 +99,6 @@ def _walk(steps: tuple[str | int, ...], shared: dict[str, Any]) -> Any:
     return value
 
 
-def check_template(source: str) -> None:
-    """Compile a template, raising jinja2.TemplateSyntaxError (or its kin) when it is malformed."""
-    _compile(source)
-
-
 def is_template(value: str) -> bool:
     """True when a string holds Jinja markup and needs rendering."""
     return "{{" in value or "{%" in value

@@ -43,7 +43,6 @@ class Summary:
     failed: int = 0
     duplicates: int = 0
     dry_run: int = 0
-    lost_leases: int = 0
 
     def add(self, report: Report) -> None:
         """Count one report."""
