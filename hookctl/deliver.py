@@ -186,21 +186,9 @@ class Pipeline:
             [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease
         )
         self._held.update(delivery_id for delivery_id, inserted in results if inserted)
-        for (new, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
+        for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
-                report = Report(
-                    rule=new.rule,
-                    status="duplicate",
-                    method=new.method,
-                    url=new.url,
-                    delivery_id=delivery_id,
-                    event_id=new.event_id,
-                    ticket=new.ticket,
-                    source=job.source,
-                    line=job.line,
-                )
-                self.summary.add(report)
-                self.emit(report)
+                self._report(job, delivery_id, None)  # the earlier delivery's id
                 continue
             if job.render_error is not None:
                 self._record(job, None, job.render_error)
@@ -336,30 +324,36 @@ class Pipeline:
             if not ok:
                 # Another process took this delivery over after our lease ran out; its outcome wins.
                 continue
-            report = Report(
-                rule=claim.rule,
-                status=result.status,
-                method=claim.method,
-                url=claim.url,
-                delivery_id=claim.id,
-                event_id=claim.event_id,
-                ticket=claim.ticket,
-                source=item.job.source,
-                line=item.job.line,
-                attempts=claim.attempts + 1,
-                status_code=result.status_code,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                next_attempt_at=result.next_attempt_at,
-            )
-            self.summary.add(report)
-            self.emit(report)
+            self._report(item.job, claim.id, result)
         jobs = [job for new, job in notices.values() if new.id in inserted]
         if jobs:
             # Schedule, not await: _flush runs inside attempts and the flusher.
             task = asyncio.ensure_future(self._send_notices(jobs))
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
+
+    def _report(self, job: _Job, delivery_id: str, result: AttemptResult | None) -> None:
+        """Count and emit one delivery's outcome; no result means a duplicate, not sent."""
+        claim = job.claim
+        report = Report(
+            rule=claim.rule,
+            status=result.status if result else "duplicate",
+            method=claim.method,
+            url=claim.url,
+            delivery_id=delivery_id,
+            event_id=claim.event_id,
+            ticket=claim.ticket,
+            source=job.source,
+            line=job.line,
+        )
+        if result is not None:
+            report.attempts = claim.attempts + 1
+            report.status_code = result.status_code
+            report.error = result.error
+            report.duration_ms = result.duration_ms
+            report.next_attempt_at = result.next_attempt_at
+        self.summary.add(report)
+        self.emit(report)
 
     async def _send_notices(self, jobs: list[_Job]) -> None:
         for job in jobs:
