@@ -108,11 +108,16 @@ class Pipeline:
                         self.on_bad_event(item)
                         continue
                     self.summary.events += 1
-                    for rule in rules:
-                        if rule.matches(item.name, item.data):
-                            planned = self._plan(rule, item)
-                            if planned is not None:
-                                jobs.append(planned)
+                    matched = [rule for rule in rules if rule.matches(item.name, item.data)]
+                    if not matched:
+                        continue
+                    # Once per event, not per rule: without an `id` it hashes the whole event.
+                    skip_dedupe = self.options.force or self.options.dry_run
+                    key = None if skip_dedupe else dedupe_key(item.data)
+                    for rule in matched:
+                        planned = self._plan(rule, item, key)
+                        if planned is not None:
+                            jobs.append(planned)
                 if jobs:
                     await self._submit(jobs)
             await self._finish()
@@ -120,7 +125,7 @@ class Pipeline:
             flusher.cancel()
         return self.summary
 
-    def _plan(self, rule: Rule, event: Event) -> tuple[NewDelivery, _Job] | None:
+    def _plan(self, rule: Rule, event: Event, key: str | None) -> tuple[NewDelivery, _Job] | None:
         now = self.options.clock()
         data = event.data
         render_error = None
@@ -152,7 +157,6 @@ class Pipeline:
             self.summary.add(report)
             self.emit(report)
             return None
-        key = None if self.options.force else dedupe_key(data)
         new = NewDelivery(
             id=new_delivery_id(now),
             rule=rule.name,
