@@ -30,6 +30,7 @@ from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery
 from hookctl.webhookspec import webhook_to_dict
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
+YIELD_EVERY = 32  # events planned between turns of the event loop
 FLUSH_SECONDS = 0.05
 LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it
 
@@ -102,7 +103,10 @@ class Pipeline:
         try:
             async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
-                for item in batch:
+                for n, item in enumerate(batch, 1):
+                    if n % YIELD_EVERY == 0:
+                        # Rendering holds the loop: let answers that came in start the next sends.
+                        await asyncio.sleep(0)
                     if isinstance(item, BadEvent):
                         self.summary.bad_events += 1
                         self.on_bad_event(item)

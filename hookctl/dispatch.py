@@ -110,6 +110,15 @@ class Sender:
         # Hosts that passed _check_literal: the allow list is fixed for the Sender's life.
         self._checked: set[str] = set()
         self._client: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
+        """The TLS context for https URLs, made on first use: loading the roots takes ~15 ms."""
+        if url[:6].lower() != "https:":
+            return True  # aiohttp's default; plain http never uses it
+        if self._tls is None:
+            self._tls = _ssl_context()
+        return self._tls
 
     async def __aenter__(self) -> Sender:
         connector = aiohttp.TCPConnector(
@@ -117,7 +126,6 @@ class Sender:
             limit_per_host=0,  # send() holds the per-host limit, before a global slot is taken
             resolver=_GuardedResolver(self.guard),
             use_dns_cache=False,  # the guard caches lookups, and checks every one
-            ssl=_ssl_context(),
         )
         self._client = aiohttp.ClientSession(
             connector=connector,
@@ -194,6 +202,7 @@ class Sender:
                     headers=_wire_headers(request, webhook_id, int(started)),
                     data=request.content or None,
                     allow_redirects=False,
+                    ssl=self._ssl_for(request.url),
                     skip_auto_headers=("Content-Type",),  # not application/octet-stream
                 ) as response:
                     status = response.status

@@ -37,10 +37,17 @@ def dedupe_key(data: Mapping[str, Any]) -> str:
 _DONE = object()
 
 
+FIRST_BATCH = 16
+
+
 async def batches(
     events: Iterable[Event | BadEvent], size: int
 ) -> AsyncIterator[list[Event | BadEvent]]:
-    """Read events in a thread (stdin may block) and yield what is ready, up to `size` at once."""
+    """Read events in a thread (stdin may block) and yield what is ready, up to `size` at once.
+
+    The first batches are small and double up to `size`, so the first requests go out after a
+    few events are rendered and stored, not after a whole batch is.
+    """
     q: queue.Queue[Any] = queue.Queue(maxsize=size * 4)
     failure: list[BaseException] = []
 
@@ -55,6 +62,7 @@ async def batches(
 
     threading.Thread(target=pump, name="hookctl-reader", daemon=True).start()
     finished = False
+    limit = min(size, FIRST_BATCH)
     while not finished:
         first = await asyncio.to_thread(q.get)
         batch: list[Event | BadEvent] = []
@@ -64,7 +72,7 @@ async def batches(
                 finished = True
                 break
             batch.append(item)
-            if len(batch) >= size:
+            if len(batch) >= limit:
                 break
             try:
                 item = q.get_nowait()
@@ -72,5 +80,6 @@ async def batches(
                 break
         if batch:
             yield batch
+            limit = min(size, limit * 2)
     if failure:
         raise failure[0]
