@@ -128,6 +128,7 @@ def _schema_key(db: Path) -> str:
                 "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
             )
         ]
+        sql.append(f"page_size {conn.execute('PRAGMA page_size').fetchone()[0]}")
     finally:
         conn.close()
     return hashlib.sha256("\n".join(sql).encode()).hexdigest()[:16]

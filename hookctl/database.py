@@ -10,6 +10,11 @@ from hookctl import migrations
 from hookctl.errors import StoreError
 
 BUSY_TIMEOUT = 30.0  # seconds a process waits for another's write transaction before giving up
+# A stored delivery is 1-2 KB (its request): 8 KB pages write fewer WAL frames per batch, and
+# a larger WAL rewrites a hot page (enqueued, then completed) once per checkpoint, not twice.
+# Together they cut the store's cost per delivery by about 15% (bench/seed.py bookkeeping).
+PAGE_SIZE = 8192  # for new files; an existing file keeps its own
+CHECKPOINT_PAGES = 4000  # WAL pages (32 MB) before a commit checkpoints them into the file
 _SQLITE_BUSY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 11, 26
 
 
@@ -29,6 +34,9 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Takes effect only on a file without tables yet, and must come before WAL is set.
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         conn.execute("BEGIN")
         try:
             migrations.check_ours(conn, path)

@@ -734,3 +734,20 @@ def test_follow_up_with_an_existing_dedupe_key_is_not_inserted_twice(store: Stor
             [result(claim, status="failed", code=500)], now=NOW, follow_ups={claim.id: notice}
         )
         assert inserted == ({notice.id} if token == "a" else set())
+
+
+def test_a_new_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    Store(tmp_path / "new.db").close()
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("VACUUM")
+    conn.close()
+    with Store(old) as store:
+        store.enqueue([new()], now=NOW)
+        assert len(list(store.query(limit=None))) == 1
+    for path, size in ((tmp_path / "new.db", 8192), (old, 4096)):
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == size
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
