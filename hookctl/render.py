@@ -44,6 +44,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # `ticket.actions[-1].body`: a plain path, which _walk reads without building a jinja Context.
 _PATH = re.compile(r"^\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[-?\d+\])*\s*$")
 _PATH_STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(-?\d+)\]")
+_INTERPOLATION = re.compile(r"\{\{((?:(?!\{\{|\}\}).)*)\}\}", re.S)
 _LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
 _MISSING = object()
 
@@ -62,11 +63,53 @@ def environment() -> SandboxEnvironment:
 
 @lru_cache(maxsize=4096)
 def _compile(source: str) -> Any:
+    """("expr", expression, path or None) or ("template", template, pieces or None)."""
     match = _SINGLE_EXPRESSION.match(source)
     if match:
         expression = environment().compile_expression(match["expr"], undefined_to_none=False)
         return ("expr", expression, _path(match["expr"]))
-    return ("template", environment().from_string(source), None)
+    return ("template", environment().from_string(source), _pieces(source))
+
+
+def _pieces(source: str) -> tuple[str | tuple[str | int, ...], ...] | None:
+    """Text with plain `{{ path }}`s only, as literal strings and paths; None for anything else.
+
+    Literal text must be what jinja outputs verbatim: no other markup, and no carriage
+    return (jinja rewrites line endings).
+    """
+    pieces: list[str | tuple[str | int, ...]] = []
+    for k, part in enumerate(_INTERPOLATION.split(source)):
+        if k % 2 == 0:
+            if "{{" in part or "{%" in part or "{#" in part or "\r" in part:
+                return None
+            if part:
+                pieces.append(part)
+            continue
+        steps = _path(part)
+        if steps is None:
+            return None
+        pieces.append(steps)
+    return tuple(pieces)
+
+
+def _interpolate(
+    pieces: tuple[str | tuple[str | int, ...], ...], shared: dict[str, Any]
+) -> str | None:
+    """`pieces` filled in as jinja would, or None when a value needs jinja to decide."""
+    out = []
+    for piece in pieces:
+        if type(piece) is str:
+            out.append(piece)
+            continue
+        value = _walk(piece, shared)  # type: ignore[arg-type]
+        # str() of anything else (floats, None, lists, objects) is jinja's business.
+        if type(value) is str:
+            out.append(value)
+        elif type(value) is int:
+            out.append(str(value))
+        else:
+            return None
+    return "".join(out)
 
 
 def _path(expression: str) -> tuple[str | int, ...] | None:
@@ -89,6 +132,9 @@ def _walk(steps: tuple[str | int, ...], shared: dict[str, Any]) -> Any:
     for step in steps[1:]:
         if type(value) is dict:
             readable = type(step) is str and step in value and not hasattr(dict, step)
+        elif type(value) is _SecretEnv:
+            # `env.NAME` of a set variable: its placeholder, exactly what jinja would get.
+            readable = type(step) is str and not step.startswith("_") and step in value
         else:
             readable = (
                 type(value) is list and type(step) is int and -len(value) <= step < len(value)
@@ -119,6 +165,9 @@ class _SecretEnv:
         if name.startswith("_"):
             raise AttributeError(name)
         return self[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._environ
 
     def __getitem__(self, name: str) -> str:
         if name not in self._environ:
@@ -175,9 +224,14 @@ class _Renderer:
             return source
         kind, compiled, path = _compile(source)
         if path is not None:
-            found = _walk(path, self._shared)
-            if found is not _MISSING:
-                return found
+            if kind == "expr":
+                found = _walk(path, self._shared)
+                if found is not _MISSING:
+                    return found
+            else:
+                text = _interpolate(path, self._shared)
+                if text is not None and len(text) <= self.budget.output:
+                    return text
         try:
             if kind == "expr":
                 result = _evaluate(compiled, self._shared)

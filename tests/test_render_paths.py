@@ -1,8 +1,16 @@
-"""Plain path leaves (`{{ ticket.actions[-1].body }}`) are read without jinja: same results."""
+"""Plain paths (`{{ ticket.actions[-1].body }}`) are read without jinja: same results.
+
+That holds for a leaf that is one path, and for text made of literal parts and plain paths.
+"""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jinja2 import TemplateSyntaxError
 
 from hookctl.errors import RenderError
 from hookctl.render import WebhookTemplate, render_request
@@ -15,6 +23,9 @@ EVENT = {
         "actions": [{"body": "first"}, {"body": "last"}],
         "items": "a key that is also a dict method",
         "requester": None,
+        "score": 1.5,
+        "open": True,
+        "subject": "Printer {on} fire %}",
     },
 }
 
@@ -32,6 +43,11 @@ PATHS = [
     "ticket.id.real",
     "nothing",
     "env.HOOKCTL_PATH_TEST",
+    "env.HOOKCTL_UNSET",
+    "env._environ",
+    "ticket.score",
+    "ticket.open",
+    "ticket.subject",
 ]
 
 
@@ -63,3 +79,57 @@ def test_a_key_named_like_a_dict_method_is_the_key() -> None:
 
 def test_a_method_where_data_is_expected_is_a_render_error() -> None:
     assert _render("{{ ticket.keys }}").startswith("error: webhook.body:")
+
+
+def _render_text(template: str) -> str:
+    """`template` as a URL's path, as a header and as a text body, each rendered on its own."""
+    webhooks = [
+        WebhookTemplate(method="POST", url="http://127.0.0.1/" + template),
+        WebhookTemplate(method="GET", url="http://127.0.0.1/", headers=(("X-Text", template),)),
+        WebhookTemplate(method="POST", url="http://127.0.0.1/", body=template),
+    ]
+    results = []
+    for webhook in webhooks:
+        try:
+            request = render_request(webhook, EVENT, environ={"HOOKCTL_PATH_TEST": "x"})
+        except RenderError as exc:
+            results.append(f"error: {exc}")
+        except TemplateSyntaxError:
+            results.append("not a template")  # rules.py refuses these before any rendering
+        else:
+            results.append(f"{request.url} {request.headers} {request.body!r}")
+    return re.sub(r"__hookctl_[0-9a-f]+_", "__hookctl_NONCE_", "\n".join(results))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_text_with_plain_paths_renders_as_jinja_renders_it(path: str) -> None:
+    # A parenthesised path keeps the whole text off the fast path, so jinja renders it.
+    fast = f"a {{{{ {path} }}}} b {{{{ticket.id}}}}"
+    slow = f"a {{{{ ({path}) }}}} b {{{{ticket.id}}}}"
+    assert _render_text(fast) == _render_text(slow)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(PATHS).map(lambda p: ("path", p)),
+            st.text(alphabet="ab {}%#-\r\n\\'\"", max_size=6).map(lambda t: ("text", t)),
+        ),
+        max_size=5,
+    )
+)
+def test_any_text_with_paths_renders_as_jinja_renders_it(parts: list[tuple[str, str]]) -> None:
+    fast = "".join(p if kind == "text" else "{{ " + p + " }}" for kind, p in parts)
+    slow = "".join(p if kind == "text" else "{{ (" + p + ") }}" for kind, p in parts)
+    assert _render_text(fast) == _render_text(slow)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["line\r\nend ", "cr\ronly ", "{# note #}", "100% }} ", "{ {", "a}b{c", "#}", "'\"\\ ", "\n"],
+)
+def test_literal_text_around_paths_renders_as_jinja_renders_it(text: str) -> None:
+    fast = f"{text}{{{{ ticket.id }}}}{text}{{{{ ticket.subject }}}}"
+    slow = f"{text}{{{{ (ticket.id) }}}}{text}{{{{ (ticket.subject) }}}}"
+    assert _render_text(fast) == _render_text(slow)
