@@ -53,6 +53,7 @@ class _Job:
     source: str | None = None
     line: int | None = None
     render_error: str | None = None
+    request: Request | None = None  # fire has it rendered; a claim from the store has a dict
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Pipeline:
         self._lease = 0.0
         self._notices: set[asyncio.Task[None]] = set()  # apart: _start waits on admitted tasks
         self._sender: Sender | None = None
+        # One dict per rule, not per delivery: the store encodes a batch's shared ones once.
+        self._policies: dict[RetryPolicy, dict[str, Any]] = {}
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -171,13 +174,19 @@ class Pipeline:
             method=request.method,
             url=request.masked_url(),
             request=request.to_dict(),
-            policy=(PRESETS["none"] if render_error else rule.retry).to_dict(),
+            policy=self._policy(PRESETS["none"] if render_error else rule.retry),
             timeout=rule.timeout,
             accept=rule.accept,
             on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
             event=dict(data) if rule.on_failure else None,
         )
-        return new, _Job(_claim_of(new, self.token), event.source, event.line, render_error)
+        job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
+        return new, job
+
+    def _policy(self, policy: RetryPolicy) -> dict[str, Any]:
+        if policy not in self._policies:
+            self._policies[policy] = policy.to_dict()
+        return self._policies[policy]
 
     def _rule_ticket(self, rule: Rule, data: Mapping[str, Any]) -> str | None:
         if rule.ticket is None:
@@ -249,7 +258,7 @@ class Pipeline:
     async def _attempt(self, job: _Job) -> None:
         assert self._sender is not None
         claim = job.claim
-        request = Request.from_dict(claim.request)
+        request = job.request or Request.from_dict(claim.request)
         try:
             resolved = resolve(request, self.options.environ)
         except RenderError as exc:

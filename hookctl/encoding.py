@@ -40,20 +40,32 @@ def xml_escape(value: Any) -> str:
     )
 
 
+# Built once: json.dumps builds a new encoder on every call that passes options.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_JSON_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def tojson(value: Any, **kwargs: Any) -> str:
     """JSON text, non-ASCII kept as is."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, **kwargs)
+        if not kwargs:
+            text = _JSON.encode(value)
+        elif kwargs == {"separators": (",", ":")}:
+            text = _JSON_COMPACT.encode(value)
+        else:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, **kwargs)
     except ValueError:
         # Python would write Infinity or NaN, which no JSON parser has to accept.
         raise RenderError("a number is too large for JSON (Infinity or NaN)") from None
+    if text.isascii():  # the common case, and O(1): no surrogate to look for
+        return text
     # A lone surrogate stays itself as a \\u escape, where raw it could not be encoded at all.
     return _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def clean(text: str) -> str:
     """Text that can be encoded as UTF-8: lone surrogates become U+FFFD."""
-    return _SURROGATE.sub("\ufffd", text)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def encode_body(data: Any, fmt: str, xml_root: str = "payload") -> str:

@@ -30,12 +30,14 @@ def id_floor(when: float) -> str:
     return ID_PREFIX + _encode(millis << 80)
 
 
+# Two digits per lookup: 13 table reads instead of 26 divisions.
+_DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return "".join(reversed(chars))
+    """`value` (< 2**130) as 26 Crockford base32 digits, most significant first."""
+    return "".join([_DIGIT_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 @dataclass

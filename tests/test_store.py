@@ -15,6 +15,7 @@ import pytest
 
 from hookctl.errors import StoreError, UsageError
 from hookctl.policy import DEFAULT_POLICY
+from hookctl.records import _encode
 from hookctl.store import (
     AttemptResult,
     Claim,
@@ -751,3 +752,15 @@ def test_a_new_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path
         assert conn.execute("PRAGMA page_size").fetchone()[0] == size
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
+
+
+def test_ids_are_crockford_base32_of_time_and_randomness() -> None:
+    def reference(value: int) -> str:  # the plain definition: 26 digits, most significant first
+        digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+        return "".join(digits[(value >> (5 * k)) & 31] for k in reversed(range(26)))
+
+    for value in (0, 1, 31, 32, 2**80 - 1, 2**128 - 1, 2**130 - 1, 0x1234_5678_9ABC_DEF0 << 60):
+        assert _encode(value) == reference(value)
+    for now in (0.0, 1.0, NOW, (2**48 - 1) / 1000):
+        # The first 10 digits are the milliseconds (48 bits under 2 zero bits).
+        assert new_delivery_id(now)[4:14] == reference(int(now * 1000) << 80)[:10]
