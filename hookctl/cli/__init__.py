@@ -5,8 +5,6 @@ sqlite-utils) are imported inside the commands that use them, so `--help` and an
 `retry-loop` start fast.
 """
 
-from __future__ import annotations
-
 import importlib
 
 from hookctl.cli.app import app

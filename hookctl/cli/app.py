@@ -1,7 +1,5 @@
 """The Typer app, the options every command shares, and the one place errors become exit codes."""
 
-from __future__ import annotations
-
 import functools
 import os
 import sys
@@ -158,7 +156,7 @@ def rule_paths(flags: list[str] | None) -> list[Path]:
     return found
 
 
-def open_store(db: str | None) -> Store:
+def open_store(db: str | None) -> "Store":
     """The delivery database, which must exist already (reading commands never create it)."""
     from hookctl import paths
     from hookctl.store import Store
@@ -169,7 +167,7 @@ def open_store(db: str | None) -> Store:
     return Store(path)
 
 
-def network_guard(flags: list[str] | None) -> Guard:
+def network_guard(flags: list[str] | None) -> "Guard":
     """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
     from hookctl.netguard import AllowList, Guard
 

@@ -1,7 +1,5 @@
 """`listen`: a local receiver to watch deliveries (and retries) arrive."""
 
-from __future__ import annotations
-
 import json
 import sys
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`validate`: checking rules before they go live."""
 
-from __future__ import annotations
-
 import sys
 
 from hookctl.cli.app import JsonOption, RulesOption, app, handle_errors, rule_paths

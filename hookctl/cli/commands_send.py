@@ -1,12 +1,10 @@
 """`fire` and `retry-loop`: the commands that send."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -23,9 +21,6 @@ from hookctl.cli.app import (
     rule_paths,
 )
 from hookctl.errors import ExitCode, UsageError
-
-if TYPE_CHECKING:
-    pass
 
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, max=1000, help="Attempts in flight at once.")

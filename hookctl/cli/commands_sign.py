@@ -1,7 +1,5 @@
 """`sign-secret`: a new Standard Webhooks signing secret for `webhook.sign`."""
 
-from __future__ import annotations
-
 import typer
 
 from hookctl.cli.app import app

@@ -1,7 +1,5 @@
 """`log`, `replay`, `purge` and `db`: reading and tending the delivery database."""
 
-from __future__ import annotations
-
 import sys
 import time
 from typing import Annotated, Any

@@ -1,7 +1,5 @@
 """`explain`, `test`, `rules` and `stats`: trust rules before they go live, then watch them."""
 
-from __future__ import annotations
-
 import os
 import sys
 from collections.abc import Iterable
@@ -52,7 +50,7 @@ class _Node:
 
     text: str
     style: str = ""
-    children: list[_Node] = field(default_factory=list)
+    children: list["_Node"] = field(default_factory=list)
 
 
 def _print_tree(node: _Node) -> None:
@@ -83,7 +81,7 @@ def _paint(text: str, code: str, on: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if on else text
 
 
-def _pick(rules: list[Rule], name: str | None) -> list[Rule]:
+def _pick(rules: "list[Rule]", name: str | None) -> "list[Rule]":
     if name is None:
         return rules
     chosen = [rule for rule in rules if rule.name == name]
@@ -161,7 +159,7 @@ def explain(
     exit_with(ExitCode.FAILED if failed else ExitCode.OK)
 
 
-def _explain_node(explanation: Explanation, curl: bool) -> _Node:
+def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
     from hookctl.explain import to_curl
 
     rule = explanation.rule
@@ -194,7 +192,7 @@ def _explain_node(explanation: Explanation, curl: bool) -> _Node:
     return node
 
 
-def _trace_node(step: Trace) -> _Node:
+def _trace_node(step: "Trace") -> "_Node":
     from hookctl.explain import trace_label
 
     verdict = "pass" if step.passed else "FAIL"
@@ -265,7 +263,7 @@ def test_rules(
     exit_with(ExitCode.FAILED if failed else ExitCode.OK)
 
 
-def _case_text(result: CaseResult, color: bool) -> None:
+def _case_text(result: "CaseResult", color: bool) -> None:
     case = result.case
     mark = _paint("PASS", "32", color) if result.passed else _paint("FAIL", "31;1", color)
     lines = [f"{mark}  {case.rule}: {case.name}  ({case.where})"]
@@ -274,7 +272,7 @@ def _case_text(result: CaseResult, color: bool) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _case_json(result: CaseResult) -> None:
+def _case_json(result: "CaseResult") -> None:
     from hookctl.output import Printer
 
     case = result.case
@@ -325,7 +323,7 @@ def list_rules(rules_paths: RulesOption = None, json_lines: JsonOption = False) 
     rows_table(rows, RULE_COLUMNS, color=sys.stdout.isatty())
 
 
-def _rule_record(rule: Rule) -> dict[str, Any]:
+def _rule_record(rule: "Rule") -> dict[str, Any]:
     hook = rule.webhook
     return {
         "name": rule.name,
