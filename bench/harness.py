@@ -107,6 +107,7 @@ class Row:
     higher_is_better: bool
     command: str = ""
     notes: list[str] = field(default_factory=list)
+    judged: bool = True  # False: shown for information, never pass or fail
 
     @property
     def ratio(self) -> float | None:
@@ -119,9 +120,9 @@ class Row:
 
     @property
     def passed(self) -> bool | None:
-        """Whether the ratio meets the target (None when not measured)."""
+        """Whether the ratio meets the target (None when not measured or not judged)."""
         ratio = self.ratio
-        if ratio is None:
+        if ratio is None or not self.judged:
             return None
         return ratio >= self.target if self.higher_is_better else ratio <= self.target
 
