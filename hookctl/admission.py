@@ -31,6 +31,7 @@ class Admission(Generic[Job]):
         self._parked: dict[str, deque[Job]] = {}
         self._parked_count = 0
         self._busy: Counter[str] = Counter()
+        self.closed = False  # once closed, nothing more starts: jobs added are held back
 
     def limit(self, *, running: int, per_host: int) -> None:
         """Set how many tasks may run, in all and per host."""
@@ -52,13 +53,21 @@ class Admission(Generic[Job]):
     async def add(self, host: str, job: Job) -> None:
         """Start `job` now, or hold it behind its host; waits while too much is admitted."""
         # Jobs wait only while tasks run (every end starts one), so this always wakes up.
-        while len(self) >= self.running + self.waiting:
+        while not self.closed and len(self) >= self.running + self.waiting:
             await self.wait_one()
-        if self._busy[host] >= self.per_host or len(self.tasks) >= self.running:
+        if self.closed or self._busy[host] >= self.per_host or len(self.tasks) >= self.running:
             self._parked.setdefault(host, deque()).append(job)
             self._parked_count += 1
         else:
             self._launch(host, job)
+
+    def close(self) -> list[Job]:
+        """Start nothing more; the jobs still held back for their host, removed and returned."""
+        self.closed = True
+        jobs = [job for waiting in self._parked.values() for job in waiting]
+        self._parked.clear()
+        self._parked_count = 0
+        return jobs
 
     def _launch(self, host: str, job: Job) -> None:
         self._busy[host] += 1
@@ -72,6 +81,8 @@ class Admission(Generic[Job]):
         self._busy[host] -= 1
         if not self._busy[host]:
             del self._busy[host]
+        if self.closed:
+            return
         for key in (host, *self._parked):
             waiting = self._parked.get(key)
             if waiting and self._busy[key] < self.per_host:

@@ -224,13 +224,16 @@ class Pipeline:
         due_by = self.options.clock()
         self._lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
         flusher = asyncio.create_task(self._flush_periodically())
+        watcher = asyncio.create_task(self._hand_back_on(stop)) if stop is not None else None
         # Claim a chunk at a time, once that much room is free: one transaction per chunk,
         # not one per freed slot.
         chunk = max(1, min(self.options.batch, sender.concurrency))
         try:
             while stop is None or not stop.is_set():
-                while self._admission.room() < chunk:
+                while self._admission.room() < chunk and not (stop and stop.is_set()):
                     await self._admission.wait_one()
+                if stop is not None and stop.is_set():
+                    break
                 claims = self.store.claim(
                     now=self.options.clock(),
                     limit=chunk,
@@ -247,6 +250,8 @@ class Pipeline:
             await self._finish()
         finally:
             flusher.cancel()
+            if watcher is not None:
+                watcher.cancel()
         return self.summary
 
     # --- attempts -------------------------------------------------------------------------------
@@ -402,9 +407,24 @@ class Pipeline:
 
     async def _finish(self) -> None:
         while self._admission or self._notices:
+            if self._admission.closed:
+                self._hand_back()  # what was held back after the stop goes back too
             await asyncio.gather(*self._admission.tasks, *self._notices)
             self._flush()
         self._flush()
+
+    async def _hand_back_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Stopping: claims held back behind a busy host go back to the queue, unattempted."""
+        jobs = self._admission.close()
+        if jobs and self.store is not None:
+            ids = [job.claim.id for job in jobs]
+            self.store.release(ids, token=self.token)
+            self._held.difference_update(ids)
+            self.summary.handed_back += len(ids)
 
 
 def _claim_of(new: NewDelivery, token: str) -> Claim:

@@ -43,6 +43,7 @@ class Summary:
     failed: int = 0
     duplicates: int = 0
     dry_run: int = 0
+    handed_back: int = 0  # claimed, then released unattempted when the run was stopped
 
     def add(self, report: Report) -> None:
         """Count one report."""

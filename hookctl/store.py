@@ -342,6 +342,18 @@ class Store:
                     held.append(delivery_id)
         return held
 
+    def release(self, ids: Sequence[str], *, token: str) -> int:
+        """Give back claims `token` holds and has not attempted: due again, for any process."""
+        with self._write() as conn:
+            return sum(
+                conn.execute(
+                    "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL "
+                    "WHERE id = ? AND lease_token = ?",
+                    (delivery_id, token),
+                ).rowcount
+                for delivery_id in ids
+            )
+
     def due_count(self, now: float) -> int:
         """How many deliveries a claim at `now` could take."""
         (count,) = self.conn.execute(

@@ -272,6 +272,36 @@ def test_sigterm_finishes_the_attempt_in_flight(cli, rule_file, event_file, db_f
     assert "sent 1: 1 succeeded, 0 rescheduled, 0 failed" in err
 
 
+def test_sigterm_hands_back_claims_not_yet_started(cli, rule_file, event_file, db_file):
+    # A slow host with a per-host limit of 1: most claims wait behind it. Stopping must not
+    # send them all first (systemd would kill the process meanwhile), but give them back.
+    receiver = Receiver().start()
+    try:
+        receiver.status = 503
+        rules = rule_file(rule_yaml(receiver.url, retry="{schedule: [10ms]}"))
+        assert cli("fire", "-r", rules, event_file(events_ndjson(12))).exit_code == 0
+        receiver.status, receiver.delay = 200, 1.0
+        wait_until_due(db_file)
+        started = time.monotonic()
+        loop = hookctl("retry-loop", "--per-host", "1", "--concurrency", "4", "--json")
+        wait_for(lambda: receiver.arrived() >= 13 or loop.poll() is not None, what="a retry")
+        loop.send_signal(signal.SIGTERM)
+        out, err = loop.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        receiver.stop()
+    assert loop.returncode == 0, err
+    sent = receiver.arrived() - 12
+    assert 1 <= sent <= 2  # the attempt in flight, and at most one more already under way
+    assert took < 8, took  # not the 12 seconds that sending every claim would take
+    rows = deliveries(db_file)
+    assert sum(r["status"] == "succeeded" for r in rows) == sent == len(ndjson(out))
+    waiting = [r for r in rows if r["status"] == "pending"]
+    assert len(waiting) == 12 - sent
+    assert all(r["attempts"] == 1 and r["lease_token"] is None for r in waiting)
+    assert f"{12 - sent} claimed but not yet sent, handed back" in err
+
+
 def test_retry_loop_does_not_need_rules(
     cli, rule_file, event_file, httpserver: HTTPServer, db_file
 ):

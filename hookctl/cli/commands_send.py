@@ -170,7 +170,8 @@ def retry_loop(
 
     Made for cron: `*/5 * * * * hookctl retry-loop`. The stored requests are complete, so no
     rule files are needed; secrets are read from the environment when each attempt is made.
-    Several retry-loops may run at once: each delivery is claimed by one of them.
+    Several retry-loops may run at once: each delivery is claimed by one of them. On
+    SIGINT/SIGTERM the attempts in flight finish; claims not yet started are handed back.
 
     Example: hookctl retry-loop --every 30s
     """
@@ -232,7 +233,7 @@ async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease
                 store, Options(environ=os.environ, lease_seconds=lease), bar.wrap(printer.report)
             )
             summary = await pipeline.drain(sender, stop=stop, ids=ids)
-            for name in ("deliveries", "succeeded", "pending", "failed"):
+            for name in ("deliveries", "succeeded", "pending", "failed", "handed_back"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
             if interval is None or stop.is_set():
                 break
@@ -243,4 +244,8 @@ async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease
         sys.stderr.write(
             f"sent {total.deliveries}: {total.succeeded} succeeded, {total.pending} rescheduled, {total.failed} failed\n"
         )
+        if total.handed_back:
+            sys.stderr.write(
+                f"stopped: {total.handed_back} claimed but not yet sent, handed back (due now)\n"
+            )
     return total
