@@ -29,6 +29,10 @@ def dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
         for column in _JSON_COLUMNS:
             if item.get(column) is not None:
                 item[column] = json.loads(item[column])
+        # A request's body is stored in a column of its own (migration m002): put it back.
+        body = item.pop("body", None)
+        if body is not None and isinstance(item.get("request"), dict):
+            item["request"]["body"] = body
         rows.append(item)
     return rows
 

@@ -90,8 +90,20 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def m002_request_body(db: sqlite_utils.Database) -> None:
+    """A request's body in a column of its own, not as a string inside the request's JSON.
+
+    A JSON body inside JSON has every quote escaped: encoding it at enqueue and decoding it at
+    claim took half the store's JSON time. Rows from before keep their body in `request`.
+    """
+    db.execute("ALTER TABLE deliveries ADD COLUMN body TEXT")
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (m001_initial,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    m001_initial,
+    m002_request_body,
+)
 
 
 def check_ours(conn: sqlite3.Connection, path: Path) -> None:

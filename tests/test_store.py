@@ -97,7 +97,10 @@ def test_open_twice_migrates_once(tmp_path: Path) -> None:
     Store(path).close()
     with Store(path) as store:
         enqueue_one(store)
-    assert [name for (name,) in raw(path, "SELECT name FROM _migrations")] == ["m001_initial"]
+    assert [name for (name,) in raw(path, "SELECT name FROM _migrations")] == [
+        "m001_initial",
+        "m002_request_body",
+    ]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
     assert len(raw(path, "SELECT id FROM deliveries")) == 1
 
@@ -764,3 +767,29 @@ def test_ids_are_crockford_base32_of_time_and_randomness() -> None:
     for now in (0.0, 1.0, NOW, (2**48 - 1) / 1000):
         # The first 10 digits are the milliseconds (48 bits under 2 zero bits).
         assert new_delivery_id(now)[4:14] == reference(int(now * 1000) << 80)[:10]
+
+
+def test_a_body_is_stored_apart_and_comes_back_in_its_request(tmp_path: Path) -> None:
+    db = tmp_path / "body.db"
+    body = '{"text": "a \\"quoted\\" reply"}'
+    with_body = new(request={"method": "POST", "url": "https://x.example/h", "body": body})
+    no_body = new(request={"method": "GET", "url": "https://x.example/h", "body": None})
+    no_key = new(request={"method": "GET", "url": "https://x.example/h"})
+    with Store(db) as store:
+        store.enqueue([with_body, no_body, no_key], now=NOW)
+        # A row written before migration m002 keeps its body inside the request's JSON.
+        old = new(request={"method": "POST", "url": "https://x.example/h", "body": "old"})
+        store.enqueue([old], now=NOW)
+        store.conn.execute(
+            "UPDATE deliveries SET request = ?, body = NULL WHERE id = ?",
+            (json.dumps(old.request), old.id),
+        )
+        claims = {
+            c.id: c.request for c in store.claim(now=NOW, limit=10, lease_seconds=60, token="t")
+        }
+        logged = store.get(with_body.id)
+    for d in (with_body, no_body, no_key, old):
+        assert claims[d.id] == d.request
+    assert logged is not None and logged["request"] == with_body.request and "body" not in logged
+    (stored,) = raw(db, f"SELECT request, body FROM deliveries WHERE id = '{with_body.id}'")
+    assert "body" not in json.loads(stored[0]) and stored[1] == body
