@@ -372,3 +372,34 @@ def test_inline_yaml_dates_become_iso_strings(cli, rule_file):
     )
     result = cli("test", "-r", rules)
     assert result.exit_code == 0, result.output
+
+
+def test_validate_checks_the_shape_of_test_cases_without_running_them(cli, rule_file, tmp_path):
+    rules = rule_file(
+        """
+        name: r
+        on: ticket.created
+        webhook: {url: "https://example.com/hook"}
+        tests:
+          - event: {event: ticket.created}
+            fires: true
+            url: "https://example.com/other"
+          - evnt: {}
+            fires: true
+        """
+    )
+    (tmp_path / "rules" / "tests").mkdir()
+    (tmp_path / "rules" / "tests" / "more.yaml").write_text("rule: r\n", encoding="utf-8")
+    result = cli("validate", "-r", rules.parent)
+    assert result.exit_code == 3
+    assert (
+        f"{rules}:9: rule 'r': tests[1].evnt: unknown key (did you mean 'event'?)" in result.stderr
+    )
+    assert "more.yaml: expected a list of test cases" in result.stderr
+    # Well-formed cases pass validate even when they would fail when run (the URL differs).
+    rules.write_text(rules.read_text().replace("- evnt: {}\n    fires: true\n", ""))
+    (tmp_path / "rules" / "tests" / "more.yaml").unlink()
+    result = cli("validate", "-r", rules.parent)
+    assert result.exit_code == 0, result.stderr
+    assert "1 rule valid, 1 test case well-formed" in result.stderr
+    assert cli("test", "-r", rules.parent).exit_code == 1

@@ -12,14 +12,23 @@ def validate(rules_paths: RulesOption = None, json_lines: JsonOption = False) ->
 
     Unknown keys, bad operators, methods or formats, duplicate names, template syntax
     errors and likely typos in template variables are reported with file, line, rule and
-    field. Exit code 0 when every rule is valid, 3 otherwise.
+    field. The test cases kept with the rules (their tests:, and tests/*.yaml in a rules
+    directory) are checked too, without running them: `hookctl test` runs them. Exit code 0
+    when every rule and case is valid, 3 otherwise.
 
     Example: hookctl validate -r examples/rules
     """
     from hookctl.output import Printer
     from hookctl.rules import load_rules
 
-    rules = load_rules(rule_paths(rules_paths))
+    paths = rule_paths(rules_paths)
+    rules = load_rules(paths)
+    cases = []
+    # The case checker brings the explain and render machinery: only when there are cases.
+    if any(rule.tests for rule in rules) or any((p / "tests").is_dir() for p in paths):
+        from hookctl import ruletest
+
+        cases = ruletest.collect(rules, ruletest.case_files(paths))
     printer = Printer(json_lines=json_lines)
     for rule in rules:
         if json_lines:
@@ -39,4 +48,7 @@ def validate(rules_paths: RulesOption = None, json_lines: JsonOption = False) ->
             )
         else:
             sys.stdout.write(f"ok  {rule.name}  ({rule.source}:{rule.line})\n")
-    sys.stderr.write(f"{len(rules)} rule{'s' if len(rules) != 1 else ''} valid\n")
+    counted = f"{len(rules)} rule{'s' if len(rules) != 1 else ''} valid"
+    if cases:
+        counted += f", {len(cases)} test case{'s' if len(cases) != 1 else ''} well-formed"
+    sys.stderr.write(counted + "\n")
