@@ -12,7 +12,7 @@ from hookctl.errors import StoreError
 BUSY_TIMEOUT = 30.0  # seconds a process waits for another's write transaction before giving up
 # A stored delivery is 1-2 KB (its request): 8 KB pages write fewer WAL frames per batch, and
 # a larger WAL rewrites a hot page (enqueued, then completed) once per checkpoint, not twice.
-# Together they cut the store's cost per delivery by about 15% (bench/seed.py bookkeeping).
+# Together about 10% off the store's cost per delivery (bench/seed.py bookkeeping).
 PAGE_SIZE = 8192  # for new files; an existing file keeps its own
 CHECKPOINT_PAGES = 4000  # WAL pages (32 MB) before a commit checkpoints them into the file
 _SQLITE_BUSY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 11, 26
