@@ -13,21 +13,23 @@ import secrets as _secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hookctl.admission import Admission
 from hookctl.dispatch import Outcome, Sender, host_key
 from hookctl.errors import RenderError
 from hookctl.events import BadEvent, Event
 from hookctl.intake import batches, dedupe_key, event_ticket
-from hookctl.notices import failure_notice
 from hookctl.policy import PRESETS, RetryPolicy, classify, next_attempt_at
-from hookctl.render import render_request, render_text
 from hookctl.reports import Report, Summary
 from hookctl.request import Request, resolve
-from hookctl.rules import Rule
 from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery_id
-from hookctl.webhookspec import webhook_to_dict
+
+if TYPE_CHECKING:
+    from hookctl.rules import Rule
+
+# Rendering (jinja) and rules (yaml) are imported where fire plans a delivery and where a
+# notice is rendered: a retry-loop with no on_failure never needs them (~27 ms at start-up).
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 YIELD_EVERY = 32  # events planned between turns of the event loop
@@ -133,6 +135,9 @@ class Pipeline:
         return self.summary
 
     def _plan(self, rule: Rule, event: Event, key: str | None) -> tuple[NewDelivery, _Job] | None:
+        from hookctl.render import render_request
+        from hookctl.webhookspec import webhook_to_dict
+
         now = self.options.clock()
         data = event.data
         render_error = None
@@ -191,6 +196,8 @@ class Pipeline:
     def _rule_ticket(self, rule: Rule, data: Mapping[str, Any]) -> str | None:
         if rule.ticket is None:
             return None
+        from hookctl.render import render_text
+
         value = render_text(rule.ticket, {**data, "rule": {"name": rule.name}}, where="ticket")
         return value or None
 
@@ -385,6 +392,8 @@ class Pipeline:
                 await self._start(job)
 
     def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job]:
+        from hookctl.notices import failure_notice
+
         new, error = failure_notice(
             claim, result, environ=self.options.environ, now=self.options.clock()
         )
