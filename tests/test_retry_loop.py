@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -355,3 +358,20 @@ def test_every_keeps_polling_and_a_stopped_service_exits_zero(
     assert loop.returncode == 0, err  # failures are in the log; stopping is not an error
     assert [r["status"] for r in ndjson(out)] == ["pending", "failed"]  # polled, not one pass
     assert "sent 2: 0 succeeded, 1 rescheduled, 1 failed" in err
+
+
+def test_a_pass_without_notices_imports_no_templates_or_yaml(cli, rule_file, event_file, free_port):
+    # Start-up counts for a retry-loop run by cron: rendering and rules are fire's business.
+    rules = rule_file(rule_yaml(f"http://127.0.0.1:{free_port}/hook", retry="{schedule: [10ms]}"))
+    assert cli("fire", "-r", rules, event_file(event(1))).exit_code == 0
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('loaded:', [m for m in ('jinja2', 'yaml') if m in sys.modules]))\n"
+        "sys.argv = ['hookctl', 'retry-loop', '--quiet']\n"
+        "from hookctl.cli import main\n"
+        "main()\n"
+    )
+    wait_until_due(Path(os.environ["HOOKCTL_DB"]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "failed after 2 attempts" in done.stdout, done.stderr  # it did send
+    assert done.stdout.splitlines()[-1] == "loaded: []"
