@@ -85,11 +85,7 @@ def test_readme_mentions_every_command(command):
     )
 
 
-# Commands whose owners have yet to add an example; strict, so the test says when to drop one.
-@pytest.mark.parametrize(
-    "command",
-    commands(),
-)
+@pytest.mark.parametrize("command", commands())
 def test_every_command_help_has_an_example(cli, command):
     result = cli(*command.split(), "--help", env={"COLUMNS": "200"})
     assert result.exit_code == 0
@@ -258,3 +254,16 @@ def test_quickstart_shows_a_real_delivery(tmp_path, free_port):
     assert "#1 POST /tickets -> 200" in out
     assert "succeeded demo-local ticket 4711" in out
     assert re.search(r"succeeded\t1\thttp://127\.0\.0\.1:\$\{DEMO_PORT\}/tickets", out)
+
+
+@pytest.mark.parametrize("command", commands())
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source(cli, command):
+    # Typer's rich help keeps a docstring's line breaks; a wide terminal must show each
+    # paragraph on one line, not broken where the source line happened to end.
+    result = cli(*command.split(), "--help", env={"COLUMNS": "1000"})
+    doc = typer.main.get_command(app)
+    for name in command.split():
+        doc = doc.get_command(typer.Context(doc), name)  # type: ignore[attr-defined]
+    assert doc is not None and doc.help
+    for paragraph in doc.help.split("\n\n"):
+        assert paragraph.replace("\n", " ") in result.stdout

@@ -6,6 +6,9 @@ sqlite-utils) are imported inside the commands that use them, so `--help` and an
 """
 
 import importlib
+import inspect
+
+import typer
 
 from hookctl.cli.app import app
 
@@ -19,6 +22,23 @@ for _module in (
     "commands_sign",
 ):
     importlib.import_module(f"hookctl.cli.{_module}")
+
+
+def _reflow(app: typer.Typer) -> None:
+    """Each help paragraph on one line, so --help wraps it to the terminal's width.
+
+    Typer's rich help keeps a docstring's line breaks, which a terminal narrower than the
+    source then breaks again, leaving ragged lines.
+    """
+    for info in app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(p.replace("\n", " ") for p in doc.split("\n\n"))
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow(group.typer_instance)
+
+
+_reflow(app)
 
 
 def main() -> None:
