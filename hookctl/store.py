@@ -1,4 +1,4 @@
-"""SQLite outbox and retry queue: enqueue, claim with a lease, complete, requeue, purge.
+"""SQLite outbox and retry queue: enqueue, claim with a lease, complete, release, requeue, purge.
 
 `Store` is the one interface the rest of hookctl uses; behind it, database.py opens the file,
 migrations.py builds the schema and history.py holds the log's read queries. Several hookctl
