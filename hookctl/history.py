@@ -5,7 +5,6 @@ Plain functions over a connection; `Store` wraps them (and their transactions) i
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections import defaultdict
@@ -14,27 +13,10 @@ from typing import Any
 
 from hookctl.errors import UsageError
 from hookctl.records import ID_CLOCK_SLACK, ID_PREFIX, id_floor
+from hookctl.rows import dicts
 
 STATUSES = ("pending", "succeeded", "failed")
 PAGE = 500  # rows per keyset page / per IN (...) list, well under SQLite's variable limit
-_JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
-
-
-def dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    """Rows as dicts, with the JSON columns parsed."""
-    names = [c[0] for c in cursor.description]
-    rows = []
-    for row in cursor:
-        item = dict(zip(names, row, strict=True))
-        for column in _JSON_COLUMNS:
-            if item.get(column) is not None:
-                item[column] = json.loads(item[column])
-        # A request's body is stored in a column of its own (migration m002): put it back.
-        body = item.pop("body", None)
-        if body is not None and isinstance(item.get("request"), dict):
-            item["request"]["body"] = body
-        rows.append(item)
-    return rows
 
 
 def filters(

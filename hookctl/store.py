@@ -1,14 +1,14 @@
 """SQLite outbox and retry queue: enqueue, claim with a lease, complete, release, requeue, purge.
 
 `Store` is the one interface the rest of hookctl uses; behind it, database.py opens the file,
-migrations.py builds the schema and history.py holds the log's read queries. Several hookctl
+migrations.py builds the schema, rows.py turns deliveries into rows and back, and history.py
+holds the log's read queries. Several hookctl
 processes share one file: every write is a `BEGIN IMMEDIATE` transaction, claims hand out a
 lease token, and a result is applied only while its token still holds the lease.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +19,7 @@ from typing import Any
 
 from hookctl import database, history
 from hookctl.errors import UsageError
-from hookctl.history import STATUSES, dicts
+from hookctl.history import STATUSES
 from hookctl.records import (
     ID_CLOCK_SLACK,
     ID_PATTERN,
@@ -29,91 +29,23 @@ from hookctl.records import (
     id_floor,
     new_delivery_id,
 )
+from hookctl.rows import (
+    APPLY_RESULT,
+    CLAIM_COLUMNS,
+    DUE,
+    INSERT_ATTEMPT,
+    INSERT_DELIVERY,
+    INSERT_DELIVERY_ONCE,
+    READY,
+    delivery_row,
+    dicts,
+    dumps,
+)
 
 __all__ = ["STATUSES", "AttemptResult", "Claim", "NewDelivery", "Store", "new_delivery_id"]
 
 _PAGE = history.PAGE
 _PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
-
-
-_INSERT_DELIVERY = """
-INSERT INTO deliveries (
-    id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
-    body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
-    lease_token, lease_expires_at, fence
-) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-# A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
-_INSERT_DELIVERY_ONCE = _INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
-_CLAIM_COLUMNS = (
-    "id, rule, ticket, url, method, request, body, policy, timeout, accept, attempts, "
-    "first_attempt_at, on_failure, event, event_id"
-)
-# INDEXED BY because, without statistics, the planner prefers the equality on
-# deliveries_status and then sorts every pending row.
-_READY = (
-    "status = 'pending' AND next_attempt_at <= :due "
-    "AND (lease_expires_at IS NULL OR lease_expires_at <= :now)"
-)
-_DUE = f"deliveries INDEXED BY deliveries_due WHERE {_READY}"
-# The attempt is recorded even when the lease was lost: the request did happen. Numbers run
-# over the delivery's whole life (replays included), so they stay unique in the log.
-_INSERT_ATTEMPT = """
-INSERT INTO attempts (
-    delivery_id, number, started_at, duration_ms, status_code, error, response_headers,
-    response_body
-)
-SELECT :id, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = :id), 0) + 1,
-    :started_at, :duration_ms, :status_code, :error, :response_headers, :response_body
-WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = :id)
-"""
-_APPLY_RESULT = """
-UPDATE deliveries SET
-    attempts = attempts + 1, status = :status, next_attempt_at = :next_attempt_at,
-    last_status_code = :status_code, error = :error, updated_at = :now,
-    first_attempt_at = COALESCE(first_attempt_at, :started_at),
-    lease_token = NULL, lease_expires_at = NULL
-WHERE id = :id AND lease_token = :token
-"""
-
-
-# One encoder, built once: json.dumps builds a new one per call when given separators.
-# ensure_ascii (the default) keeps lone surrogates from an event's JSON storable as text.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else _ENCODER.encode(value)
-
-
-def _dumps_shared(value: Any, memo: dict[int, str | None]) -> str | None:
-    """Encode once per object: a batch's deliveries share their rule's policy and event."""
-    key = id(value)
-    if key not in memo:
-        memo[key] = _dumps(value)
-    return memo[key]
-
-
-def _row(
-    d: NewDelivery,
-    now: float,
-    claim_token: str | None,
-    lease_until: float | None,
-    shared: dict[int, str | None],
-) -> tuple[Any, ...]:
-    """The _INSERT_DELIVERY parameters for one delivery (claimed when claim_token is given)."""
-    fence = 1 if claim_token is not None else 0
-    request, body = d.request, d.request.get("body")
-    if isinstance(body, str):  # kept apart: history.dicts puts it back
-        request = {k: v for k, v in request.items() if k != "body"}
-    else:
-        body = None
-    return (
-        d.id, d.rule, d.event_id, d.event_name, d.ticket, d.dedupe_key, d.url, d.method,
-        _ENCODER.encode(request), body, _dumps_shared(d.policy, shared), d.timeout, d.accept,
-        _dumps_shared(d.on_failure, shared), _dumps_shared(d.event, shared), now, now,
-        now, claim_token, lease_until, fence,
-    )  # fmt: skip
 
 
 class Store:
@@ -195,7 +127,7 @@ class Store:
         lease_until = now + lease_seconds if claim_token is not None else None
         shared: dict[int, str | None] = {}
         # Encoded before the transaction, so the write lock is held only for the inserts.
-        rows = [_row(d, now, claim_token, lease_until, shared) for d in deliveries]
+        rows = [delivery_row(d, now, claim_token, lease_until, shared) for d in deliveries]
         results: list[tuple[str, bool]] = []
         new_rows = []
         with self._write() as conn:
@@ -209,7 +141,7 @@ class Store:
                     seen[key] = d.id
                 results.append((d.id, True))
                 new_rows.append(row)
-            conn.executemany(_INSERT_DELIVERY, new_rows)
+            conn.executemany(INSERT_DELIVERY, new_rows)
         return results
 
     @staticmethod
@@ -256,15 +188,15 @@ class Store:
         bind: dict[str, Any] = {"now": now, "due": now if due_by is None else due_by}
         with self._write() as conn:
             if ids is None:
-                sql = f"SELECT {_CLAIM_COLUMNS} FROM {_DUE} ORDER BY next_attempt_at LIMIT :limit"
+                sql = f"SELECT {CLAIM_COLUMNS} FROM {DUE} ORDER BY next_attempt_at LIMIT :limit"
                 rows = dicts(conn.execute(sql, {**bind, "limit": limit}))
             else:
                 rows = []
                 for start in range(0, len(ids), _PAGE):
                     chunk = {f"id{k}": i for k, i in enumerate(ids[start : start + _PAGE])}
                     sql = (
-                        f"SELECT {_CLAIM_COLUMNS} FROM deliveries WHERE id IN "
-                        f"({', '.join(':' + k for k in chunk)}) AND {_READY} LIMIT :limit"
+                        f"SELECT {CLAIM_COLUMNS} FROM deliveries WHERE id IN "
+                        f"({', '.join(':' + k for k in chunk)}) AND {READY} LIMIT :limit"
                     )
                     rows += dicts(conn.execute(sql, {**bind, **chunk, "limit": limit - len(rows)}))
                     if len(rows) >= limit:
@@ -311,7 +243,7 @@ class Store:
                     "duration_ms": r.duration_ms,
                     "status_code": r.status_code,
                     "error": r.error,
-                    "response_headers": _dumps(r.response_headers),
+                    "response_headers": dumps(r.response_headers),
                     "response_body": r.response_body,
                     "status": r.status,
                     "next_attempt_at": r.next_attempt_at if r.status == "pending" else None,
@@ -322,15 +254,15 @@ class Store:
             return [], set()
         inserted: set[str] = set()
         with self._write() as conn:
-            conn.executemany(_INSERT_ATTEMPT, params)
+            conn.executemany(INSERT_ATTEMPT, params)
             # One statement per row: executemany cannot say which rows the fence rejected.
-            applied = [conn.execute(_APPLY_RESULT, p).rowcount == 1 for p in params]
+            applied = [conn.execute(APPLY_RESULT, p).rowcount == 1 for p in params]
             for p, ok in zip(params, applied, strict=True):
                 follow = follow_ups.get(str(p["id"])) if ok else None
                 if follow is None:
                     continue
-                row = _row(follow, now, claim_token, lease_until, shared)
-                if conn.execute(_INSERT_DELIVERY_ONCE, row).rowcount == 1:
+                row = delivery_row(follow, now, claim_token, lease_until, shared)
+                if conn.execute(INSERT_DELIVERY_ONCE, row).rowcount == 1:
                     inserted.add(follow.id)
         return applied, inserted
 
@@ -362,7 +294,7 @@ class Store:
     def due_count(self, now: float) -> int:
         """How many deliveries a claim at `now` could take."""
         (count,) = self.conn.execute(
-            f"SELECT count(*) FROM {_DUE}", {"now": now, "due": now}
+            f"SELECT count(*) FROM {DUE}", {"now": now, "due": now}
         ).fetchone()
         return int(count)
 

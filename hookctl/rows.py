@@ -1,0 +1,110 @@
+"""Deliveries as SQLite rows and back: the queue's SQL, the JSON columns, the body kept apart.
+
+Store (writes) and history (log reads) share these, so a row is encoded and decoded in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from hookctl.records import NewDelivery
+
+_JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
+
+INSERT_DELIVERY = """
+INSERT INTO deliveries (
+    id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
+    body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
+    lease_token, lease_expires_at, fence
+) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
+INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+CLAIM_COLUMNS = (
+    "id, rule, ticket, url, method, request, body, policy, timeout, accept, attempts, "
+    "first_attempt_at, on_failure, event, event_id"
+)
+# INDEXED BY because, without statistics, the planner prefers the equality on
+# deliveries_status and then sorts every pending row.
+READY = (
+    "status = 'pending' AND next_attempt_at <= :due "
+    "AND (lease_expires_at IS NULL OR lease_expires_at <= :now)"
+)
+DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"
+# The attempt is recorded even when the lease was lost: the request did happen. Numbers run
+# over the delivery's whole life (replays included), so they stay unique in the log.
+INSERT_ATTEMPT = """
+INSERT INTO attempts (
+    delivery_id, number, started_at, duration_ms, status_code, error, response_headers,
+    response_body
+)
+SELECT :id, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = :id), 0) + 1,
+    :started_at, :duration_ms, :status_code, :error, :response_headers, :response_body
+WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = :id)
+"""
+APPLY_RESULT = """
+UPDATE deliveries SET
+    attempts = attempts + 1, status = :status, next_attempt_at = :next_attempt_at,
+    last_status_code = :status_code, error = :error, updated_at = :now,
+    first_attempt_at = COALESCE(first_attempt_at, :started_at),
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token
+"""
+
+
+# One encoder, built once: json.dumps builds a new one per call when given separators.
+# ensure_ascii (the default) keeps lone surrogates from an event's JSON storable as text.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else _ENCODER.encode(value)
+
+
+def dumps_shared(value: Any, memo: dict[int, str | None]) -> str | None:
+    """Encode once per object: a batch's deliveries share their rule's policy and event."""
+    key = id(value)
+    if key not in memo:
+        memo[key] = dumps(value)
+    return memo[key]
+
+
+def delivery_row(
+    d: NewDelivery,
+    now: float,
+    claim_token: str | None,
+    lease_until: float | None,
+    shared: dict[int, str | None],
+) -> tuple[Any, ...]:
+    """The INSERT_DELIVERY parameters for one delivery (claimed when claim_token is given)."""
+    fence = 1 if claim_token is not None else 0
+    request, body = d.request, d.request.get("body")
+    if isinstance(body, str):  # kept apart: dicts() puts it back
+        request = {k: v for k, v in request.items() if k != "body"}
+    else:
+        body = None
+    return (
+        d.id, d.rule, d.event_id, d.event_name, d.ticket, d.dedupe_key, d.url, d.method,
+        _ENCODER.encode(request), body, dumps_shared(d.policy, shared), d.timeout, d.accept,
+        dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), now, now,
+        now, claim_token, lease_until, fence,
+    )  # fmt: skip
+
+
+def dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """Rows as dicts, with the JSON columns parsed and a request's body back in its request."""
+    names = [c[0] for c in cursor.description]
+    rows = []
+    for row in cursor:
+        item = dict(zip(names, row, strict=True))
+        for column in _JSON_COLUMNS:
+            if item.get(column) is not None:
+                item[column] = json.loads(item[column])
+        # A request's body is stored in a column of its own (migration m002): put it back.
+        body = item.pop("body", None)
+        if body is not None and isinstance(item.get("request"), dict):
+            item["request"]["body"] = body
+        rows.append(item)
+    return rows
