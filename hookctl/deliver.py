@@ -13,23 +13,21 @@ import secrets as _secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from hookctl.admission import Admission
 from hookctl.dispatch import Outcome, Sender, host_key
 from hookctl.errors import RenderError
 from hookctl.events import BadEvent, Event
-from hookctl.intake import batches, dedupe_key, event_ticket
-from hookctl.policy import PRESETS, RetryPolicy, classify, next_attempt_at
+from hookctl.intake import batches, dedupe_key
+from hookctl.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.reports import Report, Summary
 from hookctl.request import Request, resolve
-from hookctl.store import AttemptResult, Claim, NewDelivery, Store, new_delivery_id
+from hookctl.store import AttemptResult, Claim, NewDelivery, Store
 
 if TYPE_CHECKING:
+    from hookctl.plan import Planner
     from hookctl.rules import Rule
-
-# Rendering (jinja) and rules (yaml) are imported where fire plans a delivery and where a
-# notice is rendered: a retry-loop with no on_failure never needs them (~27 ms at start-up).
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 YIELD_EVERY = 32  # events planned between turns of the event loop
@@ -88,8 +86,7 @@ class Pipeline:
         self._lease = 0.0
         self._notices: set[asyncio.Task[None]] = set()  # apart: _start waits on admitted tasks
         self._sender: Sender | None = None
-        # One dict per rule, not per delivery: the store encodes a batch's shared ones once.
-        self._policies: dict[RetryPolicy, dict[str, Any]] = {}
+        self._planner: Planner | None = None
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -103,6 +100,9 @@ class Pipeline:
         self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None
     ) -> Summary:
         """Match, store, send and record every event; returns the counts."""
+        from hookctl.plan import Planner  # rendering: fire's alone, so a retry-loop skips jinja
+
+        self._planner = Planner(self.options.environ, self.options.clock)
         self._use(sender)
         flusher = asyncio.create_task(self._flush_periodically())
         try:
@@ -135,24 +135,8 @@ class Pipeline:
         return self.summary
 
     def _plan(self, rule: Rule, event: Event, key: str | None) -> tuple[NewDelivery, _Job] | None:
-        from hookctl.render import render_request
-        from hookctl.webhookspec import webhook_to_dict
-
-        now = self.options.clock()
-        data = event.data
-        render_error = None
-        try:
-            request = render_request(
-                rule.webhook,
-                data,
-                environ=self.options.environ,
-                extra={"rule": {"name": rule.name}},
-            )
-            ticket = event_ticket(data, self._rule_ticket(rule, data))
-        except RenderError as exc:
-            render_error = f"cannot render the request: {exc}"
-            request = Request(rule.webhook.method, rule.webhook.url, (), None, rule.webhook.format)
-            ticket = event_ticket(data)
+        assert self._planner is not None
+        request, ticket, render_error = self._planner.render(rule, event)
         if self.options.dry_run:
             report = Report(
                 rule=rule.name,
@@ -169,37 +153,9 @@ class Pipeline:
             self.summary.add(report)
             self.emit(report)
             return None
-        new = NewDelivery(
-            id=new_delivery_id(now),
-            rule=rule.name,
-            event_id=event.event_id,
-            event_name=event.name,
-            ticket=ticket,
-            dedupe_key=key,
-            method=request.method,
-            url=request.masked_url(),
-            request=request.to_dict(),
-            policy=self._policy(PRESETS["none"] if render_error else rule.retry),
-            timeout=rule.timeout,
-            accept=rule.accept,
-            on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
-            event=dict(data) if rule.on_failure else None,
-        )
+        new = self._planner.delivery(rule, event, key, request, ticket, render_error)
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
-
-    def _policy(self, policy: RetryPolicy) -> dict[str, Any]:
-        if policy not in self._policies:
-            self._policies[policy] = policy.to_dict()
-        return self._policies[policy]
-
-    def _rule_ticket(self, rule: Rule, data: Mapping[str, Any]) -> str | None:
-        if rule.ticket is None:
-            return None
-        from hookctl.render import render_text
-
-        value = render_text(rule.ticket, {**data, "rule": {"name": rule.name}}, where="ticket")
-        return value or None
 
     async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> None:
         assert self.store is not None
