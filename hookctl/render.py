@@ -98,10 +98,10 @@ def _interpolate(
     """`pieces` filled in as jinja would, or None when a value needs jinja to decide."""
     out = []
     for piece in pieces:
-        if type(piece) is str:
+        if isinstance(piece, str):
             out.append(piece)
             continue
-        value = _walk(piece, shared)  # type: ignore[arg-type]
+        value = _walk(piece, shared)
         # str() of anything else (floats, None, lists, objects) is jinja's business.
         if type(value) is str:
             out.append(value)
@@ -222,14 +222,15 @@ class _Renderer:
     def value(self, source: Any, where: str) -> Any:
         if not isinstance(source, str) or not is_template(source):
             return source
-        kind, compiled, path = _compile(source)
-        if path is not None:
+        # `plain`: the expression's path, or the template's pieces, when they have one.
+        kind, compiled, plain = _compile(source)
+        if plain is not None:
             if kind == "expr":
-                found = _walk(path, self._shared)
+                found = _walk(plain, self._shared)
                 if found is not _MISSING:
                     return found
             else:
-                text = _interpolate(path, self._shared)
+                text = _interpolate(plain, self._shared)
                 if text is not None and len(text) <= self.budget.output:
                     return text
         try:
