@@ -193,7 +193,7 @@ class Pipeline:
         chunk = max(1, min(self.options.batch, sender.concurrency))
         try:
             while stop is None or not stop.is_set():
-                while self._admission.room() < chunk and not (stop and stop.is_set()):
+                while self._admission.room() < chunk:
                     await self._admission.wait_one()
                 if stop is not None and stop.is_set():
                     break
