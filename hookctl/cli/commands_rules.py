@@ -18,17 +18,13 @@ def validate(rules_paths: RulesOption = None, json_lines: JsonOption = False) ->
 
     Example: hookctl validate -r examples/rules
     """
+    from hookctl import ruletest
     from hookctl.output import Printer
     from hookctl.rules import load_rules
 
     paths = rule_paths(rules_paths)
     rules = load_rules(paths)
-    cases = []
-    # The case checker brings the explain and render machinery: only when there are cases.
-    if any(rule.tests for rule in rules) or any((p / "tests").is_dir() for p in paths):
-        from hookctl import ruletest
-
-        cases = ruletest.collect(rules, ruletest.case_files(paths))
+    cases = ruletest.collect(rules, ruletest.case_files(paths))
     printer = Printer(json_lines=json_lines)
     for rule in rules:
         if json_lines:
