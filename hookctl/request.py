@@ -201,7 +201,8 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         headers=[(k, _clean(v)) for k, v in headers],
         content=body.encode() if body is not None else None,
         sign_keys=tuple(keys),
-        # Short values (a chat id like 42) would blank out unrelated text; they are no secret.
+        # Encoded forms of short values (a chat id like 42) would blank out unrelated text.
+        # The raw values themselves are still scrubbed: the pipeline passes them to the sender.
         sensitive=tuple(sorted((s for s in sensitive if len(s) >= 4), key=len, reverse=True)),
     )
 
