@@ -13,7 +13,28 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+import hookctl
 from hookctl.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With HOOKCTL_TEST_INSTALLED=1 (CI's second run), refuse to test the source tree.
+
+    That run must exercise the installed wheel: if `hookctl` came from this checkout, every test
+    would pass against files the wheel may lack, which is how a wheel without `hookctl/cli/` once
+    shipped with a green suite.
+    """
+    import os
+
+    if os.environ.get("HOOKCTL_TEST_INSTALLED") == "1":
+        where = Path(hookctl.__file__).resolve()
+        if where.is_relative_to(ROOT):
+            raise pytest.UsageError(
+                f"HOOKCTL_TEST_INSTALLED=1 but hookctl was imported from the checkout ({where}); "
+                "run pytest from outside the checkout with --import-mode=append"
+            )
 
 
 @pytest.fixture(autouse=True)
