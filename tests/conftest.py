@@ -37,6 +37,25 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI (CI=true) a skipped test is a failure.
+
+    A test that needs a real server (PostgreSQL, a browser) may skip on a laptop that cannot
+    start one; CI installs and starts them, so a skip there means the test did not run.
+    """
+    import os
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") == "true" and skipped and exitstatus == 0:
+        if reporter:
+            reporter.ensure_newline()
+            reporter.write_line(
+                f"CI=true: {skipped} test(s) skipped; CI must run them all", red=True
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test touches the user's files: home, database and rules all live in tmp_path."""
