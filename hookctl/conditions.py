@@ -61,12 +61,23 @@ __all__ = [
 
 
 class ConditionError(ValueError):
-    """A `when:` spec that cannot be compiled, located by field (e.g. "when.all[1].op")."""
+    """A `when:` spec that cannot be compiled, located by field (e.g. "when.all[1].op") and,
+    when the spec came from YAML that remembers lines, by the line of the part at fault."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, node: Any = None, key: Any = None) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.line = _line_of(node, key)
+
+
+def _line_of(node: Any, key: Any) -> int | None:
+    """The line of `key` in a line-remembering mapping, else of the mapping itself."""
+    lines = getattr(node, "lines", None)
+    if lines and key is not None and str(key) in lines:
+        return int(lines[str(key)])
+    line = getattr(node, "line", None)
+    return int(line) if line else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,10 +109,15 @@ class Condition:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Group:
-    """Conditions combined: all (every one), any (at least one) or none (not one)."""
+    """Conditions combined: all (every one), any (at least one) or none (not one).
+
+    `combined` marks the `all` a mapping with several of all/any/none side by side becomes
+    (`{all: [...], none: [...]}`, as Zendesk writes trigger conditions): each must hold.
+    """
 
     kind: Literal["all", "any", "none"]
     items: tuple[Condition | Group, ...]
+    combined: bool = False
     _eval: Callable[[Any], bool] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -132,45 +148,62 @@ def _group_eval(kind: str, items: tuple[Callable[[Any], bool], ...]) -> Callable
     return lambda data: not any(item(data) for item in items)
 
 
-def compile_when(spec: Any, where: str = "when") -> Group:
-    """Validate a rule's `when:` spec and compile it; raise ConditionError naming the field."""
-    node = _compile_node(spec, where)
-    return node if isinstance(node, Group) else Group("all", (node,))
+def compile_when(spec: Any, where: str = "when", node: Any = None) -> Group:
+    """Validate a rule's `when:` spec and compile it; raise ConditionError naming the field.
+
+    `node` is the mapping holding `when:` (for the line of an error in a bare item).
+    """
+    compiled = _compile_node(spec, where, node, "when")
+    return compiled if isinstance(compiled, Group) else Group("all", (compiled,))
 
 
-def _compile_node(spec: Any, where: str) -> Condition | Group:
+def _compile_node(spec: Any, where: str, parent: Any, key: Any) -> Condition | Group:
     if isinstance(spec, list):
-        return Group("all", _compile_items(spec, where))
+        return Group("all", _compile_items(spec, where, parent, key))
     if not isinstance(spec, Mapping):
         raise ConditionError(
-            where, f"expected a condition or a list of conditions, got {kind_of(spec)}"
+            where, f"expected a condition or a list of conditions, got {kind_of(spec)}", parent, key
         )
     keys = list(spec)
-    kinds = [key for key in keys if key in _GROUP_KINDS]
+    kinds = [k for k in keys if k in _GROUP_KINDS]
     if kinds:
-        if len(keys) > 1:
-            found = ", ".join(map(str, keys))
+        others = [k for k in keys if k not in _GROUP_KINDS]
+        if others:
             raise ConditionError(
-                where, f"a group has exactly one key, all, any or none; got {found}"
+                f"{where}.{others[0]}",
+                "a group's keys are all, any and none (several side by side all must hold); "
+                f"a condition (field, op, value) goes in their lists{_did_you_mean(others[0], _GROUP_KINDS)}",
+                spec,
+                others[0],
             )
-        kind = kinds[0]
-        items = spec[kind]
-        if not isinstance(items, list):
-            raise ConditionError(f"{where}.{kind}", f"expected a list, got {kind_of(items)}")
-        return Group(kind, _compile_items(items, f"{where}.{kind}"))
-    if not any(key in _CONDITION_KEYS for key in keys):
+        groups = []
+        for kind in kinds:
+            items = spec[kind]
+            if not isinstance(items, list):
+                raise ConditionError(
+                    f"{where}.{kind}", f"expected a list, got {kind_of(items)}", spec, kind
+                )
+            groups.append(Group(kind, _compile_items(items, f"{where}.{kind}", spec, kind)))
+        # Side by side, as Zendesk writes them: all of these, and none of those.
+        return groups[0] if len(groups) == 1 else Group("all", tuple(groups), combined=True)
+    if not any(k in _CONDITION_KEYS for k in keys):
         found = ", ".join(map(str, keys)) or "nothing"
         hint = _did_you_mean(keys[0], (*_GROUP_KINDS, *_CONDITION_KEYS)) if keys else ""
         raise ConditionError(
             where,
             f"expected a condition (field, op, value) or a group (all, any, none); "
             f"got {found}{hint}",
+            spec if keys else parent,
+            keys[0] if keys else key,
         )
     return _compile_condition(spec, where)
 
 
-def _compile_items(items: list[Any], where: str) -> tuple[Condition | Group, ...]:
-    return tuple(_compile_node(item, f"{where}[{i}]") for i, item in enumerate(items))
+def _compile_items(
+    items: list[Any], where: str, parent: Any, key: Any
+) -> tuple[Condition | Group, ...]:
+    # A scalar item has no line of its own: errors in it point at the key holding the list.
+    return tuple(_compile_node(item, f"{where}[{i}]", parent, key) for i, item in enumerate(items))
 
 
 def _compile_condition(spec: Mapping[Any, Any], where: str) -> Condition:
@@ -178,41 +211,50 @@ def _compile_condition(spec: Mapping[Any, Any], where: str) -> Condition:
         if key not in _CONDITION_KEYS:
             hint = _did_you_mean(key, _CONDITION_KEYS)
             raise ConditionError(
-                f"{where}.{key}", f"unknown key; a condition takes field, op and value{hint}"
+                f"{where}.{key}",
+                f"unknown key; a condition takes field, op and value{hint}",
+                spec,
+                key,
             )
     if "field" not in spec:
-        raise ConditionError(f"{where}.field", "missing; name the event field, e.g. ticket.status")
+        raise ConditionError(
+            f"{where}.field", "missing; name the event field, e.g. ticket.status", spec
+        )
     field = spec["field"]
     if not isinstance(field, str):
-        raise ConditionError(f"{where}.field", f"expected a path string, got {kind_of(field)}")
+        raise ConditionError(
+            f"{where}.field", f"expected a path string, got {kind_of(field)}", spec, "field"
+        )
     try:
         path = parse_path(field)
     except ValueError as exc:
-        raise ConditionError(f"{where}.field", str(exc)) from None
+        raise ConditionError(f"{where}.field", str(exc), spec, "field") from None
     valid = ", ".join(sorted(OPERATORS))
     if "op" not in spec:
-        raise ConditionError(f"{where}.op", f"missing; expected one of {valid}")
+        raise ConditionError(f"{where}.op", f"missing; expected one of {valid}", spec)
     op = spec["op"]
     if not isinstance(op, str) or op not in OPERATORS:
         hint = _did_you_mean(op, OPERATORS, OP_HINTS)
         raise ConditionError(
-            f"{where}.op", f"unknown operator {op!r}; expected one of {valid}{hint}"
+            f"{where}.op", f"unknown operator {op!r}; expected one of {valid}{hint}", spec, "op"
         )
     if "value" in spec:
         value = spec["value"]
     elif op == "exists":
         value = True
     else:
-        raise ConditionError(f"{where}.value", f"missing; op {op!r} needs a value")
+        raise ConditionError(f"{where}.value", f"missing; op {op!r} needs a value", spec)
     problem = value_problem(op, value)
     if problem:
-        raise ConditionError(f"{where}.value", problem)
+        raise ConditionError(f"{where}.value", problem, spec, "value")
     regex = None
     if op == "matches":
         try:
             regex = re.compile(value)
         except re.error as exc:
-            raise ConditionError(f"{where}.value", f"invalid regular expression: {exc}") from None
+            raise ConditionError(
+                f"{where}.value", f"invalid regular expression: {exc}", spec, "value"
+            ) from None
     return Condition(field, op, value, path, regex)
 
 

@@ -33,6 +33,7 @@ BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transa
 YIELD_EVERY = 32  # events planned between turns of the event loop
 FLUSH_SECONDS = 0.05
 LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it
+UNRENDERED = "cannot render: the stored request is incomplete; nothing sent (replay renders it from its rule)"
 
 
 @dataclass
@@ -138,17 +139,20 @@ class Pipeline:
         assert self._planner is not None
         request, ticket, render_error = self._planner.render(rule, event)
         if self.options.dry_run:
+            masked = self._planner.masked(rule, request)
             report = Report(
                 rule=rule.name,
                 status="dry-run" if render_error is None else "failed",
                 method=request.method,
-                url=request.masked_url(),
+                url=masked.url,
                 event_id=event.event_id,
                 ticket=ticket,
                 source=event.source,
                 line=event.line,
                 error=render_error,
-                request=request.masked() if render_error is None else None,
+                request=masked if render_error is None else None,
+                sent=False,
+                needs=request.secrets,
             )
             self.summary.add(report)
             self.emit(report)
@@ -166,9 +170,12 @@ class Pipeline:
             [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease
         )
         self._held.update(delivery_id for delivery_id, inserted in results if inserted)
+        earlier = [delivery_id for delivery_id, inserted in results if not inserted]
+        # What the earlier delivery became, so a duplicate says so (a failed one is no success).
+        recorded = self.store.statuses(earlier) if earlier else {}
         for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
-                self._report(job, delivery_id, None)  # the earlier delivery's id
+                self._report(job, delivery_id, None, recorded.get(delivery_id))
                 continue
             if job.render_error is not None:
                 self._record(job, None, job.render_error)
@@ -226,11 +233,16 @@ class Pipeline:
     async def _attempt(self, job: _Job) -> None:
         assert self._sender is not None
         claim = job.claim
+        if claim.unrendered:
+            # Stored bare (a crash came before its failure was recorded): never sent as is.
+            self._record(job, None, UNRENDERED)
+            return
         request = job.request or Request.from_dict(claim.request)
         try:
             resolved = resolve(request, self.options.environ)
         except RenderError as exc:
-            self._record(job, None, str(exc), permanent=False)
+            # A variable this process lacks: the user's to fix, so held, not failed (nothing sent).
+            self._record(job, None, f"held: {exc}", held=True)
             return
         secret_values = tuple(self.options.environ[name] for name in request.secrets)
         # The delivery id is the Standard Webhooks `webhook-id`: the same on every retry and replay.
@@ -242,14 +254,16 @@ class Pipeline:
             self._flush()
 
     def _record(
-        self, job: _Job, outcome: Outcome | None, error: str | None, permanent: bool = True
+        self, job: _Job, outcome: Outcome | None, error: str | None, *, held: bool = False
     ) -> None:
+        """Decide a delivery's new state. No outcome: nothing was sent, so it is no attempt;
+        it failed to render (failed for good) or is `held` (pending, due again at once)."""
         claim = job.claim
         now = self.options.clock()
-        attempts = claim.attempts + 1
+        attempts = claim.run_attempts + 1  # what the retry policy counts: since the last replay
         first = claim.first_attempt_at or (outcome.started_at if outcome else now)
         if outcome is None:
-            verdict = "permanent" if permanent else "retry"
+            verdict = "held" if held else "permanent"
         else:
             verdict = (
                 "permanent"
@@ -258,7 +272,10 @@ class Pipeline:
             )
         next_at = None
         status: Literal["pending", "succeeded", "failed"]
-        if verdict == "success":
+        if verdict == "held":
+            # Due again at once: the next pass (not this one) or run with the setting fixed sends it.
+            status, next_at = "pending", now
+        elif verdict == "success":
             status = "succeeded"
             error = None
         elif verdict == "retry":
@@ -283,6 +300,7 @@ class Pipeline:
             response_body=outcome.response_body if outcome else None,
             status=status,
             next_attempt_at=next_at,
+            sent=outcome is not None,
         )
         self._done.append(_Done(job, result, outcome))
 
@@ -317,8 +335,15 @@ class Pipeline:
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
 
-    def _report(self, job: _Job, delivery_id: str, result: AttemptResult | None) -> None:
-        """Count and emit one delivery's outcome; no result means a duplicate, not sent."""
+    def _report(
+        self,
+        job: _Job,
+        delivery_id: str,
+        result: AttemptResult | None,
+        recorded: str | None = None,
+    ) -> None:
+        """Count and emit one delivery's outcome; no result means a duplicate (of a delivery
+        `recorded` with that status), not sent."""
         claim = job.claim
         report = Report(
             rule=claim.rule,
@@ -330,9 +355,13 @@ class Pipeline:
             ticket=claim.ticket,
             source=job.source,
             line=job.line,
+            replays=claim.replays,
+            recorded=recorded,
         )
         if result is not None:
-            report.attempts = claim.attempts + 1
+            # Over the delivery's life, as `log` counts them; nothing sent is no attempt.
+            report.attempts = claim.attempts + int(result.sent)
+            report.sent = result.sent
             report.status_code = result.status_code
             report.error = result.error
             report.duration_ms = result.duration_ms
@@ -409,4 +438,5 @@ def _claim_of(new: NewDelivery, token: str) -> Claim:
         on_failure=new.on_failure,
         event=new.event,
         event_id=new.event_id,
+        unrendered=new.unrendered,
     )

@@ -5,6 +5,10 @@ NDJSON: every non-blank line is decoded on its own, so a bad line never stops th
 that starts with `[`, or with an object spread over several lines, is a JSON document: arrays are
 decoded element by element from a rolling buffer, so memory stays bounded by the largest event;
 a syntax error ends that source with one BadEvent at the line of the error.
+
+One event is at most MAX_EVENT_BYTES (16 MiB) of JSON: a bigger one is reported at its line
+and skipped without being held in memory (a request body is at most 16 MB anyway), and the
+events after it are still read.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, BinaryIO
 __all__ = ["BadEvent", "Event", "read_events", "read_source"]
 
 _CHUNK = 1 << 16
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # the largest event read; documented in the README
 _JSON_SPACE = b" \t\r\n"
 _WS = re.compile(r"[ \t\n\r]*")
 # Bytes that are not valid UTF-8 are decoded with surrogateescape into this range.
@@ -120,13 +125,17 @@ def read_source(stream: BinaryIO, source: str) -> Iterator[Event | BadEvent]:
         yield from _read_document(_Window(stream, head, consumed + 1), source)
         return
     if not head.endswith(b"\n"):
-        head += stream.readline()
+        head += stream.readline(MAX_EVENT_BYTES + 1 - len(head))
+    if len(head) > MAX_EVENT_BYTES:
+        # One line past the limit: NDJSON with a huge event (or one huge object); skip it.
+        yield from _read_lines(itertools.chain([head], _bounded(stream)), source, consumed)
+        return
     if first == b"{" and _starts_document(head):
         lines = [head]
-        following = stream.readline()
+        following = stream.readline(MAX_EVENT_BYTES + 1)
         while following and not following.strip(_JSON_SPACE):
             lines.append(following)
-            following = stream.readline()
+            following = stream.readline(MAX_EVENT_BYTES + 1)
         lines.append(following)
         # Pretty-printed JSON never starts a line after `{` with another `{`; NDJSON whose
         # first line was cut short does.
@@ -134,9 +143,27 @@ def read_source(stream: BinaryIO, source: str) -> Iterator[Event | BadEvent]:
             window = _Window(stream, b"".join(lines), consumed + 1)
             yield from _read_document(window, source)
             return
-        yield from _read_lines(itertools.chain(lines, stream), source, consumed)
+        yield from _read_lines(itertools.chain(lines, _bounded(stream)), source, consumed)
         return
-    yield from _read_lines(itertools.chain([head], stream), source, consumed)
+    yield from _read_lines(itertools.chain([head], _bounded(stream)), source, consumed)
+
+
+def _bounded(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's lines, each at most MAX_EVENT_BYTES + 1 bytes: a longer line comes as its
+    first MAX_EVENT_BYTES + 1 bytes (too long: the reader reports it), its rest dropped unread
+    into memory."""
+    while line := stream.readline(MAX_EVENT_BYTES + 1):
+        if len(line) > MAX_EVENT_BYTES and not line.endswith(b"\n"):
+            while rest := stream.readline(_CHUNK):
+                if rest.endswith(b"\n"):
+                    break
+        yield line
+
+
+def _too_big_message() -> str:
+    limit = MAX_EVENT_BYTES
+    size = f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit:,} bytes"
+    return f"event larger than {size}, the limit for one event; skipped"
 
 
 def _starts_document(line: bytes) -> bool:
@@ -156,6 +183,9 @@ def _read_lines(lines: Iterable[bytes], source: str, lineno: int) -> Iterator[Ev
     loads = json.loads
     for raw in lines:
         lineno += 1
+        if len(raw) > MAX_EVENT_BYTES:
+            yield BadEvent(source, lineno, _too_big_message())
+            continue
         try:
             text = raw.decode()
             value = loads(text)
@@ -186,8 +216,13 @@ def _read_document(window: _Window, source: str) -> Iterator[Event | BadEvent]:
         while char := window.peek():
             if char == "[":
                 yield from _read_array(window, source)
-            else:
+                continue
+            try:
                 yield _to_event(*window.decode(), source)
+            except _TooBig as exc:
+                if not exc.skipped:
+                    window.skip_value()
+                yield BadEvent(source, exc.line, _too_big_message())
     except _Broken as exc:
         yield BadEvent(source, exc.line, exc.message)
 
@@ -201,7 +236,12 @@ def _read_array(window: _Window, source: str) -> Iterator[Event | BadEvent]:
         return
     while True:
         window.peek()
-        yield _to_event(*window.decode(), source)
+        try:
+            yield _to_event(*window.decode(), source)
+        except _TooBig as exc:
+            if not exc.skipped:
+                window.skip_value()  # without holding it: the elements after it are still read
+            yield BadEvent(source, exc.line, _too_big_message())
         last = window.line
         char = window.peek()
         if char == ",":
@@ -238,6 +278,20 @@ def _utf8_message(byte: int, column: int) -> str:
 
 def _huge_number_message() -> str:
     return f"invalid JSON: an integer has more than {sys.get_int_max_str_digits()} digits"
+
+
+class _TooBig(Exception):
+    """The value starting at `line` is larger than MAX_EVENT_BYTES."""
+
+    def __init__(self, line: int, *, skipped: bool = False) -> None:
+        super().__init__(line)
+        self.line = line
+        self.skipped = skipped  # already read past it (it fitted in the buffer after all)
+
+
+# Inside a string only a quote or a backslash matters; outside, quotes, nesting and commas.
+_IN_STRING = re.compile(r'["\\]')
+_OUTSIDE = re.compile(r'["\[\]{},]')
 
 
 class _Broken(Exception):
@@ -293,6 +347,8 @@ class _Window:
                     "Unterminated string"
                 )
                 if cut_short and not self.eof:
+                    if len(self.text) - self.pos > MAX_EVENT_BYTES:
+                        raise _TooBig(self.line) from None
                     self._more()
                     continue
                 # At the end of the input, blame the last line with content, not the one after.
@@ -309,11 +365,53 @@ class _Window:
             if end == len(self.text) and not self.eof:
                 self._more()  # a number at the very end may go on in the next chunk
                 continue
+            if end - self.pos > MAX_EVENT_BYTES:
+                line = self.line
+                self.skip(end - self.pos)
+                raise _TooBig(line, skipped=True)
             break
         line = self.line
         problem = _huge_number_message() if decoder is _LENIENT else self._bad_byte(end)
         self.skip(end - self.pos)
         return value, line, problem
+
+    def skip_value(self) -> None:
+        """Move past the value at pos without decoding it (it is too big to hold), reading on
+        as needed and dropping what was passed; stop before the `,` or `]` that follows it."""
+        depth, in_string, at = 0, False, self.pos
+        while True:
+            pattern = _IN_STRING if in_string else _OUTSIDE
+            match = pattern.search(self.text, at)
+            if match is None:
+                if self.eof:
+                    self.skip(len(self.text) - self.pos)
+                    return
+                self.skip(len(self.text) - self.pos)
+                self._more()
+                at = self.pos
+                continue
+            char, at = match[0], match.end()
+            if in_string:
+                if char == "\\":
+                    if at >= len(self.text) and not self.eof:
+                        self.skip(at - 1 - self.pos)  # keep the backslash with what it escapes
+                        self._more()
+                        at = self.pos + 1
+                    at += 1
+                else:
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "[{":
+                depth += 1
+            elif char in "]}" and depth > 0:
+                depth -= 1
+            elif depth == 0:  # the `,` or `]` after the value
+                self.skip(at - 1 - self.pos)
+                return
+            if depth == 0 and not in_string and char in '"]}':
+                self.skip(at - self.pos)
+                return
 
     def syntax_message(self, msg: str, pos: int) -> str:
         """Describe a syntax error at pos, naming bytes that were not UTF-8 as such."""

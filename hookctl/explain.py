@@ -6,15 +6,16 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from hookctl.conditions import ABSENT, Condition, Trace, trace
 from hookctl.errors import RenderError
 from hookctl.events import Event
+from hookctl.plan import reveal, shown_values
 from hookctl.render import render_request
-from hookctl.request import Request, placeholder
+from hookctl.request import MaskedRequest, Request, placeholder
 from hookctl.rules import Rule
 
 SHOW_LIMIT = 80  # characters of a value shown in human output before it is cut
@@ -30,6 +31,18 @@ class Explanation:
     trace: Trace | None  # None when the rule has no `when:`
     request: Request | None = None  # rendered (secrets as placeholders) when the rule matched
     error: str | None = None  # the render error of a matched rule
+    shown: Mapping[str, str] = field(default_factory=dict)  # public_env values, for showing
+    unset: tuple[str, ...] = ()  # variables the request reads that are not set here
+
+    def masked(self) -> MaskedRequest | None:
+        """The request as it may be shown: secrets as ${NAME}, public variables as values."""
+        return reveal(self.request, self.shown) if self.request is not None else None
+
+    def needs(self) -> list[tuple[str, bool]]:
+        """Each variable a real send reads from the environment, and whether it is set here."""
+        if self.request is None:
+            return []
+        return [(n, n not in self.unset) for n in self.request.secrets if n not in self.shown]
 
     @property
     def when_passed(self) -> bool:
@@ -65,8 +78,10 @@ def explain_rule(rule: Rule, event: Event, environ: Mapping[str, str]) -> Explan
             rule.webhook, event.data, environ=environ, extra={"rule": {"name": rule.name}}
         )
     except RenderError as exc:
-        return Explanation(rule, event, on_passed, steps, error=f"cannot render the request: {exc}")
-    return Explanation(rule, event, on_passed, steps, request=request)
+        return Explanation(rule, event, on_passed, steps, error=f"cannot render: {exc}")
+    unset = tuple(n for n in request.secrets if n not in environ)
+    shown = shown_values(rule, request, environ)
+    return Explanation(rule, event, on_passed, steps, request=request, shown=shown, unset=unset)
 
 
 def explain(rules: Iterable[Rule], event: Event, environ: Mapping[str, str]) -> list[Explanation]:
@@ -95,6 +110,10 @@ def trace_label(step: Trace) -> str:
         if node.op == "exists" and node.value is False:
             expected = " false"
         return f"{node.field} {node.op}{expected} (actual {show(step.actual)})"
+    if node.combined:
+        # `{all: [...], none: [...]}` side by side: shown as the AND it is.
+        kinds = " + ".join(item.kind for item in node.items if isinstance(item, type(node)))
+        return f"{kinds} (side by side: each must hold):"
     return f"{node.kind}:"
 
 
@@ -118,11 +137,14 @@ def trace_dict(step: Trace) -> dict[str, Any]:
             "absent": step.actual is ABSENT,
             "passed": step.passed,
         }
-    return {
+    data = {
         "group": node.kind,
         "passed": step.passed,
         "items": [trace_dict(c) for c in step.children],
     }
+    if node.combined:
+        data["side_by_side"] = True  # all/any/none written side by side, combined with AND
+    return data
 
 
 def plain(value: Any) -> Any:
@@ -201,7 +223,8 @@ def explanation_dict(explanation: Explanation, *, curl: bool = False) -> dict[st
         "when_passed": explanation.when_passed,
         "matched": explanation.matched,
         "conditions": trace_dict(explanation.trace) if explanation.trace is not None else None,
-        "request": explanation.request.masked().to_dict() if explanation.request else None,
+        "request": masked.to_dict() if (masked := explanation.masked()) else None,
+        "needs_env": [{"name": n, "set": ok} for n, ok in explanation.needs()],
         "error": explanation.error,
     }
     if curl:

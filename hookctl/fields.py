@@ -7,13 +7,15 @@ range, wrong type on the way) is ABSENT, never an error.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import functools
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["ABSENT", "FieldPath", "parse_path", "resolve"]
+__all__ = ["ABSENT", "FieldPath", "describe_missing", "parse_path", "resolve"]
 
 
 class _Absent(enum.Enum):
@@ -109,6 +111,65 @@ def walk(data: Any, path: FieldPath) -> Any:
         else:
             return ABSENT
     return data
+
+
+def show_path(path: FieldPath) -> str:
+    """A path written back as rules write it: `ticket.actions[-1].author`."""
+    text = ""
+    for step in path:
+        if type(step) is int:
+            text += f"[{step}]"
+        elif isinstance(step, str) and _SEGMENT.fullmatch(step) and step.isidentifier():
+            text += f".{step}" if text else step
+        else:
+            text += "[" + json.dumps(step, ensure_ascii=False) + "]"
+    return text
+
+
+def describe_missing(data: Any, path: FieldPath) -> tuple[str | int, str] | None:
+    """The first step of `path` that `data` lacks, and a sentence saying so, or None.
+
+    ("subjet", "ticket has no field 'subjet' (did you mean 'subject'?)") for a typo, so a
+    template error can name the event's field instead of Jinja's "'dict object' has no
+    attribute 'subjet'".
+    """
+    for depth, step in enumerate(path):
+        where = show_path(path[:depth]) or "the event"
+        if type(step) is int:
+            if not isinstance(data, list | tuple):
+                return step, f"{where} is {_kind(data)}, not a list: it has no item [{step}]"
+            if not -len(data) <= step < len(data):
+                count = f"{len(data)} item{'s' if len(data) != 1 else ''}"
+                return step, f"{where} has no item [{step}] (it has {count})"
+            data = data[step]
+            continue
+        if not isinstance(data, Mapping):
+            return step, f"{where} is {_kind(data)}, not an object: it has no field {step!r}"
+        try:
+            found = step in data
+        except TypeError:
+            found = False
+        if not found:
+            keys = [k for k in data if isinstance(k, str) and not k.startswith("_")]
+            close = difflib.get_close_matches(str(step), keys, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return step, f"{where} has no field {step!r}{hint}"
+        data = data[step]
+    return None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
 
 
 # Comparison helpers shared by the operators.

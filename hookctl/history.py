@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hookctl.errors import UsageError
@@ -68,6 +68,58 @@ def resolve_id(conn: sqlite3.Connection, delivery_id: str) -> str | None:
     return matches[0][0] if matches else None
 
 
+def select_ids(
+    conn: sqlite3.Connection,
+    *,
+    ids: Sequence[str] = (),
+    status: str | None = None,
+    rule: str | None = None,
+    since: float | None = None,
+) -> list[str]:
+    """Full ids, sorted, for ids or unique prefixes (UsageError for an unknown one) or filters."""
+    if ids and (status is not None or rule is not None or since is not None):
+        raise UsageError("select deliveries by id or by filters, not both")
+    if not ids and status is None and rule is None and since is None:
+        raise UsageError("nothing to requeue: give delivery ids or a filter")
+    if ids:
+        selected = []
+        for given in ids:
+            full_id = resolve_id(conn, given)
+            if full_id is None:
+                raise UsageError(f"no delivery {given!r}")
+            selected.append(full_id)
+        return sorted(set(selected))
+    where, params = filters(status=status, rule=rule, since=since)
+    sql = f"SELECT id FROM deliveries WHERE {' AND '.join(where)} ORDER BY id"
+    return [row[0] for row in conn.execute(sql, params)]
+
+
+def unrendered(conn: sqlite3.Connection, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The deliveries among `ids` whose request could not be rendered: rule, event and ticket."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), PAGE):
+        chunk = list(ids[start : start + PAGE])
+        found += dicts(
+            conn.execute(
+                "SELECT id, rule, status, ticket, event_id, event_name, event, error "
+                f"FROM deliveries WHERE unrendered AND id IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY id",
+                chunk,
+            )
+        )
+    return found
+
+
+def statuses(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """The status of each of `ids` that exists."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), PAGE):
+        chunk = list(ids[start : start + PAGE])
+        sql = f"SELECT id, status FROM deliveries WHERE id IN ({', '.join('?' * len(chunk))})"
+        found.update(conn.execute(sql, chunk).fetchall())
+    return found
+
+
 def query(
     conn: sqlite3.Connection,
     *,
@@ -107,7 +159,7 @@ def get(conn: sqlite3.Connection, delivery_id: str) -> dict[str, Any] | None:
     if full_id is None:
         return None
     (delivery,) = dicts(conn.execute("SELECT * FROM deliveries WHERE id = ?", (full_id,)))
-    # The stored count moves aside for the attempt log itself (it restarts on replay).
+    # The count (over the delivery's life, as the log numbers them) moves aside for the log.
     delivery["attempt_count"] = delivery["attempts"]
     delivery["attempts"] = dicts(
         conn.execute("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number", (full_id,))

@@ -99,10 +99,43 @@ def m002_request_body(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN body TEXT")
 
 
+def m005_replays(db: sqlite_utils.Database) -> None:
+    """Attempts counted over a delivery's whole life, replays counted, unrendered ones marked.
+
+    `attempts` used to restart at 0 on a replay while the attempt log kept numbering on, so
+    the list and the detail disagreed. Now `attempts` is the total, `replays` how often it was
+    replayed, and `attempts_at_replay` the total when the latest replay began (its retry
+    policy counts from there). `unrendered` marks a delivery whose request could not be
+    rendered: its stored request is a bare template that must never be sent (a replay renders
+    it again from the rule). Rows from before are fixed up from the attempt log and the error
+    they recorded.
+    """
+    for sql in (
+        "ALTER TABLE deliveries ADD COLUMN replays INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN attempts_at_replay INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN unrendered INTEGER NOT NULL DEFAULT 0",
+        # A logged attempt beyond the count means the delivery was replayed (at least once).
+        """
+        UPDATE deliveries SET
+            attempts_at_replay = logged.n - deliveries.attempts, replays = 1, attempts = logged.n
+        FROM (SELECT delivery_id, count(*) AS n FROM attempts GROUP BY delivery_id) AS logged
+        WHERE logged.delivery_id = deliveries.id AND logged.n > deliveries.attempts
+        """,
+        """
+        UPDATE deliveries SET unrendered = 1
+        WHERE error LIKE 'cannot render the request:%' OR id IN (
+            SELECT delivery_id FROM attempts WHERE error LIKE 'cannot render the request:%'
+        )
+        """,
+    ):
+        db.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
     m002_request_body,
+    m005_replays,
 )
 
 

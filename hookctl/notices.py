@@ -28,7 +28,7 @@ def failure_notice(
         "url": claim.url,
         "method": claim.method,
         "status": result.status,
-        "attempts": claim.attempts + 1,
+        "attempts": claim.attempts + int(result.sent),  # over the delivery's life, as the log
         "error": result.error,
         "status_code": result.status_code,
         "ticket": claim.ticket,
@@ -42,7 +42,7 @@ def failure_notice(
             extra={"delivery": delivery, "rule": {"name": claim.rule}},
         )
     except RenderError as exc:
-        error = f"cannot render the request: {exc}"
+        error = f"cannot render: {exc}"
         request = Request(webhook.method, webhook.url, (), None, webhook.format)
     new = NewDelivery(
         id=new_delivery_id(now),
@@ -59,5 +59,6 @@ def failure_notice(
         policy=PRESETS["none"].to_dict(),
         timeout=claim.timeout,
         accept="2xx-3xx",
+        unrendered=error is not None,
     )
     return new, error

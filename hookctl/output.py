@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,40 @@ STATUS_STYLE = {
     "duplicate": "dim",
     "dry-run": "cyan",
 }
+
+
+# Characters a terminal acts on rather than shows: C0 controls (ESC starts CSI and OSC
+# sequences: colours, cursor moves, title changes, clear-screen), DEL, C1 controls (0x9b is a
+# one-byte CSI) and the bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# JSON escapes C0 itself; these it would leave raw (with ensure_ascii=False).
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text: str, *, multiline: bool = False) -> str:
+    """Text from an event or a receiver, harmless on a terminal: each control character is
+    shown as an escape (`\\x1b`), never acted on. `multiline` keeps line breaks and tabs."""
+    pattern = _CONTROL_IN_TEXT if multiline else _CONTROL
+    return pattern.sub(_escape, text)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 delivery`, `2 deliveries`, `1 failed delivery`: the count with its noun agreeing."""
+    if count == 1:
+        return f"{count} {word}"
+    if many is None:
+        head, _, last = word.rpartition(" ")
+        last = (
+            last[:-1] + "ies" if last.endswith("y") and last[-2:-1] not in "aeiou" else last + "s"
+        )
+        many = f"{head} {last}" if head else last
+    return f"{count} {many}"
 
 
 def iso(ts: float | None) -> str | None:
@@ -56,6 +91,7 @@ class Printer:
         self.out = sys.stdout
         self.err = sys.stderr
         self.color = use_color(self.out) if color is None else color
+        self.unset: set[str] = set()  # variables dry-run requests read that are not set here
 
     def _style(self, text: str, style: str) -> str:
         if not self.color:
@@ -65,21 +101,27 @@ class Printer:
 
     def json(self, data: Mapping[str, Any]) -> None:
         """One JSON object on one line of stdout."""
-        self.out.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        self.out.write(json_line(data) + "\n")
 
     def report(self, report: Report) -> None:
-        """One delivery, as it is decided."""
+        """One delivery, as it is decided. With --quiet only what needs attention is shown:
+        deliveries that failed for good or are held (cron then mails only those)."""
         if self.json_lines:
             self.json(report_dict(report))
             return
         if report.request is not None:
             self.out.write(format_request(report, report.request))
+            self.unset.update(n for n in report.needs if n not in os.environ)
             return
-        status = self._style(f"{report.status:<9}", STATUS_STYLE.get(report.status, "bold"))
+        if self.quiet and not needs_attention(report):
+            return
+        label = "held" if held(report) else report.status
+        status = self._style(f"{label:<9}", STATUS_STYLE.get(report.status, "bold"))
         ticket = f" ticket {report.ticket}" if report.ticket else ""
-        line = f"{status} {report.rule}{ticket}  {report.method} {report.url}  {describe(report)}"
+        line = f"{report.rule}{ticket}  {report.method} {report.url}  {describe(report)}"
+        line = f"{status} {safe(line)}"
         if self.verbose:
-            where = f"  event {report.source}:{report.line}" if report.source else ""
+            where = f"  event {safe(report.source)}:{report.line}" if report.source else ""
             line += f"  [{report.delivery_id or '-'}{where}]"
         self.out.write(line + "\n")
         self.out.flush()
@@ -94,26 +136,70 @@ class Printer:
         if self.quiet:
             return
         self.err.write(format_summary(summary) + "\n")
+        if self.unset:
+            names = ", ".join(sorted(self.unset))
+            self.err.write(
+                f"note: a real send needs {names} (not set here: shown as ${{NAME}}; "
+                "a delivery waits, held, until it is set)\n"
+            )
+
+
+def json_line(data: Mapping[str, Any]) -> str:
+    """One JSON object as one line; control characters stay, escaped by JSON (C1 ones too)."""
+    return _JSON_RAW.sub(
+        lambda m: f"\\u{ord(m[0]):04x}", json.dumps(data, ensure_ascii=False, default=str)
+    )
+
+
+def held(report: Report) -> bool:
+    """Waiting with nothing sent: a setting this process lacks (an unset variable)."""
+    return report.status == "pending" and not report.sent
+
+
+def needs_attention(report: Report) -> bool:
+    """What --quiet still prints: failed for good, or held until the user fixes something."""
+    return report.status == "failed" or held(report)
 
 
 def describe(report: Report) -> str:
-    """The outcome part of a human report line."""
+    """The outcome part of a human report line; attempts count over the delivery's life."""
     took = f" in {report.duration_ms:.0f} ms" if report.duration_ms is not None else ""
     if report.status == "succeeded":
         return f"HTTP {report.status_code}{took}"
     if report.status == "duplicate":
-        return f"already delivered as {report.delivery_id} (use --force to send again)"
+        return _duplicate(report)
     if report.status == "dry-run":
         return "not sent (dry run)"
     reason = report.error or (f"HTTP {report.status_code}" if report.status_code else "failed")
+    replays = f", {plural(report.replays, 'replay')}" if report.replays else ""
+    if held(report):
+        return (
+            f"{reason}; nothing sent: the next retry-loop (or replay --now) with it fixed sends it"
+        )
+    if not report.sent:
+        before = f" ({plural(report.attempts, 'attempt')} before{replays})" if report.attempts else ""
+        return f"{reason}; nothing sent, failed{before}"
     if report.status == "pending":
-        return f"{reason}{took}; attempt {report.attempts}, next at {short_time(report.next_attempt_at)}"
-    attempts = (
-        f" after {report.attempts} attempt{'s' if report.attempts != 1 else ''}"
-        if report.attempts
-        else ""
-    )
-    return f"{reason}{took}; failed{attempts}"
+        when = short_time(report.next_attempt_at)
+        return f"{reason}{took}; attempt {report.attempts}{replays}, next at {when}"
+    return f"{reason}{took}; failed after {plural(report.attempts, 'attempt')}{replays}"
+
+
+def _duplicate(report: Report) -> str:
+    """What a duplicate's earlier delivery really is, and what would send it again."""
+    earlier = report.delivery_id
+    if report.recorded == "failed":
+        return (
+            f"already recorded: failed ({earlier}); `hookctl replay {earlier}` sends it again, "
+            "--force makes a new delivery"
+        )
+    if report.recorded == "pending":
+        return (
+            f"already recorded: pending ({earlier}), waiting for retry-loop; "
+            "--force makes a new delivery"
+        )
+    state = f": {report.recorded}" if report.recorded else ""
+    return f"already recorded{state} ({earlier}); --force sends it again as a new delivery"
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -133,7 +219,12 @@ def report_dict(report: Report) -> dict[str, Any]:
         "next_attempt_at": iso(report.next_attempt_at),
         "source": report.source,
         "line": report.line,
+        "replays": report.replays,
+        "sent": report.sent,
+        "held": held(report),
     }
+    if report.status == "duplicate":
+        data["recorded_status"] = report.recorded
     if report.request is not None:
         data["request"] = report.request.to_dict()
     return data
@@ -145,31 +236,49 @@ def format_request(report: Report, request: MaskedRequest) -> str:
     head = f"# rule {report.rule}, event {report.event_id or '-'} ({where})"
     lines = [head, f"{request.method} {request.url}"]
     lines += [f"{k}: {v}" for k, v in request.headers]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(safe(line) for line in lines) + "\n"
     if request.body is not None:
-        text += "\n" + request.body + "\n"
+        text += "\n" + safe(request.body, multiline=True) + "\n"
     return text + "\n"
 
 
 def format_summary(summary: Summary) -> str:
     """`3 events, 2 deliveries: 2 succeeded` and friends."""
     parts = []
-    for name in ("succeeded", "pending", "failed", "duplicates", "dry_run"):
+    labels = {
+        "succeeded": "succeeded",
+        "pending": "pending retry",
+        "held": "held (nothing sent)",
+        "failed": "failed",
+        "duplicates": "duplicate",
+        "dry_run": "not sent (dry run)",
+    }
+    for name, label in labels.items():
         count = getattr(summary, name)
         if count:
-            label = {"pending": "pending retry", "dry_run": "not sent (dry run)"}.get(name, name)
-            parts.append(f"{count} {label}")
-    events = f"{summary.events} event{'s' if summary.events != 1 else ''}"
+            parts.append(plural(count, label) if name == "duplicates" else f"{count} {label}")
+    events = plural(summary.events, "event")
     if summary.bad_events:
         events += f" ({summary.bad_events} unreadable)"
-    deliveries = f"{summary.deliveries} deliver{'ies' if summary.deliveries != 1 else 'y'}"
+    deliveries = plural(summary.deliveries, "delivery")
     return f"{events}, {deliveries}" + (": " + ", ".join(parts) if parts else "")
 
 
 def rows_table(
-    rows: Iterable[Mapping[str, Any]], columns: list[tuple[str, str]], *, color: bool
+    rows: Iterable[Mapping[str, Any]],
+    columns: list[tuple[str, str]],
+    *,
+    color: bool,
+    whole: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+    width: int | None = None,
 ) -> None:
-    """A table on stdout: rich on a terminal, tab-separated when piped."""
+    """A table on stdout: rich on a terminal, tab-separated when piped.
+
+    On a terminal every row is one line: the `whole` columns (ids, names) are never cut, the
+    others are cut with `…` to fit, and when even that does not fit the `drop` columns are
+    left out, in that order.
+    """
     if not color:
         out = sys.stdout
         out.write("\t".join(title for _, title in columns) + "\n")
@@ -180,23 +289,75 @@ def rows_table(
     from rich.table import Table
     from rich.text import Text
 
+    console = Console(width=width) if width else Console()
+    cells = [{key: _cell(row.get(key)) for key, _ in columns} for row in rows]
+    shown = _fit(columns, cells, console.width, whole, drop)
+    widths = _widths(shown, cells, console.width, whole)
     table = Table(box=None, header_style="bold")
-    for _, title in columns:
-        table.add_column(title, overflow="fold")
-    for row in rows:
-        cells = []
-        for key, _ in columns:
-            text = _cell(row.get(key))
+    for key, title in shown:
+        table.add_column(title, width=widths[key], no_wrap=True, overflow="ellipsis")
+    for row in cells:
+        texts = []
+        for key, _ in shown:
+            text = row[key]
             style = STATUS_STYLE.get(text) if key == "status" else None
-            cells.append(Text(text, style=style or ""))
-        table.add_row(*cells)
-    Console().print(table)
+            texts.append(Text(text, style=style or ""))
+        table.add_row(*texts)
+    console.print(table)
+
+
+_CUT_WIDTH = 10  # the least a column that is cut keeps, before it is dropped instead
+_PADDING = 2  # rich's padding around each column of a box-less table
+
+
+def _natural(key: str, title: str, cells: list[dict[str, str]]) -> int:
+    return max([len(title), *(len(row[key]) for row in cells)])
+
+
+def _fit(
+    columns: list[tuple[str, str]],
+    cells: list[dict[str, str]],
+    width: int,
+    whole: tuple[str, ...],
+    drop: tuple[str, ...],
+) -> list[tuple[str, str]]:
+    """The columns that fit in `width`: whole ones at full width, the rest at least cut."""
+    shown = list(columns)
+
+    def needed() -> int:
+        total = 0
+        for key, title in shown:
+            natural = _natural(key, title, cells)
+            total += (natural if key in whole else min(natural, _CUT_WIDTH)) + _PADDING
+        return total
+
+    for key in drop:
+        if needed() <= width:
+            break
+        shown = [c for c in shown if c[0] != key]
+    return shown
+
+
+def _widths(
+    shown: list[tuple[str, str]], cells: list[dict[str, str]], width: int, whole: tuple[str, ...]
+) -> dict[str, int]:
+    """Each column's width: whole ones as wide as their widest cell, the others sharing what
+    is left, the narrow ones first (each gets at most what it needs)."""
+    natural = {key: _natural(key, title, cells) for key, title in shown}
+    sizes = {key: natural[key] for key, _ in shown if key in whole}
+    left = width - _PADDING * len(shown) - sum(sizes.values())
+    flexible = sorted((key for key, _ in shown if key not in whole), key=natural.__getitem__)
+    for n, key in enumerate(flexible):
+        share = max(1, left // (len(flexible) - n))
+        sizes[key] = min(natural[key], share)
+        left -= sizes[key]
+    return sizes
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    return str(value).replace("\t", " ").replace("\n", " ")
+    return safe(str(value).replace("\t", " ").replace("\n", " "))
 
 
 class ProgressBar:
@@ -215,6 +376,7 @@ class ProgressBar:
         self._started = time.monotonic()
         self._bar: Any = None
         self._task: Any = None
+        self.console: Any = None  # a rich Console to draw on (default: stderr)
 
     def advance(self, _item: object = None) -> None:
         """Count one item done (a report, when used as a pipeline callback)."""
@@ -247,16 +409,36 @@ class ProgressBar:
         from rich import progress
         from rich.console import Console
 
-        counter = (
-            progress.MofNCompleteColumn() if self.total else progress.TextColumn("{task.completed}")
-        )
         self._bar = progress.Progress(
-            progress.TextColumn("{task.description}"),
-            progress.BarColumn(),
-            counter,
-            progress.TimeElapsedColumn(),
-            console=Console(stderr=True),
+            *progress_columns(self.total),
+            console=self.console or Console(stderr=True),
             transient=True,
         )
         self._task = self._bar.add_task(self.label, total=self.total, completed=self.done)
         self._bar.start()
+
+
+def progress_columns(total: int | None) -> list[Any]:
+    """What the bar shows: done (of total), the rate, and the time left (or taken, if the total
+    is not known)."""
+    from rich import progress
+    from rich.text import Text
+
+    class Rate(progress.ProgressColumn):
+        """Items a second, over rich's recent window."""
+
+        def render(self, task: progress.Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-/s" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+    columns: list[Any] = [progress.TextColumn("{task.description}"), progress.BarColumn()]
+    if total:
+        columns += [
+            progress.MofNCompleteColumn(),
+            Rate(),
+            progress.TextColumn("eta"),
+            progress.TimeRemainingColumn(),
+        ]
+    else:
+        columns += [progress.TextColumn("{task.completed}"), Rate(), progress.TimeElapsedColumn()]
+    return columns

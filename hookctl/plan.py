@@ -6,6 +6,7 @@ for a `retry-loop`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from hookctl.intake import event_ticket
 from hookctl.policy import PRESETS, RetryPolicy
 from hookctl.records import NewDelivery, new_delivery_id
 from hookctl.render import render_request, render_text
-from hookctl.request import Request
+from hookctl.request import MaskedRequest, Request, placeholder
 from hookctl.webhookspec import webhook_to_dict
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Planner:
             return request, event_ticket(data, self._rule_ticket(rule, data)), None
         except RenderError as exc:
             bare = Request(rule.webhook.method, rule.webhook.url, (), None, rule.webhook.format)
-            return bare, event_ticket(data), f"cannot render the request: {exc}"
+            return bare, event_ticket(data), f"cannot render: {exc}"
 
     def delivery(
         self,
@@ -56,7 +57,15 @@ class Planner:
         ticket: str | None,
         render_error: str | None,
     ) -> NewDelivery:
-        """The delivery to enqueue; one whose request could not be rendered is never retried."""
+        """The delivery to enqueue; one whose request could not be rendered is never retried.
+
+        That one is marked `unrendered` (its stored request is the bare template, never sent)
+        and keeps its event, so a replay can render it again from the rule as it is then.
+        """
+        shown = self.shown(rule, request)
+        stored = request.to_dict()
+        if shown:
+            stored["shown"] = shown  # the values of the rule's public_env, for the log
         return NewDelivery(
             id=new_delivery_id(self.clock()),
             rule=rule.name,
@@ -65,14 +74,23 @@ class Planner:
             ticket=ticket,
             dedupe_key=key,
             method=request.method,
-            url=request.masked_url(),
-            request=request.to_dict(),
+            url=reveal(request, shown).url,
+            request=stored,
             policy=self._policy(PRESETS["none"] if render_error else rule.retry),
             timeout=rule.timeout,
             accept=rule.accept,
             on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
-            event=dict(event.data) if rule.on_failure else None,
+            event=dict(event.data) if rule.on_failure or render_error else None,
+            unrendered=render_error is not None,
         )
+
+    def shown(self, rule: Rule, request: Request) -> dict[str, str]:
+        """The variables of the rule's `public_env` this request uses, with their values."""
+        return shown_values(rule, request, self.environ)
+
+    def masked(self, rule: Rule, request: Request) -> MaskedRequest:
+        """The request as it may be shown: secrets masked, public variables as their values."""
+        return reveal(request, self.shown(rule, request))
 
     def _policy(self, policy: RetryPolicy) -> dict[str, Any]:
         if policy not in self._policies:
@@ -84,3 +102,31 @@ class Planner:
             return None
         value = render_text(rule.ticket, {**data, "rule": {"name": rule.name}}, where="ticket")
         return value or None
+
+
+def shown_values(rule: Rule, request: Request, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of the rule's `public_env` the request uses and the environment sets."""
+    return {n: environ[n] for n in request.secrets if n in rule.public_env and n in environ}
+
+
+def reveal(request: Request, shown: Mapping[str, str] | None) -> MaskedRequest:
+    """`request.masked()`, except that the variables in `shown` appear as their values.
+
+    Only for showing: the request that is sent reads every variable when it is sent. Auth and
+    signing secrets are never in `shown` (rules refuse a public variable there).
+    """
+    if not shown:
+        return request.masked()
+
+    def show(text: str) -> str:
+        for name, value in shown.items():
+            text = text.replace(placeholder(request.nonce, name), value)
+        return text
+
+    return dataclasses.replace(
+        request,
+        url=show(request.url),
+        headers=tuple((k, show(v)) for k, v in request.headers),
+        body=show(request.body) if request.body is not None else None,
+        secrets=tuple(n for n in request.secrets if n not in shown),
+    ).masked()

@@ -58,6 +58,7 @@ class NewDelivery:
     accept: str
     on_failure: dict[str, Any] | None = None
     event: dict[str, Any] | None = None
+    unrendered: bool = False  # the request could not be rendered: stored bare, never sent
 
 
 @dataclass
@@ -79,6 +80,14 @@ class Claim:
     on_failure: dict[str, Any] | None
     event: dict[str, Any] | None
     event_id: str | None
+    unrendered: bool = False
+    replays: int = 0
+    attempts_at_replay: int = 0  # `attempts` when the latest replay began: its policy counts on
+
+    @property
+    def run_attempts(self) -> int:
+        """Attempts since the latest replay (or ever): what the retry policy counts."""
+        return self.attempts - self.attempts_at_replay
 
 
 @dataclass
@@ -95,3 +104,6 @@ class AttemptResult:
     response_body: str | None
     status: Literal["pending", "succeeded", "failed"]
     next_attempt_at: float | None
+    # False: nothing was sent (the request could not be rendered, or a setting this process
+    # lacks held it back). Not an attempt: not logged as one, not counted, no policy consumed.
+    sent: bool = True

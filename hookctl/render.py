@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
 
 from hookctl.encoding import CONTENT_TYPES as CONTENT_TYPES
@@ -27,6 +27,7 @@ from hookctl.encoding import encode_body, form_encode, form_pairs, tojson
 from hookctl.encoding import valid_xml_name as valid_xml_name
 from hookctl.encoding import xml_escape as xml_escape
 from hookctl.errors import RenderError
+from hookctl.fields import describe_missing
 from hookctl.request import (
     HEADER_CONTROL,
     URL_UNSAFE,
@@ -133,8 +134,8 @@ def _walk(steps: tuple[str | int, ...], shared: dict[str, Any]) -> Any:
         if type(value) is dict:
             readable = type(step) is str and step in value and not hasattr(dict, step)
         elif type(value) is _SecretEnv:
-            # `env.NAME` of a set variable: its placeholder, exactly what jinja would get.
-            readable = type(step) is str and not step.startswith("_") and step in value
+            # `env.NAME`: its placeholder, exactly what jinja would get.
+            readable = type(step) is str and _ENV_NAME.match(step) is not None
         else:
             readable = (
                 type(value) is list and type(step) is int and -len(value) <= step < len(value)
@@ -153,8 +154,15 @@ def is_template(value: str) -> bool:
 # --- secrets ---------------------------------------------------------------------------------
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
 class _SecretEnv:
-    """`env` inside templates: every variable read becomes a placeholder, and is remembered."""
+    """`env` inside templates: every variable read becomes a placeholder, and is remembered.
+
+    A variable that is not set renders too: its value is only needed when the request is sent,
+    and that is where a missing one is reported (the delivery waits for it).
+    """
 
     def __init__(self, environ: Mapping[str, str], nonce: str) -> None:
         self._environ = environ
@@ -170,8 +178,8 @@ class _SecretEnv:
         return name in self._environ
 
     def __getitem__(self, name: str) -> str:
-        if name not in self._environ:
-            raise RenderError(f"environment variable {name} is not set")
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise RenderError(f"env.{name}: not an environment variable name")
         self.used[name] = None
         return placeholder(self._nonce, name)
 
@@ -243,7 +251,7 @@ class _Renderer:
         except RenderError as exc:
             raise RenderError(f"{where}: {exc}") from None
         except UndefinedError as exc:
-            raise RenderError(f"{where}: {exc.message}") from None
+            raise RenderError(f"{where}: {_undefined(source, self._shared, exc)}") from None
         except SecurityError as exc:
             raise RenderError(f"{where}: refused by the template sandbox: {exc}") from None
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
@@ -259,6 +267,45 @@ class _Renderer:
         if isinstance(node, list):
             return [self.tree(v, f"{where}[{i}]") for i, v in enumerate(node)]
         return self.value(node, where)
+
+
+def _undefined(source: str, context: Mapping[str, Any], exc: UndefinedError) -> str:
+    """Jinja's "'dict object' has no attribute 'subjet'" said as the event's field that is missing:
+    "ticket has no field 'subjet' (did you mean 'subject'?)"."""
+    message = exc.message or str(exc)
+    try:
+        ast = environment().parse(source)
+    except TemplateError:
+        return message
+    for path in _paths_in(ast):
+        missing = describe_missing(context, path)
+        if missing is None:
+            continue
+        step, text = missing
+        # The chain jinja tripped on names the same step in its message.
+        if f"'{step}'" in message or f"element {step}" in message:
+            return text
+    return message
+
+
+def _paths_in(ast: Any) -> list[tuple[str | int, ...]]:
+    """Every `a.b[0]["c"]` chain of constant steps in a template, outermost first."""
+    found: list[tuple[str | int, ...]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        steps: list[str | int] = []
+        current = node
+        while True:
+            if isinstance(current, nodes.Getattr):
+                steps.append(current.attr)
+                current = current.node
+            elif isinstance(current, nodes.Getitem) and isinstance(current.arg, nodes.Const):
+                steps.append(current.arg.value)
+                current = current.node
+            else:
+                break
+        if isinstance(current, nodes.Name):
+            found.append((current.name, *reversed(steps)))
+    return sorted(set(found), key=len, reverse=True)
 
 
 def _evaluate(expression: Any, shared: dict[str, Any]) -> Any:
@@ -357,7 +404,9 @@ def _render_parts(
         size = len(body) if body.isascii() else len(body.encode())
         if size > webhook.max_body:
             raise RenderError(
-                f"webhook.body: rendered body is larger than {webhook.max_body:,} bytes"
+                f"webhook.body: the rendered body ({size:,} bytes) is larger than "
+                f"webhook.max_body ({webhook.max_body:,} bytes); raise webhook.max_body "
+                "(at most 16MB) or send less"
             )
         if not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("Content-Type", CONTENT_TYPES[webhook.format]))

@@ -29,6 +29,10 @@ class Report:
     duration_ms: float | None = None
     next_attempt_at: float | None = None
     request: MaskedRequest | None = None
+    sent: bool = True  # False: nothing went out (could not render, or held back)
+    replays: int = 0
+    recorded: str | None = None  # a duplicate: the status of the delivery already recorded
+    needs: tuple[str, ...] = ()  # a dry run: the variables a real send reads
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Summary:
     failed: int = 0
     duplicates: int = 0
     dry_run: int = 0
+    held: int = 0  # pending with nothing sent: waiting for a setting this process lacks
     handed_back: int = 0  # claimed, then released unattempted when the run was stopped
 
     def add(self, report: Report) -> None:
@@ -52,5 +57,7 @@ class Summary:
             self.dry_run += 1
         elif report.status == "duplicate":
             self.duplicates += 1
+        elif report.status == "pending" and not report.sent:
+            self.held += 1
         else:
             setattr(self, report.status, getattr(self, report.status) + 1)

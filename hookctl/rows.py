@@ -17,14 +17,14 @@ INSERT_DELIVERY = """
 INSERT INTO deliveries (
     id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
     body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
-    lease_token, lease_expires_at, fence
-) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    lease_token, lease_expires_at, fence, unrendered
+) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 CLAIM_COLUMNS = (
     "id, rule, ticket, url, method, request, body, policy, timeout, accept, attempts, "
-    "first_attempt_at, on_failure, event, event_id"
+    "first_attempt_at, on_failure, event, event_id, unrendered, replays, attempts_at_replay"
 )
 # INDEXED BY because, without statistics, the planner prefers the equality on
 # deliveries_status and then sorts every pending row.
@@ -34,7 +34,8 @@ READY = (
 )
 DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"
 # The attempt is recorded even when the lease was lost: the request did happen. Numbers run
-# over the delivery's whole life (replays included), so they stay unique in the log.
+# over the delivery's whole life (replays included), so they stay unique in the log. A result
+# with :sent = 0 (nothing went out) is no attempt: not logged, not counted.
 INSERT_ATTEMPT = """
 INSERT INTO attempts (
     delivery_id, number, started_at, duration_ms, status_code, error, response_headers,
@@ -42,13 +43,15 @@ INSERT INTO attempts (
 )
 SELECT :id, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = :id), 0) + 1,
     :started_at, :duration_ms, :status_code, :error, :response_headers, :response_body
-WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = :id)
+WHERE :sent AND EXISTS (SELECT 1 FROM deliveries WHERE id = :id)
 """
 APPLY_RESULT = """
 UPDATE deliveries SET
-    attempts = attempts + 1, status = :status, next_attempt_at = :next_attempt_at,
-    last_status_code = :status_code, error = :error, updated_at = :now,
-    first_attempt_at = COALESCE(first_attempt_at, :started_at),
+    attempts = attempts + :sent, status = :status, next_attempt_at = :next_attempt_at,
+    last_status_code = CASE WHEN :sent THEN :status_code ELSE last_status_code END,
+    error = :error, updated_at = :now,
+    first_attempt_at = CASE WHEN :sent THEN COALESCE(first_attempt_at, :started_at)
+        ELSE first_attempt_at END,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token
 """
@@ -71,6 +74,34 @@ def dumps_shared(value: Any, memo: dict[int, str | None]) -> str | None:
     return memo[key]
 
 
+# A replay of a delivery whose request could not be rendered: the request rendered anew.
+REPLACE_REQUEST = """
+UPDATE deliveries SET
+    url = ?, method = ?, request = ?, body = ?, policy = ?, timeout = ?, accept = ?,
+    on_failure = ?, event = ?, ticket = ?, unrendered = 0
+WHERE id = ?
+"""
+
+
+def _request_and_body(request: dict[str, Any]) -> tuple[str, str | None]:
+    """The request's JSON without a string body, and that body (kept in a column of its own)."""
+    body = request.get("body")
+    if isinstance(body, str):  # kept apart: dicts() puts it back
+        return _ENCODER.encode({k: v for k, v in request.items() if k != "body"}), body
+    return _ENCODER.encode(request), None
+
+
+def request_columns(
+    d: NewDelivery, delivery_id: str, shared: dict[int, str | None]
+) -> tuple[Any, ...]:
+    """The REPLACE_REQUEST parameters: `d`'s request and policy for the delivery `delivery_id`."""
+    request, body = _request_and_body(d.request)
+    return (
+        d.url, d.method, request, body, dumps_shared(d.policy, shared), d.timeout, d.accept,
+        dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), d.ticket, delivery_id,
+    )  # fmt: skip
+
+
 def delivery_row(
     d: NewDelivery,
     now: float,
@@ -80,16 +111,12 @@ def delivery_row(
 ) -> tuple[Any, ...]:
     """The INSERT_DELIVERY parameters for one delivery (claimed when claim_token is given)."""
     fence = 1 if claim_token is not None else 0
-    request, body = d.request, d.request.get("body")
-    if isinstance(body, str):  # kept apart: dicts() puts it back
-        request = {k: v for k, v in request.items() if k != "body"}
-    else:
-        body = None
+    request, body = _request_and_body(d.request)
     return (
         d.id, d.rule, d.event_id, d.event_name, d.ticket, d.dedupe_key, d.url, d.method,
-        _ENCODER.encode(request), body, dumps_shared(d.policy, shared), d.timeout, d.accept,
+        request, body, dumps_shared(d.policy, shared), d.timeout, d.accept,
         dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), now, now,
-        now, claim_token, lease_until, fence,
+        now, claim_token, lease_until, fence, int(d.unrendered),
     )  # fmt: skip
 
 

@@ -26,6 +26,54 @@ LITERAL_HINT = (
 )
 
 
+ENV_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Words that make a variable name a credential's, whatever a rule's `public_env` says.
+_SECRET_WORDS = {
+    "AUTH", "BEARER", "COOKIE", "CREDENTIAL", "CREDENTIALS", "JWT", "KEY", "PASS", "PASSWD",
+    "PASSWORD", "PIN", "PRIVATE", "PWD", "SECRET", "SESSION", "SIGNATURE", "SIGNING", "TOKEN",
+}  # fmt: skip
+_SECRET_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "PRIVATE", "CREDENTIAL")
+
+
+def secret_name(name: str) -> bool:
+    """True for a variable name that says it holds a credential (TELEGRAM_TOKEN, SMS_API_KEY)."""
+    upper = name.upper()
+    words = set(re.split(r"[^A-Z0-9]+", upper))
+    return bool(words & _SECRET_WORDS) or any(part in upper for part in _SECRET_PARTS)
+
+
+def env_reference(name: str) -> re.Pattern[str]:
+    """A template's use of `env.NAME` or `env["NAME"]`."""
+    quoted = re.escape(name)
+    return re.compile(rf"\benv\s*(?:\.\s*{quoted}\b|\[\s*['\"]{quoted}['\"]\s*\])")
+
+
+def credential_templates(spec: Any, prefix: str) -> Iterator[tuple[str, str]]:
+    """(field, template) for each credential a webhook spec renders: auth, signing secrets,
+    and headers or body keys named like credentials (Authorization, X-Api-Key, password)."""
+    if not isinstance(spec, Mapping):
+        return
+    auth = spec.get("auth")
+    if isinstance(auth, Mapping):
+        for key, value in auth.items():
+            if key not in ("type", "header", "query") and isinstance(value, str):
+                yield f"{prefix}.auth.{key}", value
+    sign = spec.get("sign")
+    if isinstance(sign, Mapping):
+        secrets = sign.get("secret")
+        for value in secrets if isinstance(secrets, list) else [secrets]:
+            if isinstance(value, str):
+                yield f"{prefix}.sign.secret", value
+    headers = spec.get("headers")
+    if isinstance(headers, Mapping):
+        for name, value in headers.items():
+            if secret_key(str(name)) and isinstance(value, str):
+                yield f"{prefix}.headers.{name}", value
+    for field, _node, key, value in _strings(spec.get("body"), f"{prefix}.body", spec, "body"):
+        if secret_key(key):
+            yield field, value
+
+
 def secret_key(name: str) -> bool:
     """True for a header or body key whose value is a credential (Authorization, X-Api-Key, password)."""
     key = re.sub(r"[^a-z0-9]", "", name.lower())

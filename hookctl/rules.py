@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from hookctl.conditions import ConditionError, Group, compile_when, evaluate
-from hookctl.errors import RuleError, RuleErrors
+from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.policy import (
     DEFAULT_POLICY,
     RetryPolicy,
@@ -24,7 +24,11 @@ from hookctl.render import (
     WebhookTemplate,
 )
 from hookctl.rulechecks import (
+    ENV_NAME,
+    credential_templates,
+    env_reference,
     expansion_problem,
+    secret_name,
 )
 from hookctl.webhookspec import (
     KNOWN_NAMES,
@@ -47,6 +51,7 @@ RULE_KEYS = (
     "on_failure",
     "tests",
     "allow_literal_secrets",
+    "public_env",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -69,6 +74,7 @@ class Rule:
     enabled: bool = True
     description: str | None = None
     tests: tuple[Any, ...] = ()
+    public_env: frozenset[str] = frozenset()  # env variables that are not secret: shown in logs
 
     def handles(self, event_name: str | None) -> bool:
         """True when the rule listens for this event name (`on:` omitted = every event)."""
@@ -146,12 +152,21 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_rules(paths: Iterable[Path]) -> list[Rule]:
-    """Load and validate every rule; raise RuleErrors listing every problem found."""
+    """Load and validate every rule; raise RuleErrors listing every problem found.
+
+    Nothing to load (a path that does not exist, directories without rule files) is a
+    UsageError naming the paths: no rules were given, as when none are named at all.
+    """
+    paths = list(paths)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such rule file or directory")
     rules: list[Rule] = []
     errors: list[RuleError] = []
     files = rule_files(paths)
     if not files:
-        raise RuleErrors([RuleError("no rule files found (use --rules PATH or HOOKCTL_RULES)")])
+        where = ", ".join(str(p) for p in paths) or "<rules>"
+        raise UsageError(f"{where}: no rule files (*.yaml, *.yml) in this directory")
     for file in files:
         try:
             rules.extend(load_file(file))
@@ -188,7 +203,8 @@ def load_file(path: Path) -> list[Rule]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        # The problem only, never str(exc): that quotes the lines around the error.
+        problem = getattr(exc, "problem", None) or "cannot parse"
         raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=where)]) from None
     if doc is None:
         raise RuleErrors([RuleError("the file is empty", file=str(path))])
@@ -235,9 +251,9 @@ class _RuleBuilder(SpecChecker):
         when = None
         if data.get("when") is not None:
             try:
-                when = compile_when(data["when"])
+                when = compile_when(data["when"], node=data)
             except ConditionError as exc:
-                self.error(exc.field, exc.message, data, "when")
+                self.error(exc.field, exc.message, data, "when", line=exc.line)
 
         webhook = self.webhook(data.get("webhook"), "webhook", names)
         on_failure = None
@@ -288,6 +304,7 @@ class _RuleBuilder(SpecChecker):
             self.error("tests", "expected a list of test cases", data, "tests")
             tests = []
         description = data.get("description")
+        public_env = self.public_env(data, on_failure)
 
         if self.errors or webhook is None:
             return None
@@ -306,7 +323,43 @@ class _RuleBuilder(SpecChecker):
             enabled=bool(enabled),
             description=str(description) if description is not None else None,
             tests=tuple(plain(tests)),
+            public_env=public_env,
         )
+
+    def public_env(self, data: Mapping[str, Any], on_failure: Any) -> frozenset[str]:
+        """`public_env:`, the variables whose values may be shown; credentials never are."""
+        raw = data.get("public_env")
+        if raw is None:
+            return frozenset()
+        if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+            self.error("public_env", "expected a list of variable names", data, "public_env")
+            return frozenset()
+        names = set()
+        for name in raw:
+            if not ENV_NAME.match(name):
+                self.error("public_env", f"{name!r} is not a variable name", data, "public_env")
+            elif secret_name(name):
+                self.error(
+                    "public_env",
+                    f"{name} looks like a secret (by its name), and secrets are always masked; "
+                    "leave it out",
+                    data,
+                    "public_env",
+                )
+            else:
+                names.add(name)
+        for prefix in ("webhook", "on_failure"):
+            spec = data.get(prefix)
+            for field, value in credential_templates(spec, prefix):
+                for name in sorted(names):
+                    if env_reference(name).search(value):
+                        self.error(
+                            "public_env",
+                            f"{name} is used in {field}, a credential, which is always masked",
+                            data,
+                            "public_env",
+                        )
+        return frozenset(names)
 
 
 def webhook_accept(spec: Any) -> str:

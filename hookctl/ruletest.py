@@ -123,9 +123,9 @@ def _load(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RuleErrors(
-            [RuleError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=where)]
-        ) from None
+        # The problem only, never str(exc): that quotes the lines around the error.
+        problem = getattr(exc, "problem", None) or "cannot parse"
+        raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=where)]) from None
 
 
 # --- collecting cases ------------------------------------------------------------------------

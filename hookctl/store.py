@@ -18,7 +18,6 @@ from types import TracebackType
 from typing import Any
 
 from hookctl import database, history
-from hookctl.errors import UsageError
 from hookctl.history import STATUSES
 from hookctl.records import (
     ID_CLOCK_SLACK,
@@ -37,9 +36,11 @@ from hookctl.rows import (
     INSERT_DELIVERY,
     INSERT_DELIVERY_ONCE,
     READY,
+    REPLACE_REQUEST,
     delivery_row,
     dicts,
     dumps,
+    request_columns,
 )
 
 __all__ = ["STATUSES", "AttemptResult", "Claim", "NewDelivery", "Store", "new_delivery_id"]
@@ -248,6 +249,7 @@ class Store:
                     "status": r.status,
                     "next_attempt_at": r.next_attempt_at if r.status == "pending" else None,
                     "now": now,
+                    "sent": int(r.sent),
                 }
             )
         if not params:
@@ -317,6 +319,28 @@ class Store:
         with self._read() as conn:
             return history.get(conn, delivery_id)
 
+    def select(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        status: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+    ) -> list[str]:
+        """The full ids a replay selects: by ids (or unique prefixes), or by filters."""
+        with self._read() as conn:
+            return history.select_ids(conn, ids=ids, status=status, rule=rule, since=since)
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of `ids` (a duplicate's earlier delivery, say)."""
+        with self._read() as conn:
+            return history.statuses(conn, ids)
+
+    def unrendered(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Those of `ids` whose request could not be rendered, with their rule and event."""
+        with self._read() as conn:
+            return history.unrendered(conn, ids)
+
     def requeue(
         self,
         *,
@@ -325,39 +349,36 @@ class Store:
         rule: str | None = None,
         since: float | None = None,
         now: float,
+        rendered: Mapping[str, NewDelivery] | None = None,
     ) -> list[str]:
         """Replay deliveries under the same id: pending again, due now, with a fresh schedule.
 
         Select by ids (or unique prefixes) or by filters. Finished deliveries restart their
-        retry policy (attempts and first_attempt_at reset; the attempt log is kept); pending
-        ones are just made due now, and a live lease is left alone.
+        retry policy (counted from here, first_attempt_at reset) and count one more replay;
+        `attempts` and the attempt log keep counting over the delivery's life. Pending ones
+        are just made due now, and a live lease is left alone. A delivery whose request could
+        not be rendered is requeued only with its request rendered anew in `rendered` (keyed by
+        id: the request, policy, timeout and the rest replace the stored ones); without one it
+        is left as it is, never sent bare. Returns the ids requeued.
         """
-        if ids and (status is not None or rule is not None or since is not None):
-            raise UsageError("select deliveries by id or by filters, not both")
-        if not ids and status is None and rule is None and since is None:
-            raise UsageError("nothing to requeue: give delivery ids or a filter")
+        rendered = rendered or {}
         with self._write() as conn:
-            if ids:
-                selected = []
-                for given in ids:
-                    full_id = history.resolve_id(conn, given)
-                    if full_id is None:
-                        raise UsageError(f"no delivery {given!r}")
-                    selected.append(full_id)
-                selected = sorted(set(selected))
-            else:
-                where, params = history.filters(status=status, rule=rule, since=since)
-                selected = [
-                    row[0]
-                    for row in conn.execute(
-                        f"SELECT id FROM deliveries WHERE {' AND '.join(where)} ORDER BY id",
-                        params,
-                    )
-                ]
+            selected = history.select_ids(conn, ids=ids, status=status, rule=rule, since=since)
+            bare = {row["id"] for row in history.unrendered(conn, selected)}
+            shared: dict[int, str | None] = {}
+            renewed = [
+                request_columns(rendered[i], i, shared)
+                for i in selected
+                if i in bare and i in rendered
+            ]
+            conn.executemany(REPLACE_REQUEST, renewed)
+            selected = [i for i in selected if i not in bare or i in rendered]
             conn.executemany(
                 """
                 UPDATE deliveries SET
-                    attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END,
+                    attempts_at_replay = CASE WHEN status = 'pending' THEN attempts_at_replay
+                        ELSE attempts END,
+                    replays = CASE WHEN status = 'pending' THEN replays ELSE replays + 1 END,
                     first_attempt_at = CASE WHEN status = 'pending' THEN first_attempt_at END,
                     lease_token = CASE WHEN status = 'pending' THEN lease_token END,
                     lease_expires_at = CASE WHEN status = 'pending' THEN lease_expires_at END,

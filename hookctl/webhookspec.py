@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -50,6 +51,18 @@ AUTH_KEYS = {
 # Names every template may use besides the event's own keys; near-misses are typos.
 KNOWN_NAMES = ("env", "rule", "event", "ticket", "id", "delivery")
 SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# What a rule's key can look like; anything else is quoted only by an excerpt (it may be a
+# line of a file that was never meant to be read as a rule).
+_KEY_SHAPE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$")
+_ODD_SHOWN = 3
+
+
+def excerpt(text: str, limit: int = 12) -> str:
+    """The start of `text` up to its first character that is not a letter, digit, `_` or `-`,
+    at most `limit` characters, then `…`: enough to recognise a line, too little to leak it."""
+    head = re.match(r"[A-Za-z0-9_-]*", text)
+    start = head[0][:limit] if head else ""
+    return start + "…" if start != text else start
 
 
 def webhook_to_dict(webhook: WebhookTemplate) -> dict[str, Any]:
@@ -87,26 +100,62 @@ class SpecChecker:
         self.errors: list[RuleError] = []
         self.allow_literal = data.get("allow_literal_secrets") is True
 
-    def error(self, field: str, message: str, node: Any = None, key: str | None = None) -> None:
-        line = getattr(node, "line", None)
-        lines = getattr(node, "lines", None)
-        if lines and key is not None and key in lines:
-            line = lines[key]
+    def error(
+        self,
+        field: str,
+        message: str,
+        node: Any = None,
+        key: str | None = None,
+        *,
+        line: int | None = None,
+    ) -> None:
+        """Record an error at `line`, else at the line of `key` in `node`, else of `node`."""
+        if line is None:
+            line = getattr(node, "line", None)
+            lines = getattr(node, "lines", None)
+            if lines and key is not None and key in lines:
+                line = lines[key]
         where = f"{self.path}:{line}" if line else str(self.path)
         self.errors.append(RuleError(message, file=where, rule=self.name, field=field))
 
     def unknown_keys(self, mapping: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
+        """An error per unknown key, naming the key but never its value.
+
+        A key that is not shaped like one (a whole line of some other file, such as a rules
+        path that points at /etc/shadow) is quoted by a short excerpt only, and past a few
+        such lines the rest are counted, not listed.
+        """
         allowed = tuple(allowed)
+        odd = 0
         for key in mapping:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.error(
-                    f"{prefix}{key}",
-                    f"unknown key{hint}; allowed: {', '.join(allowed)}",
-                    mapping,
-                    str(key),
-                )
+            if key in allowed:
+                continue
+            if not _KEY_SHAPE.match(str(key)):
+                odd += 1
+                if odd <= _ODD_SHOWN:
+                    self.error(
+                        prefix.rstrip("."),
+                        f"a line starting {excerpt(str(key))!r} is not a `key: value` of a "
+                        "rule (is this a hookctl rule file?)",
+                        mapping,
+                        str(key),
+                    )
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.error(
+                f"{prefix}{key}",
+                f"unknown key{hint}; allowed: {', '.join(allowed)}",
+                mapping,
+                str(key),
+            )
+        if odd > _ODD_SHOWN:
+            more = odd - _ODD_SHOWN
+            self.error(
+                prefix.rstrip("."),
+                f"and {more} more line{'s' if more != 1 else ''} like these",
+                mapping,
+            )
 
     def template(
         self, value: Any, field: str, node: Any, key: str | None, names: tuple[str, ...]

@@ -227,16 +227,28 @@ def test_explain_json_and_curl(cli, rule_file, event_file):
     assert record["error"] is None
 
 
-def test_missing_variable_is_an_error_for_that_rule_only(cli, rule_file, event_file):
+def test_an_unset_variable_renders_as_its_name_and_is_listed_as_needed(cli, rule_file, event_file):
+    """Issue 12: explain used to exit 1 on the README's own example when a variable was unset."""
     rules = rule_file(NESTED)
     rule_file("name: plain\nwebhook: {url: 'https://a.example/x'}\n")
     result = cli("explain", "-r", rules.parent, event_file(EVENT), "--json")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.stdout
     by_rule = {r["rule"]: r for r in ndjson(result.stdout)}
-    assert by_rule["nested"]["matched"] and by_rule["nested"]["request"] is None
-    assert "HOOK_TOKEN is not set" in by_rule["nested"]["error"]
+    nested = by_rule["nested"]
+    assert nested["matched"] and nested["error"] is None
+    assert nested["request"]["url"] == "https://hooks.example.com/4711?token=${HOOK_TOKEN}"
+    assert nested["needs_env"] == [{"name": "HOOK_TOKEN", "set": False}]
     assert by_rule["plain"]["request"]["url"] == "https://a.example/x"
+    assert by_rule["plain"]["needs_env"] == []
+
+    text = cli("explain", "-r", rules.parent, event_file(EVENT))
+    assert text.exit_code == 0
+    assert "a real send needs: HOOK_TOKEN (not set); a delivery waits, held, until it is set" in (
+        text.stdout
+    )
+    with_it = cli("explain", "-r", rules, event_file(EVENT), env={"HOOK_TOKEN": "t0k3n"})
+    assert "a real send needs: HOOK_TOKEN\n" in with_it.stdout and "t0k3n" not in with_it.stdout
 
 
 def test_rule_option_and_its_typos(cli, rule_file, event_file):

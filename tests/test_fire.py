@@ -225,14 +225,32 @@ def test_secret_in_url_path_is_sent_but_never_recorded(
     assert "ABC-canary" not in cli("log", "--json").stdout
 
 
-def test_missing_env_var_is_a_clear_error(cli, rule_file, event_file, httpserver: HTTPServer):
-    rules = rule_file(simple_rule(httpserver.url_for("/") + "{{ env.NOT_SET_ANYWHERE }}"))
+def test_missing_env_var_holds_the_delivery_until_it_is_set(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file
+):
+    """Issue 12: an unset variable used to fail the delivery for good, with the raw template
+    stored as its request; it is the user's to fix, so the delivery waits (held) instead."""
+    httpserver.expect_request("/hook/s3cr3t").respond_with_data("ok")
+    rules = rule_file(simple_rule(httpserver.url_for("/hook/") + "{{ env.NOT_SET_ANYWHERE }}"))
     result = cli("fire", "-r", rules, event_file(EVENT), "--json")
-    assert result.exit_code == 1
+    assert result.exit_code == 1  # held: the user has something to fix
     (report,) = ndjson(result.stdout)
-    assert report["status"] == "failed"
-    assert "environment variable NOT_SET_ANYWHERE is not set" in report["error"]
-    assert httpserver.log == []
+    assert (report["status"], report["held"], report["sent"]) == ("pending", True, False)
+    assert report["error"] == "held: environment variable NOT_SET_ANYWHERE is not set"
+    assert report["attempts"] == 0 and httpserver.log == []
+    assert "1 held (nothing sent)" in result.stderr
+    (row,) = deliveries(db_file)
+    assert (row["status"], row["attempts"], row["unrendered"]) == ("pending", 0, 0)
+    assert attempts(db_file) == []  # nothing was sent: no attempt on record
+
+    human = cli("retry-loop", env={})
+    assert human.stdout.startswith("held ") and "nothing sent" in human.stdout
+    sent = cli("retry-loop", "--json", env={"NOT_SET_ANYWHERE": "s3cr3t"})
+    assert sent.exit_code == 0, sent.stderr
+    assert [r["status"] for r in ndjson(sent.stdout)] == ["succeeded"]
+    assert [r.path for r, _ in httpserver.log] == ["/hook/s3cr3t"]
+    (row,) = deliveries(db_file)
+    assert (row["status"], row["attempts"]) == ("succeeded", 1)
 
 
 def test_redirect_is_success_and_not_followed(cli, rule_file, event_file, httpserver: HTTPServer):
@@ -440,12 +458,15 @@ def test_movidesk_bare_payload(cli, rule_file, event_file, httpserver: HTTPServe
     assert deliveries(db_file)[0]["ticket"] == "98231"
 
 
-def test_root_quiet_and_verbose(cli, rule_file, event_file, httpserver: HTTPServer, db_file):
+def test_root_quiet_and_verbose(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file, monkeypatch
+):
     httpserver.expect_request("/hook").respond_with_data("ok")
     rules = rule_file(simple_rule(httpserver.url_for("/hook")))
     quiet = cli("-q", "fire", "-r", rules, event_file(EVENT))
     assert quiet.exit_code == 0 and quiet.stderr == ""
-    assert quiet.stdout.startswith("succeeded")
+    assert quiet.stdout == ""  # nothing on success, so cron mails nothing
+    monkeypatch.delenv("HOOKCTL_QUIET")  # the root -q set it for this (test) process
     verbose = cli("-v", "fire", "--force", "-r", rules, event_file(EVENT))
     delivery_id = deliveries(db_file)[-1]["id"]
     assert f"[{delivery_id}  event " in verbose.stdout

@@ -152,7 +152,7 @@ def test_malformed_events_are_reported_and_good_ones_still_delivered(
     assert reports["good-1"]["status"] == "succeeded" and reports["good-2"]["status"] == "succeeded"
     assert (
         reports["big"]["status"] == "failed"
-        and "larger than 1,048,576 bytes" in reports["big"]["error"]
+        and "larger than webhook.max_body (1,048,576 bytes)" in reports["big"]["error"]
     )
     assert reports["surrogate"]["status"] == "succeeded"
     assert (

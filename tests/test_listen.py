@@ -179,10 +179,13 @@ def receiver() -> Iterator[tuple[Receiver, list[Received]]]:
 
 
 def raw(port: int, request: bytes) -> bytes:
-    """Send raw bytes; return everything the server answers before it closes the connection."""
+    """Send raw bytes; return everything the server answers before it closes the connection.
+
+    The connection stays open for writing: the server must close it itself (a half-closed
+    client gets no answer from aiohttp, and no real sender half-closes).
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(request)
-        conn.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := conn.recv(65536):
             chunks.append(chunk)
@@ -215,8 +218,8 @@ def test_chunked_bodies_are_read_whole(receiver):
 def test_unreadable_bodies_are_refused_and_the_connection_closed(receiver, header, status):
     server, seen = receiver
     answer = raw(server.port, f"POST / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\nabc".encode())
-    assert answer.startswith(b"HTTP/1.1 " + status)
-    assert answer.count(b"HTTP/1.1") == 1  # the leftover bytes were not read as a second request
+    assert re.match(rb"HTTP/1\.[01] " + status, answer), answer
+    assert len(re.findall(rb"HTTP/1\.[01] ", answer)) == 1  # leftover bytes: no second request
     assert seen == []
 
 

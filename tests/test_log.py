@@ -215,7 +215,8 @@ def test_log_one_delivery_by_prefix(cli, mixed_log):
     assert shown.exit_code == 0, shown.stderr
     assert shown.stdout.startswith(f"{delivery_id}  failed  rule gone  ticket {row['ticket']}")
     assert f"POST {row['url']}" in shown.stdout
-    assert "attempt 1  " in shown.stdout and "HTTP 410 - HTTP 410" in shown.stdout
+    assert "attempt 1  " in shown.stdout and "  HTTP 410\n" in shown.stdout
+    assert "HTTP 410 - HTTP 410" not in shown.stdout  # issue 12: the outcome said once
     assert "\n  gone\n" in shown.stdout  # the response body
 
     (record,) = ndjson(cli("log", delivery_id, "--json").stdout)

@@ -36,7 +36,8 @@ def test_replay_by_id_reuses_the_delivery_id(
     assert replayed.exit_code == 0, replayed.stderr
     assert replayed.stderr == "1 delivery queued again\n" and replayed.stdout == ""
     (row,) = deliveries(db_file)
-    assert row["status"] == "pending" and row["attempts"] == 0 and row["next_attempt_at"]
+    assert row["status"] == "pending" and row["next_attempt_at"]
+    assert (row["attempts"], row["replays"]) == (1, 1)  # over its life, with the replay beside
     assert len(httpserver.log) == 1  # queued, not sent
 
     sent = cli("retry-loop", "--json")
@@ -218,3 +219,252 @@ def test_a_replay_that_fails_again_notifies_again(
     assert [r.get_json()["id"] for r, _ in httpserver.log] == [failed["id"]] * 2
     notices = [d for d in deliveries(db_file) if d["rule"] == "r1:on_failure"]
     assert len(notices) == 2
+
+
+# --- issue 12.1: a request that could not be rendered is never sent as stored ------------------
+
+TG_RULE = """\
+name: tg
+on: [ticket.created]
+webhook:
+  url: "{base}/bot{{{{ env.TG_TOKEN }}}}/sendMessage"
+  body:
+    chat_id: "{{{{ env.TG_CHAT }}}}"
+    text: "{{{{ ticket.{field} }}}}"
+retry: movidesk
+"""
+TICKET = {"event": "ticket.created", "id": "evt_tg", "ticket": {"id": 4711, "subject": "Fire"}}
+
+
+def tg_rule(rule_file, base: str, field: str = "subject", name: str = "tg.yaml"):  # type: ignore[no-untyped-def]
+    return rule_file(TG_RULE.format(base=base, field=field), name=name)
+
+
+def test_a_misspelt_field_fails_unsent_and_a_replay_renders_the_fixed_rule(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file, monkeypatch
+):
+    monkeypatch.setenv("TG_TOKEN", "123:abc")
+    monkeypatch.setenv("TG_CHAT", "42")
+    httpserver.expect_request("/bot123:abc/sendMessage").respond_with_data("ok")
+    rules = tg_rule(rule_file, httpserver.url_for("").rstrip("/"), field="subjet")
+    fired = cli("fire", "-r", rules, event_file(TICKET))
+    assert fired.exit_code == 1
+    assert "cannot render: webhook.body.text: ticket has no field 'subjet' (did you mean 'subject'?)" in (
+        fired.stdout
+    )
+    assert "nothing sent" in fired.stdout and "attempt" not in fired.stdout  # not an attempt
+    (row,) = deliveries(db_file)
+    assert (row["status"], row["attempts"], row["unrendered"]) == ("failed", 0, 1)
+    assert attempts(db_file) == [] and httpserver.log == []
+
+    # Without the rules it cannot be rendered again: refused, and still not sent bare.
+    refused = cli("replay", row["id"], "--now")
+    assert refused.exit_code == 1
+    assert f"{row['id']}: not replayed: its request was never rendered" in refused.stderr
+    assert "0 deliveries queued again, 1 not replayed" in refused.stderr
+    still = cli("replay", "-r", rules, row["id"], "--now")
+    assert still.exit_code == 1 and "not replayed: still cannot render:" in still.stderr
+    assert httpserver.log == [] and deliveries(db_file)[0]["status"] == "failed"
+
+    tg_rule(rule_file, httpserver.url_for("").rstrip("/"), field="subject")  # the fix, same file
+    replayed = cli("replay", "-r", rules, row["id"], "--now", "--json")
+    assert replayed.exit_code == 0, replayed.stderr
+    assert f"{row['id']}: re-rendered from rule tg as it is now ({rules}:1)" in replayed.stderr
+    (report,) = ndjson(replayed.stdout)
+    assert (report["id"], report["status"], report["attempts"]) == (row["id"], "succeeded", 1)
+    ((request, _),) = httpserver.log
+    assert request.path == "/bot123:abc/sendMessage"  # exactly the request the rule meant
+    assert request.get_json() == {"chat_id": "42", "text": "Fire"}
+    assert request.headers["webhook-id"] == row["id"]
+    (row,) = deliveries(db_file)
+    assert (row["status"], row["unrendered"], row["attempts"]) == ("succeeded", 0, 1)
+
+
+def test_an_unset_variable_holds_the_delivery_and_a_replay_sends_what_the_rule_meant(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file, monkeypatch
+):
+    monkeypatch.delenv("TG_TOKEN", raising=False)
+    monkeypatch.setenv("TG_CHAT", "42")
+    httpserver.expect_request("/bot123:abc/sendMessage").respond_with_data("ok")
+    rules = tg_rule(rule_file, httpserver.url_for("").rstrip("/"))
+    fired = cli("fire", "-r", rules, event_file(TICKET), "--json")
+    assert fired.exit_code == 1
+    (report,) = ndjson(fired.stdout)
+    assert report["status"] == "pending" and report["held"]
+    assert report["error"] == "held: environment variable TG_TOKEN is not set"
+    (row,) = deliveries(db_file)
+    assert (row["unrendered"], row["attempts"]) == (0, 0) and httpserver.log == []
+
+    monkeypatch.setenv("TG_TOKEN", "123:abc")
+    replayed = cli("replay", row["id"], "--now")  # no rules needed: the request is complete
+    assert replayed.exit_code == 0, replayed.stderr
+    assert replayed.stdout.startswith("succeeded tg ticket 4711")
+    ((request, _),) = httpserver.log
+    assert request.path == "/bot123:abc/sendMessage"
+    assert request.get_json() == {"chat_id": "42", "text": "Fire"}
+
+
+def test_replay_of_a_mixed_set_does_the_right_thing_for_each(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("TG_TOKEN", "123:abc")
+    monkeypatch.setenv("TG_CHAT", "42")
+    fail_then_succeed(httpserver, "/gone")
+    httpserver.expect_request("/bot123:abc/sendMessage").respond_with_data("ok")
+    base = httpserver.url_for("").rstrip("/")
+    rendered = rule_file(rule_yaml(httpserver.url_for("/gone"), name="sent-once"), name="a.yaml")
+    fixable = tg_rule(rule_file, base, field="subjet", name="b.yaml")
+    broken = rule_file(
+        TG_RULE.format(base=base, field="nope").replace("name: tg", "name: broken"), name="c.yaml"
+    )
+    removed = rule_file(
+        TG_RULE.format(base=base, field="gone").replace("name: tg", "name: removed"),
+        name="d.yaml",
+    )
+    assert cli("fire", "-r", rules_dir := rendered.parent, event_file(TICKET)).exit_code == 1
+    ids = {d["rule"]: d["id"] for d in deliveries(db_file)}
+    assert {d["rule"]: d["status"] for d in deliveries(db_file)} == dict.fromkeys(ids, "failed")
+    assert [r.path for r, _ in httpserver.log] == ["/gone"]
+    httpserver.clear_log()
+
+    tg_rule(rule_file, base, field="subject", name="b.yaml")  # fixed
+    removed.unlink()  # and one rule is gone
+    result = cli("replay", "-r", rules_dir, "--status", "failed", "--now", "--json")
+    assert result.exit_code == 1  # two could not be replayed
+    assert f"{ids['tg']}: re-rendered from rule tg as it is now" in result.stderr
+    assert f"{ids['broken']}: not replayed: still cannot render:" in result.stderr
+    assert "ticket has no field 'nope'" in result.stderr
+    assert f"{ids['removed']}: not replayed: no rule named 'removed' in {rules_dir} now" in (
+        result.stderr
+    )
+    assert "2 deliveries queued again, 2 not replayed" in result.stderr
+    reports = {r["rule"]: r["status"] for r in ndjson(result.stdout)}
+    assert reports == {"sent-once": "succeeded", "tg": "succeeded"}
+    assert sorted(r.path for r, _ in httpserver.log) == ["/bot123:abc/sendMessage", "/gone"]
+    after = {d["rule"]: (d["status"], d["unrendered"]) for d in deliveries(db_file)}
+    assert after == {
+        "sent-once": ("succeeded", 0),
+        "tg": ("succeeded", 0),
+        "broken": ("failed", 1),
+        "removed": ("failed", 1),
+    }
+
+
+def test_an_unrendered_delivery_left_pending_by_a_crash_is_never_sent_bare(
+    cli, httpserver: HTTPServer, db_file
+):
+    from hookctl.records import NewDelivery, new_delivery_id
+    from hookctl.store import Store
+
+    url = httpserver.url_for("/bot{{ env.TG_TOKEN }}/x")
+    now = __import__("time").time()
+    with Store(db_file) as store:  # as fire leaves it when killed before recording the failure
+        store.enqueue(
+            [
+                NewDelivery(
+                    id=new_delivery_id(now), rule="tg", event_id="e", event_name="ticket.created",
+                    ticket="1", dedupe_key=None, method="POST", url=url,
+                    request={"method": "POST", "url": url, "headers": [], "body": None},
+                    policy={"name": "none", "schedule": []}, timeout=3.0, accept="2xx-3xx",
+                    unrendered=True,
+                )
+            ],
+            now=now,
+        )  # fmt: skip
+    result = cli("retry-loop", "--json")
+    assert result.exit_code == 1
+    (report,) = ndjson(result.stdout)
+    assert report["status"] == "failed" and report["error"].startswith("cannot render:")
+    assert httpserver.log == [] and attempts(db_file) == []
+
+
+def test_a_database_from_before_marks_its_unrendered_deliveries_and_counts_attempts(
+    cli, tmp_path, httpserver: HTTPServer
+):
+    """Rows written before m005: the bare request of a render failure is marked, never sent;
+    a replayed delivery's count is fixed up from its attempt log."""
+    import sqlite3
+    import time
+
+    import sqlite_utils
+
+    from hookctl import migrations
+    from hookctl.records import new_delivery_id
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    old = sqlite_utils.Database(conn)
+    for migration in (migrations.m001_initial, migrations.m002_request_body):
+        migration(old)
+    conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    conn.executemany(
+        "INSERT INTO _migrations VALUES (?, 0)", [("m001_initial",), ("m002_request_body",)]
+    )
+    bare_url = httpserver.url_for("/bot{{ env.TG_TOKEN }}/x")
+    now = time.time()
+    bare, replayed = new_delivery_id(now), new_delivery_id(now + 0.01)
+    for delivery_id, status, count, error, url in (
+        (bare, "failed", 1, "cannot render the request: webhook.url: environment variable "
+         "TG_TOKEN is not set", bare_url),
+        (replayed, "succeeded", 1, None, httpserver.url_for("/ok")),
+    ):  # fmt: skip
+        conn.execute(
+            "INSERT INTO deliveries (id, rule, status, attempts, url, method, request, policy, "
+            "timeout, accept, created_at, updated_at) VALUES (?, 'tg', ?, ?, ?, 'POST', ?, "
+            "'{\"name\": \"none\", \"schedule\": []}', 3, '2xx-3xx', ?, ?)",
+            (delivery_id, status, count, url, json.dumps({"method": "POST", "url": url}), now, now),
+        )
+        conn.execute("UPDATE deliveries SET error = ? WHERE id = ?", (error, delivery_id))
+    # The replayed one: two attempts logged, its count restarted at the replay.
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error)"
+        " VALUES (?, ?, ?, 1, ?, ?)",
+        [
+            (bare, 1, now, None, "cannot render the request: webhook.url: ..."),
+            (replayed, 1, now, 500, "HTTP 500"),
+            (replayed, 2, now, 200, None),
+        ],
+    )
+    conn.close()
+
+    (record,) = ndjson(cli("log", replayed, "--db", db, "--json").stdout)
+    assert (record["attempts"], record["replays"]) == (2, 1)
+    refused = cli("replay", bare, "--db", db, "--now", "-r", tmp_path)
+    assert refused.exit_code in (1, 2)
+    assert httpserver.log == []  # the bare template was never sent
+    assert cli("log", bare, "--db", db, "--json").exit_code == 0
+    (row,) = ndjson(cli("log", bare, "--db", db, "--json").stdout)
+    assert row["unrendered"] is True and row["status"] == "failed"
+
+
+# --- issue 12.4: one meaning for "attempts" ---------------------------------------------------
+
+
+def test_attempts_mean_the_same_in_the_list_the_detail_json_and_messages_after_replays(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file
+):
+    httpserver.expect_request("/hook").respond_with_data("down", status=500)
+    rules = rule_file(rule_yaml(httpserver.url_for("/hook"), retry="{schedule: [1ms]}"))
+    fired = cli("fire", "-r", rules, event_file(event(1)))
+    assert "HTTP 500" in fired.stdout and "; attempt 1, next at" in fired.stdout
+    wait_until_due(db_file)
+    again = cli("retry-loop")
+    assert "failed after 2 attempts" in again.stdout
+    (row,) = deliveries(db_file)
+
+    replayed = cli("replay", row["id"], "--now")
+    # The policy starts again (one retry left), the count goes on: the third attempt.
+    assert "; attempt 3, 1 replay, next at" in replayed.stdout
+    wait_until_due(db_file)
+    last = cli("retry-loop")
+    assert "failed after 4 attempts, 1 replay" in last.stdout
+
+    table = cli("log").stdout.splitlines()
+    assert table[1].split("\t")[2] == "4 (1 replay)"
+    (record,) = ndjson(cli("log", "--json").stdout)
+    assert (record["attempts"], record["replays"]) == (4, 1)
+    detail = cli("log", row["id"]).stdout
+    assert "\n4 attempts, 1 replay\n" in detail
+    assert [n for n in range(1, 6) if f"\nattempt {n}  " in detail] == [1, 2, 3, 4]
+    (full,) = ndjson(cli("log", row["id"], "--json").stdout)
+    assert full["attempts"] == len(full["attempts_detail"]) == 4

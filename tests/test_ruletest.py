@@ -239,8 +239,8 @@ def test_disabled_rules_and_render_errors_fail_cases_that_expect_a_request(cli, 
     result = cli("test", "-r", rules.parent)
     assert result.exit_code == 1
     assert "the rule is disabled (enabled: false)" in result.stdout
-    assert "cannot render the request: webhook.url:" in result.stdout
-    assert "'dict object' has no attribute 'id'" in result.stdout
+    assert "cannot render: webhook.url:" in result.stdout
+    assert "ticket has no field 'id'" in result.stdout
 
 
 def test_cases_in_a_tests_directory_and_on_the_command_line(cli, rule_file, tmp_path):

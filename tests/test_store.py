@@ -100,6 +100,7 @@ def test_open_twice_migrates_once(tmp_path: Path) -> None:
     assert [name for (name,) in raw(path, "SELECT name FROM _migrations")] == [
         "m001_initial",
         "m002_request_body",
+        "m005_replays",
     ]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
     assert len(raw(path, "SELECT id FROM deliveries")) == 1
@@ -423,12 +424,14 @@ def test_requeue_keeps_the_id_and_restarts_the_schedule(store: Store) -> None:
     assert row is not None
     assert row["status"] == "pending"
     assert row["next_attempt_at"] == NOW + 100
-    assert row["attempt_count"] == 0
+    # Attempts count over the delivery's life; the policy counts from the replay.
+    assert (row["attempt_count"], row["replays"], row["attempts_at_replay"]) == (1, 1, 1)
     assert row["first_attempt_at"] is None
     assert len(row["attempts"]) == 1  # history kept
 
     [again] = store.claim(now=NOW + 100, limit=1, lease_seconds=60, token="t2")
     assert again.id == delivery_id
+    assert (again.attempts, again.run_attempts, again.replays) == (1, 0, 1)
     store.complete([result(again, started=NOW + 100)], now=NOW + 101)
     row = store.get(delivery_id)
     assert row is not None

@@ -26,6 +26,7 @@ app = typer.Typer(
         "every delivery and attempt is recorded in SQLite, and `retry-loop` retries failures."
     ),
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_show_locals=False,  # secrets live in local variables
     rich_markup_mode="rich",
     add_completion=True,
@@ -38,7 +39,8 @@ RulesOption = Annotated[
     typer.Option(
         "--rules",
         "-r",
-        help="Rule file or directory of *.yaml files (repeatable). Default: $HOOKCTL_RULES.",
+        help="Rule file or directory of *.yaml files (repeatable). Default: $HOOKCTL_RULES, "
+        "else ~/.config/hookctl/rules if it exists.",
         show_default=False,
     ),
 ]
@@ -46,7 +48,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="SQLite file for deliveries. Default: $HOOKCTL_DB, else the app dir (see `hookctl db path`).",
+        help="SQLite file for deliveries. Default: $HOOKCTL_DB, else ~/.local/share/hookctl/ "
+        "(see `hookctl db path`).",
         show_default=False,
     ),
 ]
@@ -152,16 +155,28 @@ def rule_paths(flags: list[str] | None) -> list[Path]:
 
     found = paths.rule_paths(flags)
     if not found:
-        raise UsageError("no rules: pass --rules PATH (a file or a directory) or set HOOKCTL_RULES")
+        raise UsageError(
+            "no rules: pass --rules PATH (a file or a directory), set HOOKCTL_RULES, "
+            f"or put rule files in {paths.default_rules_dir()}"
+        )
     return found
+
+
+def store_path(db: str | None) -> Path:
+    """Where the database is; a note on stderr when it is one found at the old default place."""
+    from hookctl import paths
+
+    path, note = paths.db_location(db)
+    if note and not os.environ.get("HOOKCTL_QUIET"):
+        sys.stderr.write(note + "\n")
+    return path
 
 
 def open_store(db: str | None) -> "Store":
     """The delivery database, which must exist already (reading commands never create it)."""
-    from hookctl import paths
     from hookctl.store import Store
 
-    path = paths.db_path(db)
+    path = store_path(db)
     if not path.exists():
         raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")
     return Store(path)

@@ -89,7 +89,6 @@ def listen(
             if text:
                 lines += ["", *("  " + line for line in _pretty(text, parsed, request.headers))]
             sys.stdout.write("\n".join(lines) + "\n\n")
-        sys.stdout.flush()
 
     try:
         receiver = Receiver(
@@ -97,6 +96,7 @@ def listen(
         )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    receiver.on_idle = sys.stdout.flush  # once a burst of requests is printed, not per request
     try:
         sys.stderr.write(f"listening on http://{host}:{receiver.port}/ (Ctrl-C to stop)\n")
         sys.stderr.flush()
@@ -104,7 +104,7 @@ def listen(
     except KeyboardInterrupt:
         pass
     finally:
-        receiver.server.server_close()
+        receiver.close()
 
 
 def _key(secret: str) -> bytes:

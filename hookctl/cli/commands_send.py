@@ -19,6 +19,7 @@ from hookctl.cli.app import (
     handle_errors,
     network_guard,
     rule_paths,
+    store_path,
 )
 from hookctl.errors import ExitCode, UsageError
 
@@ -97,7 +98,6 @@ def fire(
     Exit codes: 0 every event read and every delivery succeeded or is queued for retry;
     1 an event could not be read or a delivery failed for good; 2 usage; 3 invalid rules.
     """
-    from hookctl import paths
     from hookctl.deliver import Options, Pipeline
     from hookctl.events import read_events
     from hookctl.output import Printer, ProgressBar
@@ -122,7 +122,7 @@ def fire(
     if not dry_run:
         from hookctl.store import Store
 
-        store = Store(paths.db_path(db))
+        store = Store(store_path(db))
     bar = ProgressBar("sending", enabled=not quiet and not dry_run)
     pipeline = Pipeline(store, options, bar.wrap(printer.report), bad_event)
     try:
@@ -136,7 +136,9 @@ def fire(
         if store is not None:
             store.close()
     printer.summary(summary)
-    exit_with(ExitCode.FAILED if summary.bad_events or summary.failed else ExitCode.OK)
+    exit_with(
+        ExitCode.FAILED if summary.bad_events or summary.failed or summary.held else ExitCode.OK
+    )
 
 
 async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_run: bool, guard):  # type: ignore[no-untyped-def]
@@ -175,11 +177,10 @@ def retry_loop(
 
     Example: hookctl retry-loop --every 30s
     """
-    from hookctl import paths
     from hookctl.store import Store
 
     interval = duration(every, "--every")
-    store = Store(paths.db_path(db))
+    store = Store(store_path(db))
     try:
         if interval is None and not store.due_count(time.time()):
             # Nothing due: leave before importing the HTTP and template machinery (cron runs this often).
@@ -204,7 +205,9 @@ def retry_loop(
         store.close()
     # A one-off pass reports failures in its exit code (for cron mail); a service stopped by a
     # signal exits 0, so its supervisor does not count a stop as a crash.
-    exit_with(ExitCode.FAILED if summary.failed and interval is None else ExitCode.OK)
+    exit_with(
+        ExitCode.FAILED if (summary.failed or summary.held) and interval is None else ExitCode.OK
+    )
 
 
 async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
@@ -227,13 +230,21 @@ async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     total = Summary()
+    if interval is not None and not quiet:
+        from hookctl.policy import format_duration
+
+        sys.stderr.write(
+            f"retry-loop: sending due deliveries every {format_duration(interval)} until stopped "
+            f"(Ctrl-C, or kill -TERM {os.getpid()}); attempts in flight finish first\n"
+        )
+        sys.stderr.flush()
     async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
         while True:
             pipeline = Pipeline(
                 store, Options(environ=os.environ, lease_seconds=lease), bar.wrap(printer.report)
             )
             summary = await pipeline.drain(sender, stop=stop, ids=ids)
-            for name in ("deliveries", "succeeded", "pending", "failed", "handed_back"):
+            for name in ("deliveries", "succeeded", "pending", "failed", "held", "handed_back"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
             if interval is None or stop.is_set():
                 break
@@ -241,8 +252,9 @@ async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease
                 await asyncio.wait_for(stop.wait(), timeout=interval)
     bar.stop()
     if not quiet:
+        held = f", {total.held} held (nothing sent)" if total.held else ""
         sys.stderr.write(
-            f"sent {total.deliveries}: {total.succeeded} succeeded, {total.pending} rescheduled, {total.failed} failed\n"
+            f"sent {total.deliveries}: {total.succeeded} succeeded, {total.pending} rescheduled, {total.failed} failed{held}\n"
         )
         if total.handed_back:
             sys.stderr.write(

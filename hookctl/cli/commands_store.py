@@ -1,5 +1,6 @@
 """`log`, `replay`, `purge` and `db`: reading and tending the delivery database."""
 
+import os
 import sys
 import time
 from typing import Annotated, Any
@@ -9,17 +10,22 @@ import typer
 from hookctl.cli.app import (
     DbOption,
     JsonOption,
+    RulesOption,
     app,
     exit_with,
     handle_errors,
     network_guard,
     open_store,
+    store_path,
     window_start,
 )
 from hookctl.cli.commands_send import AllowNetOption
 from hookctl.errors import ExitCode, UsageError
 
 STATUSES = ("pending", "succeeded", "failed")
+# On a narrow terminal these go first (in this order); ids, statuses and rule names stay whole.
+LOG_DROP = ("error", "ticket", "updated", "url", "attempts")
+LOG_WHOLE = ("id", "status", "rule")
 LOG_COLUMNS = [
     ("updated", "Last update"),
     ("status", "Status"),
@@ -35,6 +41,11 @@ db_app = typer.Typer(help="Where the delivery database is.", no_args_is_help=Tru
 app.add_typer(db_app, name="db")
 
 
+def _complete_status(incomplete: str) -> list[str]:
+    """Shell completion for --status."""
+    return [s for s in STATUSES if s.startswith(incomplete)]
+
+
 def _status(value: str | None) -> str | None:
     if value is not None and value not in STATUSES:
         raise UsageError(f"--status: expected one of {', '.join(STATUSES)}, got {value!r}")
@@ -43,13 +54,15 @@ def _status(value: str | None) -> str | None:
 
 @db_app.command("path")
 def db_path(db: DbOption = None) -> None:
-    """Print where the delivery database is (or will be): --db, else $HOOKCTL_DB, else the app dir.
+    """Print where the delivery database is (or will be): --db, else $HOOKCTL_DB, else the data dir.
+
+    The data dir is $XDG_DATA_HOME/hookctl (~/.local/share/hookctl), or $HOOKCTL_HOME. A
+    database at the place older versions used (~/.config/hookctl/hookctl.db) is still used,
+    with a note on stderr.
 
     Example: hookctl db path
     """
-    from hookctl import paths
-
-    typer.echo(str(paths.db_path(db)))
+    typer.echo(str(store_path(db)))
 
 
 @app.command()
@@ -62,7 +75,13 @@ def log(
         ),
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", "-s", help="pending, succeeded or failed.")
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="pending, succeeded or failed.",
+            autocompletion=_complete_status,
+        ),
     ] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule's deliveries.")] = None,
     ticket: Annotated[
@@ -103,19 +122,32 @@ def log(
             for row in rows:
                 printer.json(log_record(row, iso))
             return
-        table = ({**row, "updated": short_time(row["updated_at"])} for row in rows)
+        table = (
+            {**row, "updated": short_time(row["updated_at"]), "attempts": _attempts(row)}
+            for row in rows
+        )
         # A terminal gets the rich table even under NO_COLOR (rich drops the colour itself).
-        rows_table(table, LOG_COLUMNS, color=sys.stdout.isatty())
+        # One line a row: long errors are cut there, and shown whole by `log ID`.
+        rows_table(table, LOG_COLUMNS, color=sys.stdout.isatty(), whole=LOG_WHOLE, drop=LOG_DROP)
     finally:
         store.close()
 
 
+def _attempts(row: dict[str, Any]) -> str:
+    """Attempts over the delivery's life, with its replays beside them: `3 (1 replay)`."""
+    from hookctl.output import plural
+
+    replays = row.get("replays") or 0
+    return f"{row['attempts']}" + (f" ({plural(replays, 'replay')})" if replays else "")
+
+
 def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
-    """A delivery as `log --json` prints it."""
+    """A delivery as `log --json` prints it: `attempts` over its life, `replays` beside them."""
     return {
         "id": row["id"],
         "status": row["status"],
         "attempts": row["attempts"],
+        "replays": row.get("replays", 0),
         "method": row["method"],
         "url": row["url"],
         "error": row["error"],
@@ -131,19 +163,21 @@ def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
 
 
 def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
-    from hookctl.output import Printer, iso, short_time
+    from hookctl.output import Printer, iso, plural, safe, short_time
+    from hookctl.plan import reveal
     from hookctl.request import Request
 
     row = store.get(delivery_id)
     if row is None:
         raise UsageError(f"no delivery {delivery_id!r}")
+    stored = row.get("request") or {}
     masked = (
-        Request.from_dict(row["request"]).masked() if row.get("request", {}).get("method") else None
+        reveal(Request.from_dict(stored), stored.get("shown")) if stored.get("method") else None
     )
     attempts = [
         {
             "number": a["number"],
-            "started_at": iso(a["started_at"]),
+            "started_at": a["started_at"],
             "duration_ms": round(a["duration_ms"] or 0, 1),
             "status_code": a["status_code"],
             "error": a["error"],
@@ -155,32 +189,44 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
         # get() moves the stored count aside for the attempt rows; the record wants the count.
         record = log_record({**row, "attempts": row["attempt_count"]}, iso)
         record["request"] = masked.to_dict() if masked else None
-        record["attempts_detail"] = attempts
+        record["unrendered"] = bool(row.get("unrendered"))
+        record["attempts_detail"] = [{**a, "started_at": iso(a["started_at"])} for a in attempts]
         Printer(json_lines=True).json(record)
         return
     out = sys.stdout
-    out.write(f"{row['id']}  {row['status']}  rule {row['rule']}  ticket {row['ticket'] or '-'}\n")
+    ticket = safe(str(row["ticket"])) if row["ticket"] else "-"
+    out.write(f"{row['id']}  {row['status']}  rule {safe(row['rule'])}  ticket {ticket}\n")
     out.write(f"created {short_time(row['created_at'])}, updated {short_time(row['updated_at'])}")
     if row["next_attempt_at"]:
         out.write(f", next attempt {short_time(row['next_attempt_at'])}")
-    out.write("\n\n")
-    if masked:
-        out.write(f"{masked.method} {masked.url}\n")
+    out.write("\n")
+    count = plural(row["attempt_count"], "attempt")
+    replays = row.get("replays") or 0
+    out.write(count + (f", {plural(replays, 'replay')}" if replays else "") + "\n\n")
+    if row.get("unrendered"):
+        out.write("request: could not be rendered (never sent; replay renders it from its rule)\n")
+        out.write(f"{masked.method} {safe(masked.url)}\n" if masked else "")
+    elif masked:
+        out.write(f"{masked.method} {safe(masked.url)}\n")
         for k, v in masked.headers:
-            out.write(f"{k}: {v}\n")
+            out.write(f"{safe(k)}: {safe(v)}\n")
         if masked.body is not None:
-            out.write(f"\n{masked.body}\n")
-    if row["error"] and not attempts:
-        out.write(f"\nerror: {row['error']}\n")
+            out.write(f"\n{safe(masked.body, multiline=True)}\n")
     for a in attempts:
         outcome = f"HTTP {a['status_code']}" if a["status_code"] else "no response"
-        if a["error"]:
+        # The error of a plain HTTP failure is that same "HTTP 500": say it once.
+        if a["error"] and a["error"] != outcome:
             outcome += f" - {a['error']}"
+        took = f"{a['duration_ms']:.0f} ms"
         out.write(
-            f"\nattempt {a['number']}  {a['started_at']}  {a['duration_ms']:.0f} ms  {outcome}\n"
+            f"\nattempt {a['number']}  {short_time(a['started_at'])}  {took}  {safe(outcome)}\n"
         )
         if a["response_body"]:
-            out.write("  " + a["response_body"].replace("\n", "\n  ") + "\n")
+            out.write("  " + safe(a["response_body"], multiline=True).replace("\n", "\n  ") + "\n")
+    last = attempts[-1]["error"] if attempts else None
+    if row["error"] and row["error"] != last:
+        # Nothing sent since the last attempt (could not render, or held): say why.
+        out.write(f"\nerror: {safe(row['error'])}\n")
 
 
 @app.command()
@@ -190,7 +236,13 @@ def replay(
         list[str] | None, typer.Argument(help="Delivery ids to send again.", show_default=False)
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", "-s", help="Replay every delivery with this status.")
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="Replay every delivery with this status.",
+            autocompletion=_complete_status,
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -203,6 +255,7 @@ def replay(
         bool,
         typer.Option("--now", help="Send them right away instead of leaving them for retry-loop."),
     ] = False,
+    rules_paths: RulesOption = None,
     db: DbOption = None,
     allow_net: AllowNetOption = None,
     json_lines: JsonOption = False,
@@ -210,11 +263,17 @@ def replay(
     """Put deliveries back in the queue, due now, with the same id (receivers can de-duplicate).
 
     With --now they are sent right away (only those; other due deliveries wait for retry-loop),
-    one line each on stdout, and the exit code is 1 if one fails for good.
+    one line each on stdout, and the exit code is 1 if one fails for good or is not replayed.
+
+    A delivery whose request could not be rendered (a misspelt field, say) was never sent and
+    is never sent as stored: it is rendered again from its event and its rule as the rules are
+    now (--rules, else $HOOKCTL_RULES, else the default rules directory), or not replayed, with
+    the reason on stderr.
 
     Example: hookctl replay --status failed --since 1d --now
     """
     from hookctl.cli.commands_send import drain
+    from hookctl.output import plural
 
     if not ids and status is None:
         raise UsageError(
@@ -223,16 +282,19 @@ def replay(
     guard = network_guard(allow_net) if now else None
     store = open_store(db)
     try:
-        requeued = store.requeue(
-            ids=ids or (),
-            status=_status(status),
-            rule=rule,
-            since=window_start(since),
-            now=time.time(),
+        selected = store.select(
+            ids=ids or (), status=_status(status), rule=rule, since=window_start(since)
         )
-        sys.stderr.write(
-            f"{len(requeued)} deliver{'y' if len(requeued) == 1 else 'ies'} queued again\n"
-        )
+        rendered, refused, notes = _render_again(store.unrendered(selected), rules_paths)
+        for delivery_id, reason in refused.items():
+            sys.stderr.write(f"{delivery_id}: not replayed: {reason}\n")
+        chosen = [i for i in selected if i not in refused]
+        requeued = store.requeue(ids=chosen, now=time.time(), rendered=rendered) if chosen else []
+        for delivery_id in requeued:
+            if delivery_id in notes:
+                sys.stderr.write(f"{delivery_id}: {notes[delivery_id]}\n")
+        left = f", {len(refused)} not replayed" if refused else ""
+        sys.stderr.write(f"{plural(len(requeued), 'delivery')} queued again{left}\n")
         failed = 0
         if now and requeued:
             import asyncio
@@ -240,10 +302,72 @@ def replay(
             summary = asyncio.run(
                 drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued)
             )
-            failed = summary.failed
+            failed = summary.failed + summary.held
     finally:
         store.close()
-    exit_with(ExitCode.FAILED if failed else ExitCode.OK)
+    exit_with(ExitCode.FAILED if failed or refused else ExitCode.OK)
+
+
+def _render_again(
+    rows: list[dict[str, Any]], flags: list[str] | None
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Render unrendered deliveries anew from their stored event and the rules as they are now.
+
+    Returns the new deliveries by id, the reason each other one is not replayed, and a line
+    to say about each rendered one.
+    """
+    if not rows:
+        return {}, {}, {}
+    import difflib
+
+    from hookctl import paths
+    from hookctl.events import Event
+    from hookctl.plan import Planner
+    from hookctl.rules import load_rules
+
+    found = paths.rule_paths(flags)
+    rules = {r.name: r for r in load_rules(found)} if found else {}
+    where = ", ".join(map(str, found))
+    planner = Planner(os.environ, time.time)
+    rendered: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for row in rows:
+        name, delivery_id = row["rule"], row["id"]
+        current = rules.get(name)
+        if name.endswith(":on_failure"):
+            refused[delivery_id] = (
+                "an on_failure notice that could not be rendered is not rendered again; "
+                f"replay the delivery it reports on (rule {name.removesuffix(':on_failure')!r})"
+            )
+        elif not found:
+            refused[delivery_id] = (
+                "its request was never rendered, and replay renders it from its rule: "
+                "give the rules with --rules (or set HOOKCTL_RULES)"
+            )
+        elif current is None:
+            close = difflib.get_close_matches(name, list(rules), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            refused[delivery_id] = f"no rule named {name!r} in {where} now{hint}"
+        elif not current.enabled:
+            refused[delivery_id] = f"rule {name!r} is disabled now (enabled: false)"
+        elif not isinstance(row.get("event"), dict):
+            refused[delivery_id] = (
+                "its event was not kept (recorded by an older hookctl): "
+                "fire the event again with --force"
+            )
+        else:
+            event = Event(row["event"], "<stored event>", 0)
+            request, ticket, error = planner.render(current, event)
+            if error is not None:
+                refused[delivery_id] = f"still {error}"
+                continue
+            rendered[delivery_id] = planner.delivery(current, event, None, request, ticket, None)
+            note = f"re-rendered from rule {name} as it is now ({current.source}:{current.line})"
+            if not current.matches(event.name, event.data):
+                note += "; note: as it is now, the rule would not fire for this event"
+            notes[delivery_id] = note
+    return rendered, refused, notes
 
 
 @app.command()

@@ -54,6 +54,7 @@ class _Node:
 
 
 def _print_tree(node: _Node) -> None:
+    node = _safe_tree(node)
     if not sys.stdout.isatty():
         sys.stdout.write("\n".join(_plain_lines(node, "")) + "\n")
         return
@@ -68,6 +69,15 @@ def _print_tree(node: _Node) -> None:
     tree = Tree(Text(node.text, style=node.style))
     grow(tree, node.children)
     Console(highlight=False).print(tree)
+
+
+def _safe_tree(node: _Node) -> _Node:
+    """The tree with event and receiver text made harmless for a terminal."""
+    from hookctl.output import safe
+
+    return _Node(
+        safe(node.text, multiline=True), node.style, [_safe_tree(c) for c in node.children]
+    )
 
 
 def _plain_lines(node: _Node, indent: str) -> list[str]:
@@ -179,16 +189,27 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
         node.children.append(when)
     if explanation.error:
         node.children.append(_Node(explanation.error, "red"))
-    if explanation.request is not None:
+    masked = explanation.masked()
+    if explanation.request is not None and masked is not None:
         if curl:
             text = to_curl(explanation.request)
         else:
-            masked = explanation.request.masked()
             lines = [f"{masked.method} {masked.url}", *(f"{k}: {v}" for k, v in masked.headers)]
             if masked.body is not None:
                 lines += ["", masked.body]
             text = "\n".join(lines)
         node.children.append(_Node("request:", children=[_Node(text, "cyan")]))
+        needs = explanation.needs()
+        if needs:
+            names = ", ".join(name + ("" if ok else " (not set)") for name, ok in needs)
+            unset = any(not ok for _, ok in needs)
+            node.children.append(
+                _Node(
+                    f"a real send needs: {names}"
+                    + ("; a delivery waits, held, until it is set" if unset else ""),
+                    "yellow" if unset else "",
+                )
+            )
     return node
 
 
@@ -320,7 +341,13 @@ def list_rules(rules_paths: RulesOption = None, json_lines: JsonOption = False) 
         }
         for r in records
     )
-    rows_table(rows, RULE_COLUMNS, color=sys.stdout.isatty())
+    rows_table(
+        rows,
+        RULE_COLUMNS,
+        color=sys.stdout.isatty(),
+        whole=("name",),
+        drop=("source", "retry", "format", "enabled", "events"),
+    )
 
 
 def _rule_record(rule: "Rule") -> dict[str, Any]:
@@ -390,7 +417,9 @@ def stats(
     else:
         _stats_text(data, since)
     if over:
-        failures = f"{by_status['failed']} failed deliveries in the last {since}"
+        from hookctl.output import plural
+
+        failures = f"{plural(by_status['failed'], 'failed delivery')} in the last {since}"
         sys.stderr.write(f"Error: {failures} (more than --max-failed {max_failed})\n")
     exit_with(ExitCode.FAILED if over else ExitCode.OK)
 
@@ -418,7 +447,7 @@ def _stats_text(data: dict[str, Any], window: str) -> None:
         if rows:
             out.write(f"\n{title}\n")
             out.flush()
-            rows_table(rows, columns, color=table)
+            rows_table(rows, columns, color=table, whole=("rule",))
 
 
 def _timing(row: dict[str, Any]) -> dict[str, Any]:
