@@ -177,7 +177,9 @@ def describe(report: Report) -> str:
             f"{reason}; nothing sent: the next retry-loop (or replay --now) with it fixed sends it"
         )
     if not report.sent:
-        before = f" ({plural(report.attempts, 'attempt')} before{replays})" if report.attempts else ""
+        before = (
+            f" ({plural(report.attempts, 'attempt')} before{replays})" if report.attempts else ""
+        )
         return f"{reason}; nothing sent, failed{before}"
     if report.status == "pending":
         when = short_time(report.next_attempt_at)
@@ -275,9 +277,10 @@ def rows_table(
 ) -> None:
     """A table on stdout: rich on a terminal, tab-separated when piped.
 
-    On a terminal every row is one line: the `whole` columns (ids, names) are never cut, the
+    On a terminal every row is one line: the `whole` columns (ids, names) are not cut, the
     others are cut with `…` to fit, and when even that does not fit the `drop` columns are
-    left out, in that order.
+    left out, in that order. On a terminal too narrow for all the `whole` columns, the last
+    of them are cut too: the first (an id) stays whole.
     """
     if not color:
         out = sys.stdout
@@ -292,6 +295,7 @@ def rows_table(
     console = Console(width=width) if width else Console()
     cells = [{key: _cell(row.get(key)) for key, _ in columns} for row in rows]
     shown = _fit(columns, cells, console.width, whole, drop)
+    whole = _keep_whole(shown, cells, console.width, whole)
     widths = _widths(shown, cells, console.width, whole)
     table = Table(box=None, header_style="bold")
     for key, title in shown:
@@ -336,6 +340,23 @@ def _fit(
             break
         shown = [c for c in shown if c[0] != key]
     return shown
+
+
+def _keep_whole(
+    shown: list[tuple[str, str]], cells: list[dict[str, str]], width: int, whole: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The `whole` columns that fit whole beside the others at their least, first ones first."""
+    titles = dict(shown)
+    kept = tuple(key for key in whole if key in titles)
+    while len(kept) > 1:
+        cut = sum(
+            min(_natural(key, title, cells), _CUT_WIDTH) for key, title in shown if key not in kept
+        )
+        full = sum(_natural(key, titles[key], cells) for key in kept)
+        if full + cut + _PADDING * len(shown) <= width:
+            break
+        kept = kept[:-1]
+    return kept
 
 
 def _widths(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from werkzeug import Response
 
 from hookctl.cli import app
 from hookctl.conditions import OPERATORS
@@ -18,6 +19,7 @@ from hookctl.policy import PRESETS
 from hookctl.rules import RULE_KEYS, load_rules
 from hookctl.webhookspec import WEBHOOK_KEYS
 from tests.conftest import ndjson
+from tests.receivers import wait_until_due
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -159,13 +161,18 @@ def test_readme_explain_example_is_real_output(cli):
         ("hookctl ex", {"explain"}),
         ("hookctl re", {"retry-loop", "replay"}),
         ("hookctl fire --dr", {"--dry-run"}),
+        ("hookctl log --status ", {"pending", "succeeded", "failed"}),
+        ("hookctl log --status f", {"failed"}),
+        ("hookctl replay -s p", {"pending"}),
     ],
 )
 def test_bash_completion_script_completes(words, expected):
     script = ROOT / "completions" / "hookctl.bash"
+    # A trailing space: completing a new, empty word.
+    typed = words.split() + ([""] if words.endswith(" ") else [])
     program = (
         f"source {script}\n"
-        f"COMP_WORDS=({words}); COMP_CWORD={len(words.split()) - 1}\n"
+        f"COMP_WORDS=({' '.join(repr(w) for w in typed)}); COMP_CWORD={len(typed) - 1}\n"
         "_hookctl_completion hookctl\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
@@ -267,3 +274,85 @@ def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source(cli, command):
     assert doc is not None and doc.help
     for paragraph in doc.help.split("\n\n"):
         assert paragraph.replace("\n", " ") in result.stdout
+
+
+def test_dash_h_is_help_everywhere(cli):
+    for path in (["-h"], ["fire", "-h"], ["db", "path", "-h"], ["listen", "-h"]):
+        short, long = cli(*path), cli(*[p if p != "-h" else "--help" for p in path])
+        assert short.exit_code == 0, (path, short.output)
+        assert short.stdout == long.stdout and "Usage: " in short.stdout
+
+
+# --- the cron recipe -------------------------------------------------------------------------
+
+
+def cron_block() -> list[str]:
+    """The lines of the README's cron recipe."""
+    match = re.search(r"```cron\n(.*?)```", README, flags=re.S)
+    assert match, "the README has a ```cron block"
+    return [line for line in match[1].splitlines() if line.strip()]
+
+
+def test_the_cron_recipe_works_as_written(tmp_path, rule_file, event_file, httpserver):
+    """Each line run as cron runs it: /bin/sh, a bare environment, the variables the block
+    sets; with the README's paths pointed at this test's files. A retry goes out, silently."""
+    lines = cron_block()
+    settings = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+    jobs = [re.split(r"\s+", line, maxsplit=5)[5] for line in lines if line[0] in "*0123456789"]
+    assert set(settings) >= {"HOOKCTL_DB", "HOOKCTL_ALLOW_NET"} and len(jobs) == 2
+    installed = re.search(r"(/\S+)/hookctl retry-loop", jobs[0])
+    assert installed, "the recipe gives hookctl's absolute path"
+    db = tmp_path / "var" / "hookctl.db"
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("DEMO_TOKEN=t0k3n\n")
+    swap = {
+        settings["HOOKCTL_DB"]: str(db),
+        "/etc/hookctl/secrets.env": str(secrets),
+        installed[1]: str(BIN),
+    }
+
+    def real(text: str) -> str:
+        for old, new in swap.items():
+            text = text.replace(old, new)
+        return text
+
+    # A delivery waiting for its retry, to the test's receiver on 127.0.0.1.
+    busy = [503]
+    httpserver.clear()
+    httpserver.expect_request("/hook").respond_with_handler(
+        lambda request: Response("x", status=busy.pop() if busy else 200)
+    )
+    rule = rule_file(
+        "name: cron\nwebhook:\n  url: '"
+        + httpserver.url_for("/hook")
+        + "?t={{ env.DEMO_TOKEN }}'\n"
+        "retry: {schedule: [1ms]}\n"
+    )
+    fired = subprocess.run(
+        [str(BIN / "hookctl"), "fire", "-q", "-r", str(rule), str(event_file({"id": "e1"}))],
+        env={**os.environ, "HOOKCTL_DB": str(db), "DEMO_TOKEN": "t0k3n"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fired.returncode == 0, fired.stderr
+    wait_until_due(db)
+    cron_env = {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "SHELL": "/bin/sh",
+        "LOGNAME": "cron",
+    }
+    cron_env.update({k: real(v) for k, v in settings.items()})
+    cron_env["HOOKCTL_ALLOW_NET"] = (
+        "127.0.0.1"  # the recipe's intranet range, for the test's receiver
+    )
+    done = subprocess.run(
+        ["/bin/sh", "-c", real(jobs[0])], env=cron_env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")  # nothing for cron to mail
+    assert [r.args.get("t") for r, _ in httpserver.log] == ["t0k3n", "t0k3n"]
+    stats = subprocess.run(
+        ["/bin/sh", "-c", real(jobs[1])], env=cron_env, capture_output=True, text=True, timeout=60
+    )
+    assert (stats.returncode, stats.stdout, stats.stderr) == (0, "", "")

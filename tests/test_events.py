@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hookctl.events import BadEvent, Event, read_events, read_source
+from tests.conftest import ndjson
 
 
 def read(data: bytes, source: str = "t.json") -> list[Event | BadEvent]:
@@ -525,3 +526,29 @@ def test_any_chunking_gives_the_same_events(
         zip(lines, objects, strict=True)
     )
     assert not [i for i in items if isinstance(i, BadEvent)]
+
+
+# --- one event's size is bounded ---------------------------------------------------------------
+
+
+def test_an_event_past_the_size_limit_is_reported_at_its_line_and_the_rest_still_read(
+    cli, rule_file, event_file, httpserver, tmp_path
+):
+    from hookctl.events import MAX_EVENT_BYTES
+
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    rules = rule_file(f"name: r\nwebhook: {{url: {httpserver.url_for('/hook')!r}}}\nretry: none\n")
+    huge = json.dumps({"id": "huge", "pad": "x" * (MAX_EVENT_BYTES + 10)})
+    lines = tmp_path / "events.ndjson"
+    lines.write_text(json.dumps({"id": "a"}) + "\n" + huge + "\n" + json.dumps({"id": "b"}) + "\n")
+    array = tmp_path / "events.json"
+    array.write_text(
+        "[\n" + json.dumps({"id": "c"}) + ",\n" + huge + ",\n" + json.dumps({"id": "d"}) + "\n]\n"
+    )
+    result = cli("fire", "-r", rules, lines, array, "--json")
+    assert result.exit_code == 1
+    assert [r["event_id"] for r in ndjson(result.stdout)] == ["a", "b", "c", "d"]
+    limit = "event larger than 16 MiB, the limit for one event; skipped"
+    assert f"Error: {lines}:2: {limit}\n" in result.stderr
+    assert f"Error: {array}:3: {limit}\n" in result.stderr
+    assert len(httpserver.log) == 4

@@ -269,3 +269,27 @@ def test_a_signed_delivery_from_fire_verifies(cli, rule_file, event_file):
     assert result.exit_code == 0, result.output
     (record,) = ndjson(out)
     assert record["signature"] == "valid" and record["answered"] == 200
+
+
+def test_count_one_answers_exactly_one_of_requests_that_arrive_together():
+    """Issue 12: `--count 1` answered two requests that arrived together. The first is
+    answered and printed; the others get 503 (the receiver is closing) and are not printed."""
+    with listening("--count", "1", "--json", "--delay", "1s") as (proc, url):
+        barrier = threading.Barrier(4)
+
+        def send(n: int) -> int:
+            with client() as http:
+                barrier.wait()
+                try:
+                    return http.post(url + f"r{n}", json={"n": n}).status_code
+                except httpx.TransportError:
+                    return 0  # the receiver had already gone: not answered either
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(send, range(4)))
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert sorted(codes).count(200) == 1, codes
+    assert all(code in (200, 503, 0) for code in codes), codes
+    (record,) = ndjson(out)
+    assert record["number"] == 1 and record["answered"] == 200

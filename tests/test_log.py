@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import sqlite3
 import subprocess
 import sys
@@ -309,3 +310,114 @@ def test_db_path(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("HOOKCTL_DB")
     assert cli("db", "path").stdout == f"{tmp_path / 'home' / 'hookctl.db'}\n"  # HOOKCTL_HOME
     assert not (tmp_path / "home").exists()  # printing the path creates nothing
+
+
+def test_the_default_database_lives_in_the_xdg_data_dir(
+    cli, tmp_path, monkeypatch, rule_file, event_file, httpserver: HTTPServer
+):
+    """Issue 12: the database is data (~/.local/share/hookctl), not configuration (~/.config);
+    one at the old place is still found and used, with a note."""
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    for name in ("HOOKCTL_DB", "HOOKCTL_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    default = tmp_path / "user" / ".local" / "share" / "hookctl" / "hookctl.db"
+    assert cli("db", "path").stdout == f"{default}\n"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert cli("db", "path").stdout == f"{tmp_path / 'data' / 'hookctl' / 'hookctl.db'}\n"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/is/ignored")  # as the XDG spec says
+    assert cli("db", "path").stdout == f"{default}\n"
+    monkeypatch.delenv("XDG_DATA_HOME")
+
+    # A database where older versions put it keeps working, with a note saying where to move it.
+    old = tmp_path / "user" / ".config" / "hookctl" / "hookctl.db"
+    rules = rule_file(rule_yaml(httpserver.url_for("/ok")))
+    assert cli("fire", "-r", rules, event_file(event(1)), "--db", old).exit_code == 0
+    shown = cli("db", "path")
+    assert shown.stdout == f"{old}\n"
+    assert shown.stderr == (
+        f"note: using the database at {old}, where older hookctl versions kept it; the default "
+        f"is now {default}: move it there (with any -wal and -shm files) or point HOOKCTL_DB at it\n"
+    )
+    listed = cli("log", "--json")
+    assert len(ndjson(listed.stdout)) == 1 and "note: using the database at" in listed.stderr
+    again = cli("fire", "-r", rules, event_file(event(1)))  # fire finds it too: a duplicate
+    assert "already recorded: succeeded" in again.stdout and not default.exists()
+    assert cli("--quiet", "log").stderr == ""  # no note for cron
+
+
+def on_terminal(args: list[str], columns: int) -> str:
+    """Run hookctl with stdout on a terminal `columns` wide; what it drew, escapes removed."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hookctl", *args],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert proc.returncode == 0, proc.stderr
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode()).replace("\r", "")
+
+
+def test_log_table_keeps_ids_and_rules_whole_one_line_a_row(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file
+):
+    httpserver.expect_request("/a/very/long/path/for/the/receiver/hook").respond_with_data("ok")
+    long_name = "notify-the-escalation-team-about-vip-tickets"
+    rules = [
+        rule_file(
+            rule_yaml(httpserver.url_for("/a/very/long/path/for/the/receiver/hook"), name=long_name)
+        ),
+        # Refused by the network guard: the long error that once made a row 7 lines tall.
+        rule_file(rule_yaml("http://10.0.0.5:8080/intranet/hook", name="intranet")),
+    ]
+    args = [arg for path in rules for arg in ("-r", path)]
+    cli("fire", *args, event_file([event(1), event(2)]))
+    rows = deliveries(db_file)
+    error = next(d["error"] for d in rows if d["rule"] == "intranet")
+    assert len(error) > 60
+    for columns in (120, 80, 60):
+        screen = on_terminal(["log", "--db", str(db_file)], columns)
+        lines = [line for line in screen.splitlines() if line.strip()]
+        assert len(lines) == 1 + len(rows), (columns, screen)  # a header, then one line each
+        assert all(len(line.rstrip()) <= columns for line in lines), screen
+        for row in rows:
+            (line,) = [line for line in lines if row["id"] in line]  # the id whole, once
+            assert row["status"] in line
+            if columns == 120:  # narrower, a 44-character rule name is cut, the id still whole
+                assert row["rule"] in line
+        if columns == 120:
+            assert "…" in screen and error not in screen  # cut here; whole in `log ID`
+    detail = cli("log", next(d["id"] for d in rows if d["rule"] == "intranet")).stdout
+    assert error in detail
+
+
+def test_log_one_delivery_uses_one_time_format(cli, mixed_log):
+    delivery_id = next(i for i, d in mixed_log.items() if d["rule"] == "busy")
+    shown = cli("log", delivery_id).stdout
+    stamps = re.findall(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?Z?", shown)
+    assert len(stamps) >= 4  # created, updated, next attempt, the attempt
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", s) for s in stamps), stamps

@@ -249,8 +249,9 @@ def test_a_misspelt_field_fails_unsent_and_a_replay_renders_the_fixed_rule(
     rules = tg_rule(rule_file, httpserver.url_for("").rstrip("/"), field="subjet")
     fired = cli("fire", "-r", rules, event_file(TICKET))
     assert fired.exit_code == 1
-    assert "cannot render: webhook.body.text: ticket has no field 'subjet' (did you mean 'subject'?)" in (
-        fired.stdout
+    assert (
+        "cannot render: webhook.body.text: ticket has no field 'subjet' (did you mean 'subject'?)"
+        in (fired.stdout)
     )
     assert "nothing sent" in fired.stdout and "attempt" not in fired.stdout  # not an attempt
     (row,) = deliveries(db_file)
@@ -313,15 +314,16 @@ def test_replay_of_a_mixed_set_does_the_right_thing_for_each(
     httpserver.expect_request("/bot123:abc/sendMessage").respond_with_data("ok")
     base = httpserver.url_for("").rstrip("/")
     rendered = rule_file(rule_yaml(httpserver.url_for("/gone"), name="sent-once"), name="a.yaml")
-    fixable = tg_rule(rule_file, base, field="subjet", name="b.yaml")
-    broken = rule_file(
+    tg_rule(rule_file, base, field="subjet", name="b.yaml")  # fixed below
+    rule_file(
         TG_RULE.format(base=base, field="nope").replace("name: tg", "name: broken"), name="c.yaml"
     )
     removed = rule_file(
         TG_RULE.format(base=base, field="gone").replace("name: tg", "name: removed"),
         name="d.yaml",
     )
-    assert cli("fire", "-r", rules_dir := rendered.parent, event_file(TICKET)).exit_code == 1
+    rules_dir = rendered.parent
+    assert cli("fire", "-r", rules_dir, event_file(TICKET)).exit_code == 1
     ids = {d["rule"]: d["id"] for d in deliveries(db_file)}
     assert {d["rule"]: d["status"] for d in deliveries(db_file)} == dict.fromkeys(ids, "failed")
     assert [r.path for r, _ in httpserver.log] == ["/gone"]
@@ -411,7 +413,7 @@ def test_a_database_from_before_marks_its_unrendered_deliveries_and_counts_attem
         conn.execute(
             "INSERT INTO deliveries (id, rule, status, attempts, url, method, request, policy, "
             "timeout, accept, created_at, updated_at) VALUES (?, 'tg', ?, ?, ?, 'POST', ?, "
-            "'{\"name\": \"none\", \"schedule\": []}', 3, '2xx-3xx', ?, ?)",
+            '\'{"name": "none", "schedule": []}\', 3, \'2xx-3xx\', ?, ?)',
             (delivery_id, status, count, url, json.dumps({"method": "POST", "url": url}), now, now),
         )
         conn.execute("UPDATE deliveries SET error = ? WHERE id = ?", (error, delivery_id))

@@ -359,6 +359,12 @@ def test_every_keeps_polling_and_a_stopped_service_exits_zero(
     assert loop.returncode == 0, err  # failures are in the log; stopping is not an error
     assert [r["status"] for r in ndjson(out)] == ["pending", "failed"]  # polled, not one pass
     assert "sent 2: 0 succeeded, 1 rescheduled, 1 failed" in err
+    # Issue 12: it says once that it is running, and how to stop it.
+    assert err.splitlines()[0] == (
+        f"retry-loop: sending due deliveries every 50ms until stopped (Ctrl-C, or kill -TERM "
+        f"{loop.pid}); attempts in flight finish first"
+    )
+    assert err.count("until stopped") == 1
 
 
 def test_a_pass_without_notices_imports_no_templates_or_yaml(cli, rule_file, event_file, free_port):
@@ -376,3 +382,23 @@ def test_a_pass_without_notices_imports_no_templates_or_yaml(cli, rule_file, eve
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "failed after 2 attempts" in done.stdout, done.stderr  # it did send
     assert done.stdout.splitlines()[-1] == "loaded: []"
+
+
+def test_a_quiet_pass_prints_nothing_when_all_goes_well(
+    cli, rule_file, event_file, httpserver: HTTPServer, db_file
+):
+    """Cron mails whatever a job prints: --quiet must print nothing for retries that work."""
+    calls = []
+
+    def answer(request: Request) -> Response:
+        calls.append(request)
+        return Response("down", status=503) if len(calls) == 1 else Response("ok")
+
+    httpserver.expect_request("/hook").respond_with_handler(answer)
+    rules = rule_file(rule_yaml(httpserver.url_for("/hook"), retry="{schedule: [1ms]}"))
+    assert cli("fire", "--quiet", "-r", rules, event_file(event(1))).stdout == ""
+    wait_until_due(db_file)
+    quiet = cli("retry-loop", "--quiet")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert [d["status"] for d in deliveries(db_file)] == ["succeeded"]
+    assert cli("retry-loop", "--quiet").stderr == ""  # nothing due: silent too

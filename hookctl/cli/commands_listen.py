@@ -55,12 +55,12 @@ def listen(
 ) -> None:
     """Receive webhooks locally and print each request: method, path, headers and body.
 
-    Answers every request with --status, or fails the first N with 500 (--fail-first) so you can watch retries, or answers slowly (--delay) so you can watch timeouts. With --secret, checks each request's webhook-signature and says whether it holds. Binds to 127.0.0.1 unless --host says otherwise. Exit code 0 on Ctrl-C or after --count requests, 2 when the port cannot be bound.
+    Answers every request with --status, or fails the first N with 500 (--fail-first) so you can watch retries, or answers slowly (--delay) so you can watch timeouts. With --secret, checks each request's webhook-signature and says whether it holds. Binds to 127.0.0.1 unless --host says otherwise. With --count N it answers exactly N requests (any arriving after the Nth get 503) and exits. Exit code 0 on Ctrl-C or after --count requests, 2 when the port cannot be bound.
 
     Example: hookctl listen --port 8765 --fail-first 2
     """
     from hookctl.listen import Behaviour, Received, Receiver
-    from hookctl.output import iso
+    from hookctl.output import iso, json_line, safe
 
     wait = duration(delay, "--delay") or 0.0
     keys = tuple(_key(secret) for secret in secrets or ())
@@ -80,15 +80,16 @@ def listen(
                 "answered": request.answered,
                 "signature": request.signature,
             }
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_line(record) + "\n")
         else:
+            # What senders sent is shown, never obeyed: control characters come out escaped.
             lines = [f"#{request.number} {request.method} {request.path} -> {request.answered}"]
             lines += [f"  {k}: {v}" for k, v in request.headers]
             if request.signature is not None:
                 lines.append(f"  (signature: {request.signature})")
             if text:
                 lines += ["", *("  " + line for line in _pretty(text, parsed, request.headers))]
-            sys.stdout.write("\n".join(lines) + "\n\n")
+            sys.stdout.write("\n".join(safe(line) for line in lines) + "\n\n")
 
     try:
         receiver = Receiver(

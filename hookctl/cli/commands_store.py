@@ -24,7 +24,7 @@ from hookctl.errors import ExitCode, UsageError
 
 STATUSES = ("pending", "succeeded", "failed")
 # On a narrow terminal these go first (in this order); ids, statuses and rule names stay whole.
-LOG_DROP = ("error", "ticket", "updated", "url", "attempts")
+LOG_DROP = ("ticket", "updated", "attempts", "url", "error")
 LOG_WHOLE = ("id", "status", "rule")
 LOG_COLUMNS = [
     ("updated", "Last update"),

@@ -285,11 +285,13 @@ def test_rules(
 
 
 def _case_text(result: "CaseResult", color: bool) -> None:
+    from hookctl.output import safe
+
     case = result.case
     mark = _paint("PASS", "32", color) if result.passed else _paint("FAIL", "31;1", color)
-    lines = [f"{mark}  {case.rule}: {case.name}  ({case.where})"]
+    lines = [f"{mark}  {safe(case.rule)}: {safe(case.name)}  ({safe(case.where)})"]
     for problem in result.problems:
-        lines += ["      " + line for line in problem.splitlines()]
+        lines += ["      " + safe(line) for line in problem.splitlines()]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
