@@ -140,7 +140,7 @@ class Printer:
             names = ", ".join(sorted(self.unset))
             self.err.write(
                 f"note: a real send needs {names} (not set here: shown as ${{NAME}}; "
-                "a delivery waits, held, until it is set)\n"
+                "a delivery waits, held, until then)\n"
             )
 
 

@@ -244,7 +244,7 @@ def test_an_unset_variable_renders_as_its_name_and_is_listed_as_needed(cli, rule
 
     text = cli("explain", "-r", rules.parent, event_file(EVENT))
     assert text.exit_code == 0
-    assert "a real send needs: HOOK_TOKEN (not set); a delivery waits, held, until it is set" in (
+    assert "a real send needs: HOOK_TOKEN (not set); a delivery waits, held, until then" in (
         text.stdout
     )
     with_it = cli("explain", "-r", rules, event_file(EVENT), env={"HOOK_TOKEN": "t0k3n"})

@@ -79,12 +79,17 @@ def test_listen_shows_control_characters_escaped(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr is not None
-    url = re.search(r"http://127\.0\.0\.1:\d+/", proc.stderr.readline())[0]  # type: ignore[index]
-    with httpx.Client(trust_env=False) as http:
-        answer = http.post(url + "x", content=HOSTILE.encode(), headers={"X-Evil": "plain"})
-    assert answer.status_code == 200
-    out, _ = proc.communicate(timeout=10)
+    try:
+        assert proc.stderr is not None
+        url = re.search(r"http://127\.0\.0\.1:\d+/", proc.stderr.readline())[0]  # type: ignore[index]
+        with httpx.Client(trust_env=False) as http:
+            answer = http.post(url + "x", content=HOSTILE.encode())
+        assert answer.status_code == 200
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert not RAW.search(out)
     assert "A\\x1b]0;pwned\\x07B\\x1b[2J" in out and "\\x9b31mD" in out
 

@@ -206,7 +206,7 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
             node.children.append(
                 _Node(
                     f"a real send needs: {names}"
-                    + ("; a delivery waits, held, until it is set" if unset else ""),
+                    + ("; a delivery waits, held, until then" if unset else ""),
                     "yellow" if unset else "",
                 )
             )
