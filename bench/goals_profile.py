@@ -61,7 +61,7 @@ def analyse_profile(path: Path) -> tuple[float, dict[str, Any]]:
     raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
     total: float = stats.total_tt  # type: ignore[attr-defined]
     store = {fn: ct for (file, _, fn), (_, _, _, ct, _) in raw.items()
-             if file.endswith("hookctl/store.py") and fn in BOOKKEEPING}  # fmt: skip
+             if file.endswith("hookctl/store/sqlite/store.py") and fn in BOOKKEEPING}  # fmt: skip
 
     def line(key: tuple[str, int, str], calls: int, seconds: float) -> str:
         file, number, fn = key

@@ -7,9 +7,9 @@ import io
 import json
 import time
 
-from hookctl.conditions import compile_when, evaluate
-from hookctl.events import read_source
-from hookctl.render import WebhookTemplate, render_request
+from hookctl.events.read import read_source
+from hookctl.render.templates import WebhookTemplate, render_request
+from hookctl.rules.conditions import compile_when, evaluate
 
 ev = {
     "event": "ticket.created",

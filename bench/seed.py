@@ -18,11 +18,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from hookctl.intake import dedupe_key
-from hookctl.policy import PRESETS
-from hookctl.render import render_request
-from hookctl.rules import load_rules
-from hookctl.store import AttemptResult, NewDelivery, Store, new_delivery_id
+from hookctl.delivery.policy import PRESETS
+from hookctl.events.intake import dedupe_key
+from hookctl.render.templates import render_request
+from hookctl.rules.load import load_rules
+from hookctl.store.sqlite.store import AttemptResult, NewDelivery, Store, new_delivery_id
 
 BATCH = 1000
 T = TypeVar("T")

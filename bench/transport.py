@@ -3,7 +3,7 @@
     python bench/transport.py throughput --url URL -n 2000 -c 50
     python bench/transport.py checks --base http://127.0.0.1:PORT --hang http://127.0.0.1:PORT2
 
-`throughput` sends n copies of a ~1 KB JSON POST through hookctl.dispatch.Sender (the same
+`throughput` sends n copies of a ~1 KB JSON POST through hookctl.transport.http.Sender (the same
 deadline, semaphores, guard and capped read as `fire`; the guard allows 127.0.0.1) and prints
 {"sent", "ok", "seconds"}. `checks` verifies that redirects are not followed, that the
 per-attempt deadline cancels hanging attempts cleanly and in parallel, and that a capped read
@@ -24,9 +24,9 @@ from typing import Any
 
 import aiohttp
 
-from hookctl.dispatch import Sender
-from hookctl.netguard import AllowList, Guard
-from hookctl.request import ResolvedRequest
+from hookctl.render.request import ResolvedRequest
+from hookctl.transport.http import Sender
+from hookctl.transport.netguard import AllowList, Guard
 
 BODY = json.dumps({"ticket": 4711, "subject": "Printer on fire", "text": "x" * 900}).encode()
 HEADERS = [("Content-Type", "application/json"), ("X-Source", "hookctl-bench")]

@@ -1,4 +1,4 @@
-"""Tests for hookctl.conditions: paths, operators, groups, compile errors and traces."""
+"""Tests for hookctl.rules.conditions: paths, operators, groups, compile errors and traces."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookctl.conditions import (
+from hookctl.rules.conditions import (
     ABSENT,
     OPERATORS,
     Condition,

@@ -14,10 +14,10 @@ import typer
 from werkzeug import Response
 
 from hookctl.cli import app
-from hookctl.conditions import OPERATORS
-from hookctl.policy import PRESETS
-from hookctl.rules import RULE_KEYS, load_rules
-from hookctl.webhookspec import WEBHOOK_KEYS
+from hookctl.delivery.policy import PRESETS
+from hookctl.rules.conditions import OPERATORS
+from hookctl.rules.load import RULE_KEYS, load_rules
+from hookctl.rules.webhook import WEBHOOK_KEYS
 from tests.conftest import ndjson
 from tests.receivers import wait_until_due
 

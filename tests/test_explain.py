@@ -1,4 +1,4 @@
-"""`hookctl explain` and hookctl.explain: the on: check, the condition trace, the request, curl."""
+"""`hookctl explain` and hookctl.ruletest.explain: the on: check, the condition trace, the request, curl."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from hookctl.conditions import ABSENT
-from hookctl.events import Event
-from hookctl.explain import explain_rule, to_curl, trace_dict, trace_lines
-from hookctl.render import render_request
-from hookctl.request import resolve
-from hookctl.rules import load_rules
+from hookctl.events.read import Event
+from hookctl.render.request import resolve
+from hookctl.render.templates import render_request
+from hookctl.rules.conditions import ABSENT
+from hookctl.rules.load import load_rules
+from hookctl.ruletest.explain import explain_rule, to_curl, trace_dict, trace_lines
 from tests.conftest import ndjson
 
 EVENT = {

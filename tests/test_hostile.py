@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 
 from hookctl.errors import RenderError
-from hookctl.render import WebhookTemplate, render_request
-from hookctl.request import resolve
+from hookctl.render.request import resolve
+from hookctl.render.templates import WebhookTemplate, render_request
 from tests.conftest import ndjson
 
 XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

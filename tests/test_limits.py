@@ -20,12 +20,12 @@ import pytest
 from jinja2.sandbox import SecurityError
 from pytest_httpserver import HTTPServer
 
-from hookctl.dispatch import STORED_CAP, Outcome, Sender
 from hookctl.errors import RenderError
-from hookctl.netguard import AllowList, Guard
-from hookctl.render import WebhookTemplate, environment, render_request
-from hookctl.request import ResolvedRequest
-from hookctl.sandbox import Budget, limits, render_capped
+from hookctl.render.request import ResolvedRequest
+from hookctl.render.sandbox import Budget, limits, render_capped
+from hookctl.render.templates import WebhookTemplate, environment, render_request
+from hookctl.transport.http import STORED_CAP, Outcome, Sender
+from hookctl.transport.netguard import AllowList, Guard
 from tests.conftest import attempts, deliveries, ndjson
 from tests.receivers import events_ndjson, rule_yaml
 

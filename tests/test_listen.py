@@ -1,4 +1,4 @@
-"""`hookctl listen` and hookctl.listen: a local receiver that answers as told and prints requests."""
+"""`hookctl listen` and hookctl.devserver: a local receiver that answers as told and prints requests."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from hookctl import signing
-from hookctl.listen import Behaviour, Received, Receiver
+from hookctl.devserver import Behaviour, Received, Receiver
+from hookctl.render import signing
 from tests.conftest import ndjson
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes of base64, as generated

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from hookctl.policy import PRESETS
-from hookctl.store import AttemptResult, NewDelivery, Store, new_delivery_id
+from hookctl.delivery.policy import PRESETS
+from hookctl.store.sqlite.store import AttemptResult, NewDelivery, Store, new_delivery_id
 from tests.conftest import deliveries, ndjson
 from tests.receivers import event, events_ndjson, rule_yaml
 

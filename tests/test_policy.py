@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hookctl.policy import (
+from hookctl.delivery.policy import (
     DEFAULT_POLICY,
     PRESETS,
     RETRY_AFTER_CAP,

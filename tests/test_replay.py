@@ -355,8 +355,8 @@ def test_replay_of_a_mixed_set_does_the_right_thing_for_each(
 def test_an_unrendered_delivery_left_pending_by_a_crash_is_never_sent_bare(
     cli, httpserver: HTTPServer, db_file
 ):
-    from hookctl.records import NewDelivery, new_delivery_id
-    from hookctl.store import Store
+    from hookctl.store.records import NewDelivery, new_delivery_id
+    from hookctl.store.sqlite.store import Store
 
     url = httpserver.url_for("/bot{{ env.TG_TOKEN }}/x")
     now = __import__("time").time()
@@ -390,8 +390,8 @@ def test_a_database_from_before_marks_its_unrendered_deliveries_and_counts_attem
 
     import sqlite_utils
 
-    from hookctl import migrations
-    from hookctl.records import new_delivery_id
+    from hookctl.store.records import new_delivery_id
+    from hookctl.store.sqlite import migrations
 
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db, isolation_level=None)

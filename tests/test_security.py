@@ -17,7 +17,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from hookctl.signing import generate_secret
+from hookctl.render.signing import generate_secret
 from tests.conftest import deliveries, ndjson
 
 # Every canary holds the marker, so a leak of any part of any of them is found by one search;

@@ -14,7 +14,7 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from werkzeug import Request, Response
 
-from hookctl.signing import decode_secret, generate_secret, sign_headers, signature
+from hookctl.render.signing import decode_secret, generate_secret, sign_headers, signature
 from tests.conftest import attempts, deliveries, ndjson
 
 # Published with the Standard Webhooks reference libraries.

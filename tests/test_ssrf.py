@@ -16,9 +16,16 @@ import pytest
 import trustme
 from pytest_httpserver import HTTPServer
 
-from hookctl.dispatch import Outcome, Sender
-from hookctl.netguard import AllowList, Guard, Refused, Unresolvable, blocked_reason, parse_literal
-from hookctl.request import ResolvedRequest
+from hookctl.render.request import ResolvedRequest
+from hookctl.transport.http import Outcome, Sender
+from hookctl.transport.netguard import (
+    AllowList,
+    Guard,
+    Refused,
+    Unresolvable,
+    blocked_reason,
+    parse_literal,
+)
 from tests.conftest import attempts, deliveries, ndjson
 
 EVENT = {"event": "ticket.created", "id": "evt_1", "ticket": {"id": 1}}

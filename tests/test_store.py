@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from hookctl.delivery.policy import DEFAULT_POLICY
 from hookctl.errors import StoreError, UsageError
-from hookctl.policy import DEFAULT_POLICY
-from hookctl.records import _encode
-from hookctl.store import (
+from hookctl.store.records import _encode
+from hookctl.store.sqlite.store import (
     AttemptResult,
     Claim,
     NewDelivery,
@@ -111,7 +111,7 @@ def test_an_already_migrated_database_opens_without_sqlite_utils(tmp_path: Path)
     db = tmp_path / "q.db"
     code = (
         "import sys\n"
-        "from hookctl.store import Store\n"
+        "from hookctl.store.sqlite.store import Store\n"
         "Store(sys.argv[1]).close()\n"
         "print('sqlite_utils' in sys.modules)\n"
     )
@@ -162,7 +162,7 @@ def test_directory_is_not_a_database(tmp_path: Path) -> None:
 
 
 def test_busy_database_is_a_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hookctl.database.BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr("hookctl.store.sqlite.database.BUSY_TIMEOUT", 0.2)
     path = tmp_path / "hookctl.db"
     with Store(path) as store:
         holder = sqlite3.connect(path, isolation_level=None)
@@ -649,7 +649,7 @@ def test_log_queries_use_indexes(store: Store) -> None:
 WORKER = """
 import json, sys, time
 from pathlib import Path
-from hookctl.store import AttemptResult, Store
+from hookctl.store.sqlite.store import AttemptResult, Store
 
 path, token, now, go = sys.argv[1], sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
 store = Store(path)

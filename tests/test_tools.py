@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from hookctl.listen import Behaviour, Receiver
+from hookctl.devserver import Behaviour, Receiver
 from tests.conftest import ndjson
 
 COLOR = re.compile(r"\x1b\[(?:\d+;)*(?:3[0-8]|9[0-7])(?:;\d+)*m")  # foreground colours

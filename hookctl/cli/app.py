@@ -15,8 +15,8 @@ from hookctl import __version__
 from hookctl.errors import ExitCode, HookctlError, UsageError
 
 if TYPE_CHECKING:
-    from hookctl.netguard import Guard
-    from hookctl.store import Store
+    from hookctl.store.sqlite.store import Store
+    from hookctl.transport.netguard import Guard
 
 app = typer.Typer(
     name="hookctl",
@@ -135,7 +135,7 @@ def duration(value: str | None, option: str) -> float | None:
     """A duration option (30s, 5m, 2h) in seconds, or a usage error naming the option."""
     if value is None:
         return None
-    from hookctl.policy import parse_duration
+    from hookctl.delivery.policy import parse_duration
 
     try:
         return parse_duration(value)
@@ -174,7 +174,7 @@ def store_path(db: str | None) -> Path:
 
 def open_store(db: str | None) -> "Store":
     """The delivery database, which must exist already (reading commands never create it)."""
-    from hookctl.store import Store
+    from hookctl.store.sqlite.store import Store
 
     path = store_path(db)
     if not path.exists():
@@ -184,7 +184,7 @@ def open_store(db: str | None) -> "Store":
 
 def network_guard(flags: list[str] | None) -> "Guard":
     """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
-    from hookctl.netguard import AllowList, Guard
+    from hookctl.transport.netguard import AllowList, Guard
 
     entries = [
         e

@@ -59,8 +59,8 @@ def listen(
 
     Example: hookctl listen --port 8765 --fail-first 2
     """
-    from hookctl.listen import Behaviour, Received, Receiver
-    from hookctl.output import iso, json_line, safe
+    from hookctl.cli.output import iso, json_line, safe
+    from hookctl.devserver import Behaviour, Received, Receiver
 
     wait = duration(delay, "--delay") or 0.0
     keys = tuple(_key(secret) for secret in secrets or ())
@@ -109,7 +109,7 @@ def listen(
 
 
 def _key(secret: str) -> bytes:
-    from hookctl.signing import decode_secret
+    from hookctl.render.signing import decode_secret
 
     try:
         return decode_secret(secret)

@@ -38,9 +38,9 @@ def validate(
 
     Example: hookctl validate -r examples/rules --event examples/events/ticket-created.json
     """
-    from hookctl import ruletest
-    from hookctl.output import Printer, plural
-    from hookctl.rules import load_rules
+    from hookctl.cli.output import Printer, plural
+    from hookctl.rules.load import load_rules
+    from hookctl.ruletest import cases as ruletest
 
     paths = rule_paths(rules_paths)
     rules = load_rules(paths)
@@ -88,8 +88,8 @@ def _render_samples(
     events it rendered for."""
     if not files:
         return [], {}
-    from hookctl.events import BadEvent, read_events
-    from hookctl.explain import explain_rule
+    from hookctl.events.read import BadEvent, read_events
+    from hookctl.ruletest.explain import explain_rule
 
     problems: list[tuple[str, str]] = []
     checked: dict[str, list[str]] = {}

@@ -98,10 +98,10 @@ def fire(
     Exit codes: 0 every event read and every delivery succeeded or is queued for retry;
     1 an event could not be read or a delivery failed for good; 2 usage; 3 invalid rules.
     """
-    from hookctl.deliver import Options, Pipeline
-    from hookctl.events import read_events
-    from hookctl.output import Printer, ProgressBar
-    from hookctl.rules import load_rules
+    from hookctl.cli.output import Printer, ProgressBar
+    from hookctl.delivery.pipeline import Options, Pipeline
+    from hookctl.events.read import read_events
+    from hookctl.rules.load import load_rules
 
     sources = files or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
@@ -120,7 +120,7 @@ def fire(
 
     store = None
     if not dry_run:
-        from hookctl.store import Store
+        from hookctl.store.sqlite.store import Store
 
         store = Store(store_path(db))
     bar = ProgressBar("sending", enabled=not quiet and not dry_run)
@@ -144,7 +144,7 @@ def fire(
 async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_run: bool, guard):  # type: ignore[no-untyped-def]
     if dry_run:
         return await pipeline.fire(events, rules, None)
-    from hookctl.dispatch import Sender
+    from hookctl.transport.http import Sender
 
     async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
         return await pipeline.fire(events, rules, sender)
@@ -177,7 +177,7 @@ def retry_loop(
 
     Example: hookctl retry-loop --every 30s
     """
-    from hookctl.store import Store
+    from hookctl.store.sqlite.store import Store
 
     interval = duration(every, "--every")
     store = Store(store_path(db))
@@ -211,10 +211,10 @@ def retry_loop(
 
 
 async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
-    from hookctl.deliver import Options, Pipeline
-    from hookctl.dispatch import Sender
-    from hookctl.output import Printer, ProgressBar
-    from hookctl.reports import Summary
+    from hookctl.cli.output import Printer, ProgressBar
+    from hookctl.delivery.pipeline import Options, Pipeline
+    from hookctl.delivery.reports import Summary
+    from hookctl.transport.http import Sender
 
     printer = Printer(json_lines=json_lines, quiet=quiet)
     # One pass (cron) has a known size; a bar over an endless --every loop would mean nothing.
@@ -231,7 +231,7 @@ async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease
             loop.add_signal_handler(sig, stop.set)
     total = Summary()
     if interval is not None and not quiet:
-        from hookctl.policy import format_duration
+        from hookctl.delivery.policy import format_duration
 
         sys.stderr.write(
             f"retry-loop: sending due deliveries every {format_duration(interval)} until stopped "

@@ -13,6 +13,6 @@ def sign_secret() -> None:
 
     Example: hookctl sign-secret
     """
-    from hookctl.signing import generate_secret
+    from hookctl.render.signing import generate_secret
 
     typer.echo(generate_secret())

@@ -101,7 +101,7 @@ def log(
 
     Example: hookctl log --status failed --since 1d
     """
-    from hookctl.output import iso, rows_table, short_time
+    from hookctl.cli.output import iso, rows_table, short_time
 
     store = open_store(db)
     try:
@@ -116,7 +116,7 @@ def log(
             limit=limit or None,
         )
         if json_lines:
-            from hookctl.output import Printer
+            from hookctl.cli.output import Printer
 
             printer = Printer(json_lines=True)
             for row in rows:
@@ -135,7 +135,7 @@ def log(
 
 def _attempts(row: dict[str, Any]) -> str:
     """Attempts over the delivery's life, with its replays beside them: `3 (1 replay)`."""
-    from hookctl.output import plural
+    from hookctl.cli.output import plural
 
     replays = row.get("replays") or 0
     return f"{row['attempts']}" + (f" ({plural(replays, 'replay')})" if replays else "")
@@ -163,9 +163,9 @@ def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
 
 
 def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
-    from hookctl.output import Printer, iso, plural, safe, short_time
-    from hookctl.plan import reveal
-    from hookctl.request import Request
+    from hookctl.cli.output import Printer, iso, plural, safe, short_time
+    from hookctl.delivery.prepare import reveal
+    from hookctl.render.request import Request
 
     row = store.get(delivery_id)
     if row is None:
@@ -273,7 +273,7 @@ def replay(
     Example: hookctl replay --status failed --since 1d --now
     """
     from hookctl.cli.commands_send import drain
-    from hookctl.output import plural
+    from hookctl.cli.output import plural
 
     if not ids and status is None:
         raise UsageError(
@@ -321,9 +321,9 @@ def _render_again(
     import difflib
 
     from hookctl import paths
-    from hookctl.events import Event
-    from hookctl.plan import Planner
-    from hookctl.rules import load_rules
+    from hookctl.delivery.prepare import Planner
+    from hookctl.events.read import Event
+    from hookctl.rules.load import load_rules
 
     found = paths.rule_paths(flags)
     rules = {r.name: r for r in load_rules(found)} if found else {}

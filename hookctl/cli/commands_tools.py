@@ -23,10 +23,10 @@ from hookctl.cli.app import (
 from hookctl.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from hookctl.conditions import Trace
-    from hookctl.explain import Explanation
-    from hookctl.rules import Rule
-    from hookctl.ruletest import CaseResult
+    from hookctl.rules.conditions import Trace
+    from hookctl.rules.load import Rule
+    from hookctl.ruletest.cases import CaseResult
+    from hookctl.ruletest.explain import Explanation
 
 RuleNameOption = Annotated[
     str | None, typer.Option("--rule", help="Only this rule.", show_default=False)
@@ -73,7 +73,7 @@ def _print_tree(node: _Node) -> None:
 
 def _safe_tree(node: _Node) -> _Node:
     """The tree with event and receiver text made harmless for a terminal."""
-    from hookctl.output import safe
+    from hookctl.cli.output import safe
 
     return _Node(
         safe(node.text, multiline=True), node.style, [_safe_tree(c) for c in node.children]
@@ -133,10 +133,10 @@ def explain(
 
     Example: hookctl explain -r examples/rules examples/events/ticket-created.json --curl
     """
-    from hookctl.events import BadEvent, read_events
-    from hookctl.explain import explain as explain_event
-    from hookctl.explain import explanation_dict
-    from hookctl.rules import load_rules
+    from hookctl.events.read import BadEvent, read_events
+    from hookctl.rules.load import load_rules
+    from hookctl.ruletest.explain import explain as explain_event
+    from hookctl.ruletest.explain import explanation_dict
 
     rules = _pick(load_rules(rule_paths(rules_paths)), rule)
     if event_file == "-" and sys.stdin.isatty():
@@ -151,7 +151,7 @@ def explain(
         explanations = explain_event(rules, item, os.environ)
         failed = failed or any(e.error for e in explanations)
         if json_lines:
-            from hookctl.output import Printer
+            from hookctl.cli.output import Printer
 
             printer = Printer(json_lines=True)
             for explanation in explanations:
@@ -170,7 +170,7 @@ def explain(
 
 
 def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
-    from hookctl.explain import to_curl
+    from hookctl.ruletest.explain import to_curl
 
     rule = explanation.rule
     if explanation.error:
@@ -214,7 +214,7 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
 
 
 def _trace_node(step: "Trace") -> "_Node":
-    from hookctl.explain import trace_label
+    from hookctl.ruletest.explain import trace_label
 
     verdict = "pass" if step.passed else "FAIL"
     node = _Node(f"{verdict}  {trace_label(step)}", "green" if step.passed else "red")
@@ -249,8 +249,8 @@ def test_rules(
     """
     from pathlib import Path
 
-    from hookctl import ruletest
-    from hookctl.rules import load_rules
+    from hookctl.rules.load import load_rules
+    from hookctl.ruletest import cases as ruletest
 
     paths = rule_paths(rules_paths)
     rules = load_rules(paths)
@@ -285,7 +285,7 @@ def test_rules(
 
 
 def _case_text(result: "CaseResult", color: bool) -> None:
-    from hookctl.output import safe
+    from hookctl.cli.output import safe
 
     case = result.case
     mark = _paint("PASS", "32", color) if result.passed else _paint("FAIL", "31;1", color)
@@ -296,7 +296,7 @@ def _case_text(result: "CaseResult", color: bool) -> None:
 
 
 def _case_json(result: "CaseResult") -> None:
-    from hookctl.output import Printer
+    from hookctl.cli.output import Printer
 
     case = result.case
     Printer(json_lines=True).json(
@@ -324,8 +324,8 @@ def list_rules(rules_paths: RulesOption = None, json_lines: JsonOption = False) 
 
     Example: hookctl rules -r examples/rules
     """
-    from hookctl.output import Printer, rows_table
-    from hookctl.rules import load_rules
+    from hookctl.cli.output import Printer, rows_table
+    from hookctl.rules.load import load_rules
 
     records = [_rule_record(rule) for rule in load_rules(rule_paths(rules_paths))]
     if json_lines:
@@ -411,7 +411,7 @@ def stats(
     data["success_rate"] = round(by_status["succeeded"] / finished, 4) if finished else None
     over = max_failed is not None and by_status["failed"] > max_failed
     if json_lines:
-        from hookctl.output import Printer, iso
+        from hookctl.cli.output import Printer, iso
 
         Printer(json_lines=True).json(
             {**data, "since": iso(start), "window": since, "max_failed": max_failed}
@@ -419,7 +419,7 @@ def stats(
     else:
         _stats_text(data, since)
     if over:
-        from hookctl.output import plural
+        from hookctl.cli.output import plural
 
         failures = f"{plural(by_status['failed'], 'failed delivery')} in the last {since}"
         sys.stderr.write(f"Error: {failures} (more than --max-failed {max_failed})\n")
@@ -427,7 +427,7 @@ def stats(
 
 
 def _stats_text(data: dict[str, Any], window: str) -> None:
-    from hookctl.output import rows_table
+    from hookctl.cli.output import rows_table
 
     table = sys.stdout.isatty()
     out = sys.stdout

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hookctl.delivery.policy import PRESETS
 from hookctl.errors import RenderError
-from hookctl.policy import PRESETS
-from hookctl.render import render_request
-from hookctl.request import Request
-from hookctl.store import AttemptResult, Claim, NewDelivery, new_delivery_id
-from hookctl.webhookspec import webhook_from_dict
+from hookctl.render.request import Request
+from hookctl.render.templates import render_request
+from hookctl.rules.webhook import webhook_from_dict
+from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, new_delivery_id
 
 
 def failure_notice(

@@ -15,19 +15,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from hookctl.admission import Admission
-from hookctl.dispatch import Outcome, Sender, host_key
+from hookctl.delivery.admission import Admission
+from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
+from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError
-from hookctl.events import BadEvent, Event
-from hookctl.intake import batches, dedupe_key
-from hookctl.policy import RetryPolicy, classify, next_attempt_at
-from hookctl.reports import Report, Summary
-from hookctl.request import Request, resolve
-from hookctl.store import AttemptResult, Claim, NewDelivery, Store
+from hookctl.events.intake import batches, dedupe_key
+from hookctl.events.read import BadEvent, Event
+from hookctl.render.request import Request, resolve
+from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, Store
+from hookctl.transport.http import Outcome, Sender, host_key
 
 if TYPE_CHECKING:
-    from hookctl.plan import Planner
-    from hookctl.rules import Rule
+    from hookctl.delivery.prepare import Planner
+    from hookctl.rules.load import Rule
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 YIELD_EVERY = 32  # events planned between turns of the event loop
@@ -101,7 +101,9 @@ class Pipeline:
         self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None
     ) -> Summary:
         """Match, store, send and record every event; returns the counts."""
-        from hookctl.plan import Planner  # rendering: fire's alone, so a retry-loop skips jinja
+        from hookctl.delivery.prepare import (
+            Planner,  # rendering: fire's alone, so a retry-loop skips jinja
+        )
 
         self._planner = Planner(self.options.environ, self.options.clock)
         self._use(sender)
@@ -377,7 +379,7 @@ class Pipeline:
                 await self._start(job)
 
     def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job]:
-        from hookctl.notices import failure_notice
+        from hookctl.delivery.notices import failure_notice
 
         new, error = failure_notice(
             claim, result, environ=self.options.environ, now=self.options.clock()

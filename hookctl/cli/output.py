@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
-from hookctl.reports import Report, Summary
-from hookctl.request import MaskedRequest
+from hookctl.delivery.reports import Report, Summary
+from hookctl.render.request import MaskedRequest
 
 T = TypeVar("T")
 PROGRESS_AFTER = 0.5  # seconds a batch runs before a progress bar appears

@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from hookctl import migrations
 from hookctl.errors import StoreError
+from hookctl.store.sqlite import migrations
 
 BUSY_TIMEOUT = 30.0  # seconds a process waits for another's write transaction before giving up
 # A stored delivery is 1-2 KB (its request): 8 KB pages write fewer WAL frames per batch, and

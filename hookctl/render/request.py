@@ -16,10 +16,10 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-from hookctl.encoding import clean as _clean
-from hookctl.encoding import tojson, xml_escape
 from hookctl.errors import RenderError
-from hookctl.signing import decode_secret
+from hookctl.render.encoding import clean as _clean
+from hookctl.render.encoding import tojson, xml_escape
+from hookctl.render.signing import decode_secret
 
 # Controls a header value cannot carry (tab is allowed): CR/LF would split the request.
 HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import TemplateError, meta
 
 from hookctl.errors import RuleError
-from hookctl.render import (
+from hookctl.render.templates import (
     CONTENT_TYPES,
     MAX_BODY_BYTES,
     WebhookTemplate,
@@ -21,7 +21,7 @@ from hookctl.render import (
     valid_header_name,
     valid_xml_name,
 )
-from hookctl.rulechecks import (
+from hookctl.rules.trust import (
     LITERAL_HINT,
     literal_secrets,
     parse_size,

@@ -21,20 +21,26 @@ from urllib.parse import quote_plus, urlsplit
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
 
-from hookctl.encoding import CONTENT_TYPES as CONTENT_TYPES
-from hookctl.encoding import clean as _clean
-from hookctl.encoding import encode_body, form_encode, form_pairs, tojson
-from hookctl.encoding import valid_xml_name as valid_xml_name
-from hookctl.encoding import xml_escape as xml_escape
 from hookctl.errors import RenderError
-from hookctl.fields import describe_missing
-from hookctl.request import (
+from hookctl.render.encoding import CONTENT_TYPES as CONTENT_TYPES
+from hookctl.render.encoding import clean as _clean
+from hookctl.render.encoding import encode_body, form_encode, form_pairs, tojson
+from hookctl.render.encoding import valid_xml_name as valid_xml_name
+from hookctl.render.encoding import xml_escape as xml_escape
+from hookctl.render.request import (
     HEADER_CONTROL,
     URL_UNSAFE,
     Request,
     placeholder,
 )
-from hookctl.sandbox import Budget, SandboxEnvironment, limits, make_environment, render_capped
+from hookctl.render.sandbox import (
+    Budget,
+    SandboxEnvironment,
+    limits,
+    make_environment,
+    render_capped,
+)
+from hookctl.rules.fields import describe_missing
 
 METHODS_WITH_DEFAULT_BODY = frozenset({"POST", "PUT", "PATCH"})
 MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body changes it

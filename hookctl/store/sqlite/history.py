@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hookctl.errors import UsageError
-from hookctl.records import ID_CLOCK_SLACK, ID_PREFIX, id_floor
-from hookctl.rows import dicts
+from hookctl.store.records import ID_CLOCK_SLACK, ID_PREFIX, id_floor
+from hookctl.store.sqlite.rows import dicts
 
 STATUSES = ("pending", "succeeded", "failed")
 PAGE = 500  # rows per keyset page / per IN (...) list, well under SQLite's variable limit

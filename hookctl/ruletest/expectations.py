@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from hookctl.explain import show
+from hookctl.ruletest.explain import show
 
 
 def differ(what: str, expected: str, got: str | None) -> str:

@@ -34,8 +34,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from hookctl.fields import ABSENT, FieldPath, parse_path, resolve, walk
-from hookctl.operators import (
+from hookctl.rules.fields import ABSENT, FieldPath, parse_path, resolve, walk
+from hookctl.rules.operators import (
     BUILDERS,
     OP_HINTS,
     OPERATORS,

@@ -21,12 +21,12 @@ from typing import Any
 import yaml
 
 from hookctl.errors import RuleError, RuleErrors
-from hookctl.events import BadEvent, Event, read_events
-from hookctl.expectations import body_problems, differ, header_problems
-from hookctl.explain import explain_rule, plain, show, trace_lines
-from hookctl.request import MaskedRequest
-from hookctl.rules import Rule
-from hookctl.webhookspec import METHODS
+from hookctl.events.read import BadEvent, Event, read_events
+from hookctl.render.request import MaskedRequest
+from hookctl.rules.load import Rule
+from hookctl.rules.webhook import METHODS
+from hookctl.ruletest.expectations import body_problems, differ, header_problems
+from hookctl.ruletest.explain import explain_rule, plain, show, trace_lines
 
 CASE_KEYS = ("name", "event", "fires", "method", "url", "headers", "body")
 FILE_CASE_KEYS = ("rule", *CASE_KEYS)

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from hookctl.conditions import ABSENT, Condition, Trace, trace
+from hookctl.delivery.prepare import reveal, shown_values
 from hookctl.errors import RenderError
-from hookctl.events import Event
-from hookctl.plan import reveal, shown_values
-from hookctl.render import render_request
-from hookctl.request import MaskedRequest, Request, placeholder
-from hookctl.rules import Rule
+from hookctl.events.read import Event
+from hookctl.render.request import MaskedRequest, Request, placeholder
+from hookctl.render.templates import render_request
+from hookctl.rules.conditions import ABSENT, Condition, Trace, trace
+from hookctl.rules.load import Rule
 
 SHOW_LIMIT = 80  # characters of a value shown in human output before it is cut
 

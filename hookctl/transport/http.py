@@ -23,10 +23,10 @@ import certifi
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hookctl import __version__
-from hookctl.netguard import Guard, Refused, Unresolvable, parse_literal
-from hookctl.policy import format_duration
-from hookctl.request import ResolvedRequest
-from hookctl.signing import sign_headers
+from hookctl.delivery.policy import format_duration
+from hookctl.render.request import ResolvedRequest
+from hookctl.render.signing import sign_headers
+from hookctl.transport.netguard import Guard, Refused, Unresolvable, parse_literal
 
 USER_AGENT = f"hookctl/{__version__}"
 READ_CAP = 64 * 1024  # read this much of a response at most, so a huge one cannot eat memory

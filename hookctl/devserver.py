@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hookctl import signing
+from hookctl.render import signing
 
 MAX_BODY = 10 * 1024 * 1024
 TOLERANCE = (

@@ -10,17 +10,17 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hookctl.delivery.policy import PRESETS, RetryPolicy
 from hookctl.errors import RenderError
-from hookctl.events import Event
-from hookctl.intake import event_ticket
-from hookctl.policy import PRESETS, RetryPolicy
-from hookctl.records import NewDelivery, new_delivery_id
-from hookctl.render import render_request, render_text
-from hookctl.request import MaskedRequest, Request, placeholder
-from hookctl.webhookspec import webhook_to_dict
+from hookctl.events.intake import event_ticket
+from hookctl.events.read import Event
+from hookctl.render.request import MaskedRequest, Request, placeholder
+from hookctl.render.templates import render_request, render_text
+from hookctl.rules.webhook import webhook_to_dict
+from hookctl.store.records import NewDelivery, new_delivery_id
 
 if TYPE_CHECKING:
-    from hookctl.rules import Rule
+    from hookctl.rules.load import Rule
 
 
 class Planner:

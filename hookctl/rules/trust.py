@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from hookctl.render import is_template
+from hookctl.render.templates import is_template
 
 MAX_BODY_LIMIT = 16 * 1024 * 1024  # the most `webhook.max_body` may allow
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb)?\s*$", re.I)

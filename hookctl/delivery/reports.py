@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from hookctl.request import MaskedRequest
+from hookctl.render.request import MaskedRequest
 
 ReportStatus = Literal["succeeded", "pending", "failed", "duplicate", "dry-run"]
 

@@ -11,26 +11,26 @@ from typing import Any
 
 import yaml
 
-from hookctl.conditions import ConditionError, Group, compile_when, evaluate
-from hookctl.errors import RuleError, RuleErrors, UsageError
-from hookctl.policy import (
+from hookctl.delivery.policy import (
     DEFAULT_POLICY,
     RetryPolicy,
     format_duration,
     parse_duration,
     parse_policy,
 )
-from hookctl.render import (
+from hookctl.errors import RuleError, RuleErrors, UsageError
+from hookctl.render.templates import (
     WebhookTemplate,
 )
-from hookctl.rulechecks import (
+from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
+from hookctl.rules.trust import (
     ENV_NAME,
     credential_templates,
     env_reference,
     expansion_problem,
     secret_name,
 )
-from hookctl.webhookspec import (
+from hookctl.rules.webhook import (
     KNOWN_NAMES,
     SpecChecker,
     plain,

@@ -17,9 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hookctl import database, history
-from hookctl.history import STATUSES
-from hookctl.records import (
+from hookctl.store.records import (
     ID_CLOCK_SLACK,
     ID_PATTERN,
     AttemptResult,
@@ -28,7 +26,9 @@ from hookctl.records import (
     id_floor,
     new_delivery_id,
 )
-from hookctl.rows import (
+from hookctl.store.sqlite import database, history
+from hookctl.store.sqlite.history import STATUSES
+from hookctl.store.sqlite.rows import (
     APPLY_RESULT,
     CLAIM_COLUMNS,
     DUE,

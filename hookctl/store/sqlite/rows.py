@@ -9,7 +9,7 @@ import json
 import sqlite3
 from typing import Any
 
-from hookctl.records import NewDelivery
+from hookctl.store.records import NewDelivery
 
 _JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
 

@@ -1,0 +1,1 @@
+"""Rules: the model, YAML loading, the webhook spec, trust checks, conditions, fields, operators."""

@@ -1,0 +1,1 @@
+"""The store: delivery records and ids, and the SQLite backend behind them."""

@@ -1,0 +1,1 @@
+"""Transport: the HTTP sender and the network guard in front of it."""
