@@ -185,6 +185,15 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         if basic:
             basic = (basic[0].replace(token, value), basic[1].replace(token, value))
         sign = [s.replace(token, value) for s in sign]
+    if url != request.url:
+        try:
+            check_url(url)
+        except RenderError:
+            # Not the URL in the message: it holds the secrets' values now.
+            names = ", ".join(request.secrets)
+            raise RenderError(
+                f"webhook.url: with the value of {names} filled in, it is not a valid URL"
+            ) from None
     if basic:
         credentials = base64.b64encode(_clean(f"{basic[0]}:{basic[1]}").encode()).decode()
         headers.insert(0, ("Authorization", f"Basic {credentials}"))
@@ -205,6 +214,40 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         # The raw values themselves are still scrubbed: the pipeline passes them to the sender.
         sensitive=tuple(sorted((s for s in sensitive if len(s) >= 4), key=len, reverse=True)),
     )
+
+
+def check_url(url: str, where: str = "webhook.url", *, shown: str | None = None) -> None:
+    """Refuse a URL the sender could not send: parsed as the HTTP client will parse it.
+
+    An event value can make a URL unparseable (`[bad` in the host, a port of 99999, a host
+    IDNA refuses); that is this delivery's failure (RenderError), never an exception that
+    stops the batch. `shown` is the URL as an error may show it (secrets masked).
+    """
+    from yarl import URL
+
+    shown = url if shown is None else shown
+    try:
+        parts = urlsplit(url)
+        parsed = URL(url)
+    except ValueError as exc:  # UnicodeError (IDNA) is a ValueError too
+        raise RenderError(f"{where}: rendered URL is not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parsed.raw_host:
+        raise RenderError(f"{where}: rendered URL is not an http(s) URL: {shown!r}")
+    for part in (parsed.user, parsed.password):
+        # The client sends URL credentials as Basic auth, in latin-1.
+        if part and not _latin1(part):
+            raise RenderError(
+                f"{where}: the user name or password in the URL is not latin-1 text; "
+                "use webhook.auth (basic) instead"
+            )
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=64)  # the same few secrets on every delivery

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
@@ -31,6 +31,8 @@ from hookctl.render.request import (
     HEADER_CONTROL,
     URL_UNSAFE,
     Request,
+    check_url,
+    mask,
     placeholder,
 )
 from hookctl.render.sandbox import (
@@ -64,6 +66,8 @@ def environment() -> SandboxEnvironment:
             "tojson": tojson,
             "xml_escape": xml_escape,
             "urlencode_plus": lambda v: quote_plus(_clean(str(v))),
+            # In webhook.url: insert the value as it is, not encoded for its place (see url_parts).
+            "raw_url": lambda v: v,
         }
     )
 
@@ -447,9 +451,13 @@ def _check_url(url: str, nonce: str = "", secrets: Iterable[str] = ()) -> None:
         raise RenderError(
             f"webhook.url: rendered URL contains whitespace or control characters: {url!r}"
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RenderError(f"webhook.url: rendered URL is not an http(s) URL: {url!r}")
+    names = tuple(secrets)
+    probe = url
+    for name in names:
+        # A variable's value is only known when sending (resolve checks it then): stand in a
+        # value that is valid anywhere in a URL, a port included.
+        probe = probe.replace(placeholder(nonce, name), "0")
+    check_url(probe, shown=mask(url, nonce, names) if names else url)
 
 
 def _add_query(url: str, pairs: list[tuple[str, Any]]) -> str:

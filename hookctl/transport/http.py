@@ -81,9 +81,10 @@ class _GuardedResolver(AbstractResolver):
         """Nothing to release."""
 
 
-class _OddSpelling(Exception):
-    """An address written in an unusual form: an old BSD one (`2130706433`, `127.1`), which
-    aiohttp will not send, or non-ASCII characters (`１２７.０.０.１`) that IDNA turns into one."""
+class _BadURL(Exception):
+    """A URL that will never be sent (permanent): one the client cannot parse, or an address
+    in an unusual form: an old BSD one (`2130706433`, `127.1`), which aiohttp will not send,
+    or non-ASCII characters (`１２７.０.０.１`) that IDNA turns into one."""
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -189,7 +190,7 @@ class Sender:
         if literal is not None:
             await self.guard.addresses(host)  # raises Refused
             if not written.isascii() or (literal.version == 4 and host != str(literal)):
-                raise _OddSpelling(
+                raise _BadURL(
                     f"invalid URL: {written} is an unusual spelling of {literal}; write {literal}"
                 )
         self._checked.add(written)
@@ -214,7 +215,11 @@ class Sender:
         try:
             async with asyncio.timeout(timeout):
                 # Parsed once: the URL whose host the guard judges is the one that is sent.
-                url = URL(request.url)
+                try:
+                    url = URL(request.url)
+                    urlsplit(request.url)
+                except ValueError as exc:
+                    raise _BadURL(f"invalid URL: {exc}") from None
                 await self._check_literal(url, request.url)
                 async with self._client.request(
                     request.method,
@@ -236,7 +241,7 @@ class Sender:
             error = f"timed out after {format_duration(timeout)}"
             if capped:
                 error = f"the operation was cancelled: no answer within {format_duration(timeout)} (the hard cap)"
-        except (Refused, _OddSpelling) as exc:
+        except (Refused, _BadURL) as exc:
             error, permanent = str(exc), True
         except Unresolvable:
             error = "could not resolve host"
@@ -245,6 +250,8 @@ class Sender:
                 error, permanent = str(exc.os_error), True
             else:
                 error = describe_error(exc)
+        except aiohttp.InvalidURL as exc:
+            error, permanent = describe_error(exc), True  # the same URL is refused every time
         except aiohttp.ClientError as exc:
             error = describe_error(exc)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -346,6 +353,11 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
 
 
 def host_key(url: str) -> str:
-    """The scheme, host and port of a URL: what per-host limits count by."""
-    parts = urlsplit(url)
+    """The scheme, host and port of a URL: what per-host limits count by (never raises)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable (`http://[bad/`): the attempt will say why; the key only groups it.
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
     return f"{parts.scheme}://{parts.netloc}"
