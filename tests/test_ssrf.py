@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -298,7 +299,11 @@ def test_a_refusal_is_a_permanent_failure_with_the_reason(
     assert result.exit_code == 1
     (report,) = ndjson(result.stdout)
     assert report["status"] == "failed" and report["next_attempt_at"] is None
-    expected = "refused by the network guard: 10.0.0.5 is a private address; allow it with --allow-net 10.0.0.5"
+    config = Path(os.environ["HOOKCTL_HOME"]) / "config.toml"
+    expected = (
+        "refused by the network guard: 10.0.0.5 is a private address; allow it with "
+        f"--allow-net 10.0.0.5, or in allow_net in {config} for every command"
+    )
     assert report["error"] == expected
     (row,) = deliveries(db_file)
     assert row["status"] == "failed" and row["attempts"] == 1 and len(attempts(db_file)) == 1

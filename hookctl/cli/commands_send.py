@@ -13,6 +13,7 @@ from hookctl.cli.app import (
     JsonOption,
     QuietOption,
     RulesOption,
+    allow_entries,
     app,
     duration,
     exit_with,
@@ -52,7 +53,9 @@ AllowNetOption = Annotated[
     typer.Option(
         "--allow-net",
         help="Let requests reach this private network or host, e.g. 10.1.2.0/24 or crm.intranet "
-        "(repeatable; also $HOOKCTL_ALLOW_NET, comma-separated). Everything else private stays refused.",
+        "(repeatable; also $HOOKCTL_ALLOW_NET, comma-separated), on top of allow_net in "
+        "~/.config/hookctl/config.toml ($HOOKCTL_CONFIG), which every command reads. "
+        "Everything else private stays refused.",
         show_default=False,
     ),
 ]
@@ -110,8 +113,13 @@ def fire(
         )
     rules = load_rules(rule_paths(rules_paths))
     printer = Printer(json_lines=json_lines, quiet=quiet)
+    guard = network_guard(allow_net)
     options = Options(
-        environ=os.environ, force=force, dry_run=dry_run, lease_seconds=duration(lease, "--lease")
+        environ=os.environ,
+        force=force,
+        dry_run=dry_run,
+        lease_seconds=duration(lease, "--lease"),
+        allow_net=tuple(dict.fromkeys(allow_entries(allow_net))),  # recorded with each delivery
     )
     events = read_events(sources, sys.stdin.buffer)
 
@@ -128,9 +136,7 @@ def fire(
     try:
         import asyncio  # here, not at the top: --help and an idle retry-loop skip it
 
-        summary = asyncio.run(
-            _fire(pipeline, events, rules, concurrency, per_host, dry_run, network_guard(allow_net))
-        )
+        summary = asyncio.run(_fire(pipeline, events, rules, concurrency, per_host, dry_run, guard))
     finally:
         bar.stop()
         if store is not None:

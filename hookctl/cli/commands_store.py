@@ -11,6 +11,7 @@ from hookctl.cli.app import (
     DbOption,
     JsonOption,
     RulesOption,
+    allow_entries,
     app,
     exit_with,
     handle_errors,
@@ -190,6 +191,8 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
         record = log_record({**row, "attempts": row["attempt_count"]}, iso)
         record["request"] = masked.to_dict() if masked else None
         record["unrendered"] = bool(row.get("unrendered"))
+        # The network allow-list the delivery was fired with (what a later process is held to).
+        record["allow_net"] = list(stored.get("allow_net") or ())
         record["attempts_detail"] = [{**a, "started_at": iso(a["started_at"])} for a in attempts]
         Printer(json_lines=True).json(record)
         return
@@ -286,6 +289,12 @@ def replay(
             ids=ids or (), status=_status(status), rule=rule, since=window_start(since)
         )
         rendered, refused, notes = _render_again(store.unrendered(selected), rules_paths)
+        for delivery_id, new in rendered.items():
+            # Rendered anew: keep the allow-list it was fired with (and add this run's).
+            old = (store.get(delivery_id) or {}).get("request") or {}
+            kept = dict.fromkeys([*(old.get("allow_net") or ()), *allow_entries(allow_net)])
+            if kept:
+                new.request["allow_net"] = list(kept)
         for delivery_id, reason in refused.items():
             sys.stderr.write(f"{delivery_id}: not replayed: {reason}\n")
         chosen = [i for i in selected if i not in refused]

@@ -24,6 +24,7 @@ from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
 from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, Store
 from hookctl.transport.http import Outcome, Sender, host_key
+from hookctl.transport.netguard import allowed_by, held_by_guard
 
 if TYPE_CHECKING:
     from hookctl.delivery.prepare import Planner
@@ -46,6 +47,9 @@ class Options:
     dry_run: bool = False
     lease_seconds: float | None = None  # None: the attempt's timeout plus LEASE_MARGIN
     batch: int = BATCH
+    # This process's network allow-list; fire records it with each delivery, so a later
+    # process refused where this one was allowed holds the delivery instead of failing it.
+    allow_net: tuple[str, ...] = ()
 
 
 @dataclass
@@ -160,6 +164,8 @@ class Pipeline:
             self.emit(report)
             return None
         new = self._planner.delivery(rule, event, key, request, ticket, render_error)
+        if self.options.allow_net:
+            new.request["allow_net"] = list(self.options.allow_net)
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
@@ -251,6 +257,12 @@ class Pipeline:
         outcome = await self._sender.send(
             resolved, timeout=claim.timeout, secrets=secret_values, webhook_id=claim.id
         )
+        recorded = claim.request.get("allow_net")
+        if outcome.refused is not None and recorded and allowed_by(recorded, outcome.refused):
+            # Refused by this process's allow-list, not by the one the delivery was fired with:
+            # a setting to fix here, so held (nothing was sent), never failed for good.
+            self._record(job, None, held_by_guard(outcome.error, recorded), held=True)
+            return
         self._record(job, outcome, outcome.error)
         if len(self._done) >= self.options.batch:
             self._flush()

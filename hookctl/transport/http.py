@@ -53,6 +53,7 @@ class Outcome:
     response_body: str | None = None
     retry_after: float | None = None
     permanent: bool = False  # retrying cannot help (the network guard refused the address)
+    refused: Refused | None = None  # the guard's refusal: another allow-list might allow it
 
 
 class _GuardedResolver(AbstractResolver):
@@ -210,6 +211,7 @@ class Sender:
         body = b""
         error: str | None = None
         permanent = False
+        refused: Refused | None = None
         capped = timeout >= self.max_timeout
         timeout = min(timeout, self.max_timeout)
         try:
@@ -241,13 +243,15 @@ class Sender:
             error = f"timed out after {format_duration(timeout)}"
             if capped:
                 error = f"the operation was cancelled: no answer within {format_duration(timeout)} (the hard cap)"
-        except (Refused, _BadURL) as exc:
+        except Refused as exc:
+            error, permanent, refused = str(exc), True, exc
+        except _BadURL as exc:
             error, permanent = str(exc), True
         except Unresolvable:
             error = "could not resolve host"
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, Refused):
-                error, permanent = str(exc.os_error), True
+                error, permanent, refused = str(exc.os_error), True, exc.os_error
             else:
                 error = describe_error(exc)
         except aiohttp.InvalidURL as exc:
@@ -264,7 +268,13 @@ class Sender:
             error = _scrub(error, secrets)
             status_reason = error if status is None else f"HTTP {status}, then {error}"
             return Outcome(
-                started, duration_ms, status, status_reason, headers, permanent=permanent
+                started,
+                duration_ms,
+                status,
+                status_reason,
+                headers,
+                permanent=permanent,
+                refused=refused,
             )
         assert status is not None
         return Outcome(

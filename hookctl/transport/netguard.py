@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -140,6 +141,29 @@ class AllowList:
         return any(address in net for net in self.networks)
 
 
+@lru_cache(maxsize=64)
+def _parsed(entries: tuple[str, ...]) -> AllowList | None:
+    try:
+        return AllowList.parse(entries)
+    except ValueError:
+        return None
+
+
+def allowed_by(entries: Iterable[str], refused: Refused) -> bool:
+    """Whether an allow-list (one a delivery recorded, say) would let a refused address through."""
+    allow = _parsed(tuple(entries))
+    return allow is not None and allow.allows(refused.address, refused.host)
+
+
+def held_by_guard(error: str | None, recorded: Iterable[str]) -> str:
+    """Why a delivery is held: this process refuses what the delivery was fired allowed to reach."""
+    entries = ", ".join(recorded)
+    return (
+        f"held: {error}. It was fired with allow_net [{entries}] and this process lacks that "
+        "setting; it waits (no attempt used) for a retry-loop or replay --now that has it"
+    )
+
+
 def blocked_reason(address: IPAddress) -> str | None:
     """Why the guard refuses an address by default, or None for a public one."""
     if is_metadata(address):
@@ -213,8 +237,10 @@ class Guard:
         *,
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        config_file: str | None = None,
     ) -> None:
         self.allow = allow or AllowList()
+        self.config_file = config_file  # named in refusals: where an allowance lasts
         self._resolver = resolver
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -259,6 +285,7 @@ class Guard:
         hint = f"--allow-net {address}" + (
             f" (or --allow-net {_normal_name(host)})" if by_name else ""
         )
+        hint += self._where()
         raise Refused(f"refused by the network guard: {what}; allow it with {hint}", address, named)
 
     def check_peer(self, peer: str) -> None:
@@ -280,9 +307,15 @@ class Guard:
         if reason is None or address in self._approved or self.allow.allows(address):
             return
         raise PeerRefused(
-            f"refused by the network guard: {address} is {reason}; allow it with --allow-net {address}",
+            f"refused by the network guard: {address} is {reason}; "
+            f"allow it with --allow-net {address}{self._where()}",
             address,
         )
+
+    def _where(self) -> str:
+        if self.config_file is None:
+            return ""
+        return f", or in allow_net in {self.config_file} for every command"
 
     async def _resolve(self, host: str) -> tuple[str, ...]:
         now = self._clock()
