@@ -18,8 +18,8 @@ from hookctl.cli.app import (
     exit_with,
     handle_errors,
     network_guard,
+    open_store,
     rule_paths,
-    store_path,
 )
 from hookctl.errors import ExitCode, UsageError
 
@@ -120,9 +120,7 @@ def fire(
 
     store = None
     if not dry_run:
-        from hookctl.store.sqlite.store import Store
-
-        store = Store(store_path(db))
+        store = open_store(db, create=True)
     bar = ProgressBar("sending", enabled=not quiet and not dry_run)
     pipeline = Pipeline(store, options, bar.wrap(printer.report), bad_event)
     try:
@@ -177,10 +175,8 @@ def retry_loop(
 
     Example: hookctl retry-loop --every 30s
     """
-    from hookctl.store.sqlite.store import Store
-
     interval = duration(every, "--every")
-    store = Store(store_path(db))
+    store = open_store(db, create=True)
     try:
         if interval is None and not store.due_count(time.time()):
             # Nothing due: leave before importing the HTTP and template machinery (cron runs this often).
