@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from hookctl.delivery import observe
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
@@ -71,13 +72,11 @@ class Pipeline:
         self,
         store: Store | None,
         options: Options,
-        emit: Callable[[Report], None],
-        on_bad_event: Callable[[BadEvent], None] = lambda bad: None,
+        observer: observe.Observer | None = None,
     ) -> None:
         self.store = store
         self.options = options
-        self.emit = emit
-        self.on_bad_event = on_bad_event
+        self.observer: observe.Observer = observer or observe.Nobody()
         self.summary = Summary()
         self.token = _secrets.token_hex(16)
         self._done: list[_Done] = []
@@ -117,7 +116,7 @@ class Pipeline:
                         await asyncio.sleep(0)
                     if isinstance(item, BadEvent):
                         self.summary.bad_events += 1
-                        self.on_bad_event(item)
+                        self.observer.notify(observe.Unreadable(item))
                         continue
                     self.summary.events += 1
                     matched = [rule for rule in rules if rule.matches(item.name, item.data)]
@@ -156,8 +155,7 @@ class Pipeline:
                 sent=False,
                 needs=request.secrets,
             )
-            self.summary.add(report)
-            self.emit(report)
+            self._tell(report)
             return None
         new = self._planner.delivery(rule, event, key, request, ticket, render_error)
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
@@ -171,7 +169,10 @@ class Pipeline:
         results = self.store.enqueue(
             [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease
         )
-        self._held.update(delivery_id for delivery_id, inserted in results if inserted)
+        claimed = [delivery_id for delivery_id, inserted in results if inserted]
+        self._held.update(claimed)
+        if claimed:
+            self.observer.notify(observe.Claimed(len(claimed)))
         earlier = [delivery_id for delivery_id, inserted in results if not inserted]
         # What the earlier delivery became, so a duplicate says so (a failed one is no success).
         recorded = self.store.statuses(earlier) if earlier else {}
@@ -217,6 +218,7 @@ class Pipeline:
                 if not claims:
                     break
                 self._held.update(claim.id for claim in claims)
+                self.observer.notify(observe.Claimed(len(claims)))
                 for claim in claims:
                     await self._start(_Job(claim))
             await self._finish()
@@ -247,9 +249,16 @@ class Pipeline:
             self._record(job, None, f"held: {exc}", held=True)
             return
         secret_values = tuple(self.options.environ[name] for name in request.secrets)
+        host = host_key(claim.url)
+        self.observer.notify(observe.AttemptStarted(claim.id, claim.rule, host))
         # The delivery id is the Standard Webhooks `webhook-id`: the same on every retry and replay.
         outcome = await self._sender.send(
             resolved, timeout=claim.timeout, secrets=secret_values, webhook_id=claim.id
+        )
+        self.observer.notify(
+            observe.AttemptFinished(
+                claim.id, claim.rule, host, outcome.status_code, outcome.error, outcome.duration_ms
+            )
         )
         self._record(job, outcome, outcome.error)
         if len(self._done) >= self.options.batch:
@@ -310,6 +319,7 @@ class Pipeline:
         if not self._done or self.store is None:
             return
         done, self._done = self._done, []
+        started = time.perf_counter()
         # on_failure notices go into the store in the same transaction as the failure itself.
         notices = {
             d.job.claim.id: self._failure_notice(d.job.claim, d.result)
@@ -324,6 +334,7 @@ class Pipeline:
             lease_seconds=self._lease or LEASE_MARGIN,
         )
         self._held.difference_update(d.result.delivery_id for d in done)
+        self.observer.notify(observe.Flushed(len(done), time.perf_counter() - started))
         for item, ok in zip(done, applied, strict=True):
             claim, result = item.job.claim, item.result
             if not ok:
@@ -368,8 +379,17 @@ class Pipeline:
             report.error = result.error
             report.duration_ms = result.duration_ms
             report.next_attempt_at = result.next_attempt_at
+        self._tell(report)
+
+    def _tell(self, report: Report) -> None:
+        """Count a decided delivery and tell the observers."""
         self.summary.add(report)
-        self.emit(report)
+        notify = self.observer.notify
+        notify(observe.Reported(report))
+        if report.status == "failed":
+            notify(observe.FailedForGood(report))
+        elif report.status == "pending" and not report.sent:
+            notify(observe.Held(report))
 
     async def _send_notices(self, jobs: list[_Job]) -> None:
         for job in jobs:
@@ -421,6 +441,7 @@ class Pipeline:
             self.store.release(ids, token=self.token)
             self._held.difference_update(ids)
             self.summary.handed_back += len(ids)
+            self.observer.notify(observe.HandedBack(len(ids)))
 
 
 def _claim_of(new: NewDelivery, token: str) -> Claim:

@@ -50,6 +50,11 @@ class Summary:
     held: int = 0  # pending with nothing sent: waiting for a setting this process lacks
     handed_back: int = 0  # claimed, then released unattempted when the run was stopped
 
+    def merge(self, other: Summary) -> None:
+        """Add another run's counts to these (a service's passes, summed)."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def add(self, report: Report) -> None:
         """Count one report."""
         self.deliveries += 1
