@@ -296,6 +296,11 @@ def format_pass_summary(summary: Summary) -> list[str]:
         lines.append(
             f"stopped: {summary.handed_back} claimed but not yet sent, handed back (due now)"
         )
+    if summary.lost:
+        lines.append(
+            f"{plural(summary.lost, 'claim')} lost to another worker (our lease ran out while "
+            "they waited): not sent by this one"
+        )
     return lines
 
 

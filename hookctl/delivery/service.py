@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from hookctl.delivery import observe
 from hookctl.delivery.pipeline import Options, Pipeline
 from hookctl.delivery.reports import Summary
+from hookctl.delivery.storethread import StoreThread
 from hookctl.transport.http import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
 
 if TYPE_CHECKING:
@@ -45,13 +46,13 @@ async def fire(
 ) -> Summary:
     """Match, store, send and record `events`; a dry run (no store) only renders them."""
     options = Options(environ=environ, force=force, dry_run=dry_run, lease_seconds=lease_seconds)
-    pipeline = Pipeline(store, options, observer)
-    if dry_run:
-        return await pipeline.fire(events, rules, None)
+    if dry_run or store is None:
+        return await Pipeline(None, options, observer).fire(events, rules, None)
     from hookctl.transport.http import Sender
 
-    async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
-        return await pipeline.fire(events, rules, sender)
+    with StoreThread(store) as db:
+        async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
+            return await Pipeline(db, options, observer).fire(events, rules, sender)
 
 
 async def drain(
@@ -77,16 +78,18 @@ async def drain(
 
     stop = stop or asyncio.Event()
     total = Summary()
-    with _stopping_on_signals(stop):
+    with _stopping_on_signals(stop), StoreThread(store) as db:
         observer.notify(observe.Started(every, os.getpid()))
         async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
             while True:
                 if every is None:
                     # One pass has a known size (for a progress bar); an endless loop has none.
-                    due = len(ids) if ids is not None else store.due_count(time.time())
+                    due = (
+                        len(ids) if ids is not None else await db.call(store.due_count, time.time())
+                    )
                     observer.notify(observe.Due(due))
                 pipeline = Pipeline(
-                    store, Options(environ=environ, lease_seconds=lease_seconds), observer
+                    db, Options(environ=environ, lease_seconds=lease_seconds), observer
                 )
                 total.merge(await pipeline.drain(sender, stop=stop, ids=ids))
                 if every is None or stop.is_set():

@@ -28,7 +28,11 @@ def connect(path: Path) -> sqlite3.Connection:
     except OSError as exc:
         raise StoreError(f"cannot create database {path}: {exc.strerror or exc}") from None
     try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+        # check_same_thread off: the pipeline hands the connection to a thread of its own
+        # (delivery/storethread.py), which alone uses it while it runs.
+        conn = sqlite3.connect(
+            path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from None
     try:
