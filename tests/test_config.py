@@ -234,3 +234,30 @@ def test_the_default_config_file_follows_xdg_config_home(
     )
     assert result.exit_code == 0, result.stderr
     assert len(httpserver.log) == 1
+
+
+def test_an_on_failure_notice_records_the_allowance_too(
+    rule_file, event_file, free_port: int, no_allowance: None
+) -> None:
+    # The notice goes to an intranet alert endpoint that is down when fire runs.
+    alert = HTTPServer(host="127.0.0.1", port=0)
+    alert.expect_request("/alert").respond_with_data("noted")
+    alert.start()
+    alert_url = alert.url_for("/alert")
+    alert.stop()
+    rules = rule_file(
+        rule_yaml(f"http://127.0.0.1:{free_port}/hook") + f"on_failure: {{url: '{alert_url}'}}\n"
+    )
+    fired = run("fire", "--json", "--allow-net", "127.0.0.1", "-r", rules, event_file(event(1)))
+    notice = next(r for r in ndjson(fired.stdout) if r["rule"] == "r1:on_failure")
+    assert notice["status"] == "failed" and notice["error"] == "connection refused"
+    assert shown(notice["id"])["allow_net"] == ["127.0.0.1"]
+    alert.start()
+    try:
+        held = run("replay", notice["id"], "--now")
+        assert held.returncode == 1 and shown(notice["id"])["status"] == "pending"
+        assert not alert.log
+        assert run("replay", notice["id"], "--now", "--allow-net", "127.0.0.1").returncode == 0
+        assert shown(notice["id"])["status"] == "succeeded" and len(alert.log) == 1
+    finally:
+        alert.stop()

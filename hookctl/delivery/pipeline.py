@@ -538,6 +538,8 @@ class Pipeline:
         new, error = failure_notice(
             claim, result, environ=self.options.environ, now=self.options.clock()
         )
+        if self.options.allow_net:
+            new.request["allow_net"] = list(self.options.allow_net)
         return new, _Job(_claim_of(new, self.token), render_error=error)
 
     # --- the writer ------------------------------------------------------------------------------

@@ -99,7 +99,14 @@ async def drain(
                     )
                     observer.notify(observe.Due(due))
                 pipeline = Pipeline(
-                    db, Options(environ=environ, lease_seconds=lease_seconds), observer
+                    db,
+                    Options(
+                        environ=environ,
+                        lease_seconds=lease_seconds,
+                        # Recorded with the on_failure notices this pass creates.
+                        allow_net=guard.allow.entries if guard is not None else (),
+                    ),
+                    observer,
                 )
                 total.merge(await pipeline.drain(sender, stop=stop, ids=ids))
                 if every is None or stop.is_set():
