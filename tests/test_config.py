@@ -97,13 +97,16 @@ def test_without_the_allowance_a_retry_is_held_not_failed(
             held = run("retry-loop")
             assert held.returncode == 1  # documented: a held delivery needs attention
             assert "1 held (nothing sent)" in held.stderr
-            assert "held: refused by the network guard: 127.0.0.1 is a loopback address" in (
-                held.stdout
-            )
+            assert (
+                "held: refused by the network guard here: 127.0.0.1 is a loopback address, "
+                "which the delivery was fired allowed to reach (allow_net 127.0.0.1)"
+            ) in held.stdout
             record = shown(delivery_id)
             assert record["status"] == "pending" and record["attempts"] == 1
-            assert "It was fired with allow_net [127.0.0.1]" in record["error"]
-            assert f"allow_net in {config_file}" in record["error"]  # says how to allow it
+            assert record["error"].endswith(  # says how to allow it
+                f"allow it for every command in allow_net in {config_file}, "
+                "or with --allow-net 127.0.0.1"
+            )
         assert not server.log
         config_file.write_text('allow_net = ["127.0.0.0/8"]\n')
         assert run("retry-loop").returncode == 0
@@ -159,7 +162,7 @@ def test_replay_that_renders_again_keeps_the_recorded_allowance(
     assert held.returncode == 1 and "re-rendered from rule r1" in held.stderr
     record = shown(report["id"])
     assert record["status"] == "pending" and record["allow_net"] == ["127.0.0.1"]
-    assert "held: refused by the network guard" in record["error"] and not httpserver.log
+    assert "held: refused by the network guard here" in record["error"] and not httpserver.log
     assert run("retry-loop", "--allow-net", "127.0.0.1").returncode == 0
     assert shown(report["id"])["status"] == "succeeded" and len(httpserver.log) == 1
 

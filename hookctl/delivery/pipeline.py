@@ -34,7 +34,7 @@ from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
 from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery
 from hookctl.transport.http import Outcome, Sender, host_key
-from hookctl.transport.netguard import allowed_by, held_by_guard
+from hookctl.transport.netguard import allowed_by
 
 if TYPE_CHECKING:
     from hookctl.delivery.prepare import Planner
@@ -380,7 +380,8 @@ class Pipeline:
         if outcome.refused is not None and recorded and allowed_by(recorded, outcome.refused):
             # Refused by this process's allow-list, not by the one the delivery was fired with:
             # a setting to fix here, so held (nothing was sent), never failed for good.
-            self._record(job, None, held_by_guard(outcome.error, recorded), held=True)
+            reason = self._sender.guard.held_reason(outcome.refused, recorded)
+            self._record(job, None, reason, held=True)
             return
         self._record(job, outcome, outcome.error)
 

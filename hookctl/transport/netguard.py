@@ -155,15 +155,6 @@ def allowed_by(entries: Iterable[str], refused: Refused) -> bool:
     return allow is not None and allow.allows(refused.address, refused.host)
 
 
-def held_by_guard(error: str | None, recorded: Iterable[str]) -> str:
-    """Why a delivery is held: this process refuses what the delivery was fired allowed to reach."""
-    entries = ", ".join(recorded)
-    return (
-        f"held: {error}. It was fired with allow_net [{entries}] and this process lacks that "
-        "setting; it waits (no attempt used) for a retry-loop or replay --now that has it"
-    )
-
-
 def blocked_reason(address: IPAddress) -> str | None:
     """Why the guard refuses an address by default, or None for a public one."""
     if is_metadata(address):
@@ -310,6 +301,18 @@ class Guard:
             f"refused by the network guard: {address} is {reason}; "
             f"allow it with --allow-net {address}{self._where()}",
             address,
+        )
+
+    def held_reason(self, refused: Refused, recorded: Iterable[str]) -> str:
+        """Why a delivery is held: this guard refuses what it was fired allowed to reach."""
+        address, host = refused.address, refused.host
+        reason = blocked_reason(address) or "not allowed"
+        what = f"{host} resolves to {address}, {reason}" if host else f"{address} is {reason}"
+        where = f"in allow_net in {self.config_file}, or " if self.config_file else ""
+        return (
+            f"held: refused by the network guard here: {what}, which the delivery was fired "
+            f"allowed to reach (allow_net {', '.join(recorded)}); allow it for every command "
+            f"{where}with --allow-net {host or address}"
         )
 
     def _where(self) -> str:
