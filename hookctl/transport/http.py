@@ -23,7 +23,7 @@ import certifi
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hookctl import __version__
-from hookctl.delivery.policy import format_duration
+from hookctl.durations import format_duration
 from hookctl.render.request import ResolvedRequest
 from hookctl.render.scrub import scrub as _scrub
 from hookctl.render.signing import sign_headers
