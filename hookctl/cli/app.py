@@ -148,7 +148,7 @@ def duration(value: str | None, option: str) -> float | None:
     """A duration option (30s, 5m, 2h) in seconds, or a usage error naming the option."""
     if value is None:
         return None
-    from hookctl.delivery.policy import parse_duration
+    from hookctl.durations import parse_duration
 
     try:
         return parse_duration(value)

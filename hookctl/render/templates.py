@@ -22,6 +22,7 @@ from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
 
 from hookctl.errors import RenderError
+from hookctl.events.fields import describe_missing
 from hookctl.render.encoding import CONTENT_TYPES as CONTENT_TYPES
 from hookctl.render.encoding import clean as _clean
 from hookctl.render.encoding import encode_body, form_encode, form_pairs, tojson
@@ -42,7 +43,6 @@ from hookctl.render.sandbox import (
     make_environment,
     render_capped,
 )
-from hookctl.rules.fields import describe_missing
 
 METHODS_WITH_DEFAULT_BODY = frozenset({"POST", "PUT", "PATCH"})
 MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body changes it

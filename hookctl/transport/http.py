@@ -28,8 +28,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from hookctl import __version__
-from hookctl.delivery.policy import format_duration
+from hookctl.durations import format_duration
 from hookctl.render.request import ResolvedRequest
+from hookctl.render.scrub import scrub as _scrub
 from hookctl.render.signing import sign_headers
 from hookctl.transport.netguard import Guard, Refused, Unresolvable, parse_literal
 
@@ -358,13 +359,6 @@ def _decode(body: bytes, secrets: tuple[str, ...]) -> str:
     # Scrub before cutting, so no secret is kept half.
     text = _scrub(body.decode("utf-8", errors="replace"), secrets)
     return text if len(text) <= STORED_CAP else text[:STORED_CAP] + "…"
-
-
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 def host_key(url: str) -> str:
