@@ -32,7 +32,8 @@ from hookctl.errors import RenderError, StoreError
 from hookctl.events.intake import batches, dedupe_key
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
-from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery
+from hookctl.store.errors import DatabaseUnusable
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 from hookctl.transport.http import Outcome, Sender, host_key
 from hookctl.transport.netguard import allowed_by
 
@@ -82,7 +83,7 @@ class _Done:
     result: AttemptResult
 
 
-class StoreFailed(StoreError):
+class StoreFailed(DatabaseUnusable):
     """The store stayed unwritable: the run stopped sending, and says what was not recorded."""
 
 
