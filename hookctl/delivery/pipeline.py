@@ -613,12 +613,15 @@ class Pipeline:
             task.add_done_callback(self._notices.discard)
 
     async def _finish(self) -> None:
-        while self._admission or self._notices:
+        while True:
+            # Write first: a write in flight (the writer task's) may start on_failure notices,
+            # and _write waits it out, so the check below sees every notice it started.
+            await self._write()
+            if not (self._admission or self._notices):
+                return
             if self._admission.closed or self._broken is not None:
                 await self._hand_back()  # what was held back after the stop goes back too
             await asyncio.gather(*self._admission.tasks, *self._notices)
-            await self._write()
-        await self._write()
 
     async def _hand_back_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
