@@ -277,7 +277,7 @@ def replay(
 
     Example: hookctl replay --status failed --since 1d --now
     """
-    from hookctl.cli.commands_send import drain
+    from hookctl.cli.commands_send import send_due
     from hookctl.cli.output import plural
 
     if not ids and status is None:
@@ -302,11 +302,8 @@ def replay(
         sys.stderr.write(f"{plural(len(requeued), 'delivery')} queued again{left}\n")
         failed = 0
         if now and requeued:
-            import asyncio
-
-            summary = asyncio.run(
-                drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued)
-            )
+            assert guard is not None
+            summary = send_due(store, guard=guard, json_lines=json_lines, ids=requeued)
             failed = summary.failed + summary.held
     finally:
         store.close()

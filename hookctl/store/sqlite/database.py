@@ -38,8 +38,8 @@ def connect(path: Path) -> sqlite3.Connection:
     except OSError as exc:
         raise NotWritable(f"cannot create database {path}: {exc.strerror or exc}") from None
     try:
-        # check_same_thread off: the store serializes its calls itself, so a caller may run
-        # them in a worker thread (off the event loop).
+        # check_same_thread off: the pipeline hands the connection to a thread of its own
+        # (delivery/storethread.py), which alone uses it while it runs.
         conn = sqlite3.connect(
             path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
         )
