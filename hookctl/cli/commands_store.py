@@ -1,5 +1,6 @@
 """`log`, `replay`, `purge` and `db`: reading and tending the delivery database."""
 
+import itertools
 import os
 import sys
 import time
@@ -112,13 +113,17 @@ def log(
         if delivery_id is not None:
             _show_one(store, delivery_id, json_lines)
             return
-        rows = store.query(
+        found = store.query(
             status=_status(status),
             rule=rule,
             ticket=ticket,
             since=window_start(since),
             limit=limit or None,
         )
+        # The first page read before anything is printed: a database that cannot be read
+        # is one error line, not a table header followed by it.
+        first = next(found, None)
+        rows = itertools.chain([first] if first is not None else [], found)
         if json_lines:
             from hookctl.cli.output import Printer
 
