@@ -101,6 +101,7 @@ def test_open_twice_migrates_once(tmp_path: Path) -> None:
         "m001_initial",
         "m002_request_body",
         "m005_replays",
+        "m007_events",
     ]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
     assert len(raw(path, "SELECT id FROM deliveries")) == 1

@@ -87,6 +87,15 @@ def fire(
     quiet: QuietOption = False,
     lease: LeaseOption = None,
     allow_net: AllowNetOption = None,
+    keep_events: Annotated[
+        bool,
+        typer.Option(
+            "--keep-events/--no-keep-events",
+            envvar="HOOKCTL_KEEP_EVENTS",
+            help="Keep every event read in the database, for `hookctl plan` "
+            "(also $HOOKCTL_KEEP_EVENTS=0/1).",
+        ),
+    ] = True,
 ) -> None:
     """Match events against rules and send the webhooks.
 
@@ -111,7 +120,11 @@ def fire(
     rules = load_rules(rule_paths(rules_paths))
     printer = Printer(json_lines=json_lines, quiet=quiet)
     options = Options(
-        environ=os.environ, force=force, dry_run=dry_run, lease_seconds=duration(lease, "--lease")
+        environ=os.environ,
+        force=force,
+        dry_run=dry_run,
+        lease_seconds=duration(lease, "--lease"),
+        keep_events=keep_events,
     )
     events = read_events(sources, sys.stdin.buffer)
 

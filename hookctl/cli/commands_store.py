@@ -383,6 +383,8 @@ def purge(
 ) -> None:
     """Delete succeeded and failed deliveries (and their attempts) older than a window. Pending ones stay.
 
+    Stored events (what `hookctl plan` replays) received before the window go too.
+
     Example: hookctl purge --older-than 30d
     """
     cutoff = window_start(older_than, "--older-than")
@@ -390,6 +392,8 @@ def purge(
     store = open_store(db)
     try:
         count = store.purge(older_than=cutoff)
+        events = store.purge_events(older_than=cutoff)
     finally:
         store.close()
-    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted\n")
+    gone = f", {events} stored event{'' if events == 1 else 's'} deleted" if events else ""
+    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted{gone}\n")

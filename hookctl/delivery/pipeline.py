@@ -19,9 +19,10 @@ from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError
-from hookctl.events.intake import batches, dedupe_key
+from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
+from hookctl.store.records import EventIds, NewEvent
 from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, Store
 from hookctl.transport.http import Outcome, Sender, host_key
 
@@ -46,6 +47,7 @@ class Options:
     dry_run: bool = False
     lease_seconds: float | None = None  # None: the attempt's timeout plus LEASE_MARGIN
     batch: int = BATCH
+    keep_events: bool = True  # store every event read (for `plan`), with its deliveries
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Pipeline:
         self._notices: set[asyncio.Task[None]] = set()  # apart: _start waits on admitted tasks
         self._sender: Sender | None = None
         self._planner: Planner | None = None
+        self._event_ids = EventIds()
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -111,6 +114,7 @@ class Pipeline:
         try:
             async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
+                kept: list[NewEvent] = []  # stored with the batch's deliveries (issue 17)
                 for n, item in enumerate(batch, 1):
                     if n % YIELD_EVERY == 0:
                         # Rendering holds the loop: let answers that came in start the next sends.
@@ -120,6 +124,7 @@ class Pipeline:
                         self.on_bad_event(item)
                         continue
                     self.summary.events += 1
+                    ref = self._keep(item, kept)
                     matched = [rule for rule in rules if rule.matches(item.name, item.data)]
                     if not matched:
                         continue
@@ -129,9 +134,10 @@ class Pipeline:
                     for rule in matched:
                         planned = self._plan(rule, item, key)
                         if planned is not None:
+                            planned[0].event_ref = ref
                             jobs.append(planned)
-                if jobs:
-                    await self._submit(jobs)
+                if jobs or kept:
+                    await self._submit(jobs, kept)
             await self._finish()
         finally:
             flusher.cancel()
@@ -163,13 +169,34 @@ class Pipeline:
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
-    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> None:
+    def _keep(self, event: Event, kept: list[NewEvent]) -> str | None:
+        """Add the event to those the batch stores (unless events are not kept); its id."""
+        if not self.options.keep_events or self.options.dry_run or self.store is None:
+            return None
+        now = self.options.clock()
+        new = NewEvent(
+            id=self._event_ids.next(now),
+            received_at=now,
+            source=event.source,
+            line=event.line,
+            event_id=event.event_id,
+            event_name=event.name,
+            ticket=event_ticket(event.data),
+            data=event.data,
+        )
+        kept.append(new)
+        return new.id
+
+    async def _submit(
+        self, jobs: list[tuple[NewDelivery, _Job]], kept: Sequence[NewEvent] = ()
+    ) -> None:
         assert self.store is not None
         now = self.options.clock()
-        lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
+        slowest = max((n.timeout for n, _ in jobs), default=0.0)
+        lease = self.options.lease_seconds or (slowest + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
         results = self.store.enqueue(
-            [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease
+            [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease, events=kept
         )
         self._held.update(delivery_id for delivery_id, inserted in results if inserted)
         earlier = [delivery_id for delivery_id, inserted in results if not inserted]

@@ -17,8 +17,8 @@ INSERT_DELIVERY = """
 INSERT INTO deliveries (
     id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
     body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
-    lease_token, lease_expires_at, fence, unrendered
-) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    lease_token, lease_expires_at, fence, unrendered, event_ref
+) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
@@ -116,7 +116,7 @@ def delivery_row(
         d.id, d.rule, d.event_id, d.event_name, d.ticket, d.dedupe_key, d.url, d.method,
         request, body, dumps_shared(d.policy, shared), d.timeout, d.accept,
         dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), now, now,
-        now, claim_token, lease_until, fence, int(d.unrendered),
+        now, claim_token, lease_until, fence, int(d.unrendered), d.event_ref,
     )  # fmt: skip
 
 
