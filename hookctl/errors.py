@@ -12,6 +12,9 @@ class ExitCode(IntEnum):
     FAILED = 1  # an event could not be read, or a delivery failed for good
     USAGE = 2  # bad command line
     INVALID_RULES = 3  # rules did not load; nothing was sent
+    # `plan` only, as terraform's -detailed-exitcode: the new rules would send something
+    # differently. An alias of USAGE's value; plan's own errors exit 1 (see README).
+    DIFFERENCES = 2
 
 
 class HookctlError(Exception):

@@ -57,6 +57,9 @@ def test_fire_keeps_every_event_matched_or_not_with_its_deliveries(
         with Store(db_file) as store:
             back = store.event_of(delivery_id)
         assert back is not None and back.id == e.id
+    with Store(db_file) as store:
+        assert store.stored_event_rules() == {"r1"}
+        assert store.stored_event(events[1].id) == events[1]
 
 
 def test_a_duplicate_event_is_kept_and_points_at_the_earlier_delivery(

@@ -89,6 +89,19 @@ def window_bounds(since: float | None, until: float | None) -> tuple[str, str | 
     return after, event_id_floor(until) if until is not None else None
 
 
+def rule_names(conn: sqlite3.Connection, *, after: str, before: str | None) -> set[str]:
+    """Every rule with a delivery on record for an event in the id range (its map only)."""
+    sql = "SELECT deliveries FROM events WHERE id > ? AND deliveries IS NOT NULL"
+    params: tuple[str, ...] = (after,)
+    if before is not None:
+        sql += " AND id < ?"
+        params = (after, before)
+    names: set[str] = set()
+    for (links,) in conn.execute(sql, params):
+        names.update(json.loads(links))
+    return names
+
+
 def get(conn: sqlite3.Connection, event_ref: str) -> StoredEvent | None:
     """One stored event by its id."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_ref,)).fetchone()

@@ -428,6 +428,14 @@ class Store:
         """Stored events received in [since, until), oldest first, read a page at a time."""
         return stored_events.iterate(self._read, since=since, until=until)
 
+    def stored_event_rules(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> set[str]:
+        """The rules with a delivery on record for an event stored in [since, until)."""
+        after, before = stored_events.window_bounds(since, until)
+        with self._read() as conn:
+            return stored_events.rule_names(conn, after=after, before=before)
+
     def stored_event(self, event_ref: str) -> StoredEvent | None:
         """One stored event by its id ("evt_..."), or None."""
         with self._read() as conn:
