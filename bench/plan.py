@@ -137,7 +137,9 @@ def main() -> int:
         print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at the end")
         print(f"seeded {stored:,} stored events and {made:,} deliveries in {seeded:.1f}s")
         print(f"plan:    {plan_s:.2f}s  {args.events / plan_s:,.0f} events/s  (runs {plans})")
-        print(f"explain: {explain_s:.2f}s  {args.events / explain_s:,.0f} events/s  (runs {explains})")
+        print(
+            f"explain: {explain_s:.2f}s  {args.events / explain_s:,.0f} events/s  (runs {explains})"
+        )
         print(f"plan / explain time: {plan_s / explain_s:.2f}x")
         print(f"plan summary: {summary}")
         print(f"commands: {' '.join(plan_cmd[2:])}  |  {' '.join(explain_cmd[2:])}")

@@ -278,6 +278,9 @@ def test_against_a_git_revision(cli, fired, tmp_path: Path):
     assert records[-1]["against"] == "HEAD"
     code, _, stderr = plan(cli, "-r", fired["rules"], "--against", "no-such-rev")
     assert code == 1 and "--against no-such-rev" in stderr
+    # A revision is never handed to git as an option.
+    code, _, stderr = plan(cli, "-r", fired["rules"], "--against=--output=x")
+    assert code == 1 and "is not a revision" in stderr and not (repo / "x").exists()
 
 
 def test_invalid_rules_exit_3_and_errors_exit_1(cli, fired, tmp_path: Path):
@@ -343,3 +346,30 @@ def test_a_store_without_stored_events_plans_nothing(cli, rule_file, tmp_path: P
     assert code == 0
     assert by_rule(records)["a"]["status"] == "new"
     assert records[-1]["events"] == 0
+
+
+def test_a_request_that_never_rendered_and_still_cannot_is_no_difference(
+    cli, rule_file, event_file, db_file
+):
+    # Unrendered on record (nothing sent) and unrenderable now: nothing changes.
+    rules = rule_file(
+        "name: typo\nwebhook: {method: POST, url: 'https://example.com/{{ ticket.nope }}'}\n"
+    )
+    assert cli("fire", "-r", rules, event_file({"id": "e1", "ticket": {"id": 1}})).exit_code == 1
+    (delivery,) = ndjson(cli("log", "--json").stdout)
+    detail = ndjson(cli("log", delivery["id"], "--json").stdout)[0]
+    assert detail["unrendered"] and detail["stored_event"].startswith("evt_")
+    code, records, _ = plan(cli, "-r", rules)
+    assert code == 0
+    assert counts(by_rule(records)["typo"]) == (0, 0, 0, 1)
+    # Fixed, it would now send something that was never sent: changed, with the error shown.
+    fixed = rule_file(
+        "name: typo\nwebhook: {method: POST, url: 'https://example.com/{{ ticket.id }}'}\n",
+        name="fixed.yaml",
+    )
+    code, records, _ = plan(cli, "-r", fixed)
+    assert code == 2
+    (example,) = [r for r in records if r["record"] == "example"]
+    assert example["kind"] == "changed"
+    assert "# its request could not be rendered (nothing was sent)" in example["diff"]
+    assert "+POST https://example.com/1" in example["diff"]

@@ -190,6 +190,7 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
         record = log_record({**row, "attempts": row["attempt_count"]}, iso)
         record["request"] = masked.to_dict() if masked else None
         record["unrendered"] = bool(row.get("unrendered"))
+        record["stored_event"] = row.get("event_ref")  # the evt_... `plan` replays, if kept
         record["attempts_detail"] = [{**a, "started_at": iso(a["started_at"])} for a in attempts]
         Printer(json_lines=True).json(record)
         return

@@ -402,7 +402,9 @@ def _compare(
         kind = "added"
     elif now is None:
         kind = "removed"
-    elif now.request is not None and then.request is not None and now.request == then.request:
+    elif now.request == then.request:
+        # The same request, or none on either side (neither could be rendered: nothing was
+        # sent and nothing would be).
         kind = "unchanged"
     else:
         kind = "changed"
@@ -514,6 +516,9 @@ def rules_at_revision(revision: str, paths: Sequence[Path], into: Path) -> list[
     each path relative to the repository that holds it. A path the revision lacks is left out.
     """
     import subprocess
+
+    if revision.startswith("-") or not revision.strip():
+        raise RevisionError(f"{revision!r} is not a revision")  # never an option to git
 
     def git(cwd: Path, *args: str) -> str:
         try:
