@@ -95,6 +95,15 @@ def fire(
     quiet: QuietOption = False,
     lease: LeaseOption = None,
     allow_net: AllowNetOption = None,
+    keep_events: Annotated[
+        bool,
+        typer.Option(
+            "--keep-events/--no-keep-events",
+            envvar="HOOKCTL_KEEP_EVENTS",
+            help="Keep every event read in the database, for `hookctl plan` "
+            "(also $HOOKCTL_KEEP_EVENTS=0/1).",
+        ),
+    ] = True,
 ) -> None:
     """Match events against rules and send the webhooks.
 
@@ -142,6 +151,7 @@ def fire(
                 lease_seconds=duration(lease, "--lease"),
                 # Recorded with each delivery: a later process without it holds, not fails.
                 allow_net=tuple(dict.fromkeys(allow_entries(allow_net))),
+                keep_events=keep_events,
             )
         )
     finally:

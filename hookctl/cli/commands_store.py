@@ -190,6 +190,7 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
         record["unrendered"] = row.unrendered
         # The network allow-list the delivery was fired with (what a later process is held to).
         record["allow_net"] = list(stored.get("allow_net") or ())
+        record["stored_event"] = detail.event_ref  # the evt_... `plan` replays, if kept
         record["attempts_detail"] = [
             {
                 "number": a.number,
@@ -395,6 +396,8 @@ def purge(
 ) -> None:
     """Delete succeeded and failed deliveries (and their attempts) older than a window. Pending ones stay.
 
+    Stored events (what `hookctl plan` replays) received before the window go too.
+
     Example: hookctl purge --older-than 30d
     """
     cutoff = window_start(older_than, "--older-than")
@@ -402,6 +405,8 @@ def purge(
     store = open_store(db)
     try:
         count = store.purge(older_than=cutoff)
+        events = store.purge_events(older_than=cutoff)
     finally:
         store.close()
-    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted\n")
+    gone = f", {events} stored event{'' if events == 1 else 's'} deleted" if events else ""
+    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted{gone}\n")

@@ -29,11 +29,11 @@ from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
-from hookctl.events.intake import batches, dedupe_key
+from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
 from hookctl.store.errors import DatabaseUnusable
-from hookctl.store.records import AttemptResult, Claim, NewDelivery
+from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent
 from hookctl.transport.http import Outcome, Sender, host_key
 from hookctl.transport.netguard import allowed_by
 
@@ -66,6 +66,7 @@ class Options:
     # This process's network allow-list; fire records it with each delivery, so a later
     # process refused where this one was allowed holds the delivery instead of failing it.
     allow_net: tuple[str, ...] = ()
+    keep_events: bool = True  # store every event read (for `plan`), with its deliveries
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Pipeline:
         self._wake = asyncio.Event()  # outcomes wait to be written
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
+        self._event_ids = EventIds()
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -142,6 +144,7 @@ class Pipeline:
         async def run() -> None:
             async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
+                kept: list[NewEvent] = []  # stored with the batch's deliveries (issue 17)
                 for n, item in enumerate(batch, 1):
                     if n % YIELD_EVERY == 0:
                         # Rendering holds the loop: let answers that came in start the next sends.
@@ -151,6 +154,7 @@ class Pipeline:
                         self.observer.notify(observe.Unreadable(item))
                         continue
                     self.summary.events += 1
+                    ref = self._keep(item, kept)
                     matched = [rule for rule in rules if rule.matches(item.name, item.data)]
                     if not matched:
                         continue
@@ -160,9 +164,10 @@ class Pipeline:
                     for rule in matched:
                         planned = self._plan(rule, item, key)
                         if planned is not None:
+                            planned[0].event_ref = ref
                             jobs.append(planned)
-                if jobs:
-                    await self._submit(jobs)
+                if jobs or kept:
+                    await self._submit(jobs, kept)
                 if self._broken is not None:
                     return
 
@@ -195,10 +200,31 @@ class Pipeline:
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
-    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> None:
+    def _keep(self, event: Event, kept: list[NewEvent]) -> str | None:
+        """Add the event to those the batch stores (unless events are not kept); its id."""
+        if not self.options.keep_events or self.options.dry_run or self.db is None:
+            return None
+        now = self.options.clock()
+        new = NewEvent(
+            id=self._event_ids.next(now),
+            received_at=now,
+            source=event.source,
+            line=event.line,
+            event_id=event.event_id,
+            event_name=event.name,
+            ticket=event_ticket(event.data),
+            data=event.data,
+        )
+        kept.append(new)
+        return new.id
+
+    async def _submit(
+        self, jobs: list[tuple[NewDelivery, _Job]], kept: Sequence[NewEvent] = ()
+    ) -> None:
         assert self.db is not None
         now = self.options.clock()
-        lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
+        slowest = max((n.timeout for n, _ in jobs), default=0.0)
+        lease = self.options.lease_seconds or (slowest + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
         results = await self._store(
             self.db.store.enqueue,
@@ -206,6 +232,7 @@ class Pipeline:
             now=now,
             claim_token=self.token,
             lease_seconds=lease,
+            events=kept,
         )
         claimed = [delivery_id for delivery_id, inserted in results if inserted]
         self._held.update(claimed)

@@ -44,10 +44,12 @@ async def fire(
     dry_run: bool = False,
     lease_seconds: float | None = None,
     allow_net: tuple[str, ...] = (),
+    keep_events: bool = True,
 ) -> Summary:
     """Match, store, send and record `events`; a dry run (no store) only renders them.
 
-    `allow_net` (this process's network allow-list) is recorded with each delivery.
+    `allow_net` (this process's network allow-list) is recorded with each delivery;
+    `keep_events` stores every event read (for `plan`) with the deliveries it led to.
     """
     options = Options(
         environ=environ,
@@ -55,6 +57,7 @@ async def fire(
         dry_run=dry_run,
         lease_seconds=lease_seconds,
         allow_net=allow_net,
+        keep_events=keep_events,
     )
     if dry_run or store is None:
         return await Pipeline(None, options, observer).fire(events, rules, None)
