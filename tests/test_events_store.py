@@ -12,15 +12,15 @@ from pathlib import Path
 
 from pytest_httpserver import HTTPServer
 
+from hookctl.store import open_store
 from hookctl.store.records import NewEvent, new_event_id
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES
-from hookctl.store.sqlite.store import Store
 from tests.conftest import ndjson
 from tests.receivers import event, rule_yaml
 
 
 def stored(db: Path) -> list:
-    with Store(db) as store:
+    with open_store(db) as store:
         return list(store.stored_events())
 
 
@@ -54,10 +54,10 @@ def test_fire_keeps_every_event_matched_or_not_with_its_deliveries(
     for e in (events[0], events[2]):
         (delivery_id,) = e.deliveries.values()
         assert by_delivery[delivery_id]["event_id"] == e.event_id
-        with Store(db_file) as store:
+        with open_store(db_file) as store:
             back = store.event_of(delivery_id)
         assert back is not None and back.id == e.id
-    with Store(db_file) as store:
+    with open_store(db_file) as store:
         assert store.stored_event_rules() == {"r1"}
         assert store.stored_event(events[1].id) == events[1]
 
@@ -136,13 +136,13 @@ def test_an_event_and_its_deliveries_commit_together(
     # A store that cannot write the event must not keep (or send) its deliveries either.
     httpserver.expect_request("/hook").respond_with_data("ok")
     rules = rule_file(rule_yaml(httpserver.url_for("/hook")))
-    Store(db_file).close()
+    open_store(db_file).close()
     conn = sqlite3.connect(db_file)  # a fault injected, not state read
     conn.execute("ALTER TABLE events RENAME TO events_elsewhere")
     conn.commit()
     conn.close()
     result = cli("fire", "-r", rules, event_file(event(1)))
-    assert result.exit_code == 1 and "no such table: events" in result.stderr
+    assert result.exit_code == 4 and "no such table: events" in result.stderr
     assert log(cli) == {}
     assert httpserver.log == []
 
@@ -154,7 +154,7 @@ def test_purge_removes_old_events_with_old_deliveries(
     rules = rule_file(rule_yaml(httpserver.url_for("/hook")))
     assert cli("fire", "-r", rules, event_file(event(1))).exit_code == 0
     old = time.time() - 40 * 86400
-    with Store(db_file) as store:
+    with open_store(db_file) as store:
         store.enqueue(
             [],
             now=time.time(),
@@ -173,7 +173,7 @@ def test_purge_removes_old_events_with_old_deliveries(
 
 def test_a_time_window_reads_only_its_events(db_file):
     now = time.time()
-    with Store(db_file) as store:
+    with open_store(db_file) as store:
         store.enqueue(
             [],
             now=now,
@@ -190,7 +190,7 @@ def test_a_time_window_reads_only_its_events(db_file):
 
 def test_many_events_are_read_back_a_page_at_a_time(db_file):
     now = time.time()
-    with Store(db_file) as store:
+    with open_store(db_file) as store:
         batch = [
             NewEvent(new_event_id(now), now, "f", n, str(n), None, None, {"n": n})
             for n in range(1234)

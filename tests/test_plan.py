@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
+from hookctl.store import open_store
 from hookctl.store.records import NewEvent, new_event_id
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES
-from hookctl.store.sqlite.store import Store
 from tests.conftest import ndjson
 
 SECRET = "s3cr3t-token-value"
@@ -300,7 +300,7 @@ def test_the_window_duplicates_and_truncated_events(cli, fired, db_file, tmp_pat
     big = {"event": "ticket.created", "id": "big", "ticket": {"id": 99, "urgency": "Low"}}
     big["pad"] = "x" * MAX_STORED_EVENT_BYTES
     low_old = {"event": "ticket.created", "id": "old", "ticket": {"id": 98, "urgency": "Low"}}
-    with Store(db_file) as store:
+    with open_store(db_file) as store:
         store.enqueue(
             [],
             now=now,
@@ -340,7 +340,7 @@ def test_human_output_has_the_table_examples_and_a_summary(cli, fired, tmp_path:
 
 
 def test_a_store_without_stored_events_plans_nothing(cli, rule_file, tmp_path: Path):
-    Store(tmp_path / "hookctl.db").close()
+    open_store(tmp_path / "hookctl.db").close()
     rules = rule_file("name: a\nwebhook: {method: POST, url: 'https://example.com/a'}\n")
     code, records, _ = plan(cli, "-r", rules)
     assert code == 0

@@ -26,7 +26,7 @@ from hookctl.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from hookctl.delivery.reports import Summary
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard
 
 ConcurrencyOption = Annotated[

@@ -26,7 +26,7 @@ from hookctl.transport.http import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
 if TYPE_CHECKING:
     from hookctl.events.read import BadEvent, Event
     from hookctl.rules.load import Rule
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard
 
 

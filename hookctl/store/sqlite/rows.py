@@ -18,7 +18,7 @@ INSERT INTO deliveries (
     id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
     body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
     lease_token, lease_expires_at, fence, unrendered, lease_holder, event_ref
-) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
