@@ -48,6 +48,15 @@ class Options:
     batch: int = BATCH
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One delivery `fire` has committed to the store (or found there already: a duplicate)."""
+
+    line: int | None  # the event's line, as `fire` read it
+    delivery_id: str
+    inserted: bool
+
+
 @dataclass
 class _Job:
     claim: Claim
@@ -73,11 +82,14 @@ class Pipeline:
         options: Options,
         emit: Callable[[Report], None],
         on_bad_event: Callable[[BadEvent], None] = lambda bad: None,
+        on_stored: Callable[[list[Event | BadEvent], list[Stored]], None] | None = None,
     ) -> None:
         self.store = store
         self.options = options
         self.emit = emit
         self.on_bad_event = on_bad_event
+        # Called once a batch of `fire`'s events is committed (`serve` answers 202 then).
+        self.on_stored = on_stored
         self.summary = Summary()
         self.token = _secrets.token_hex(16)
         self._done: list[_Done] = []
@@ -130,8 +142,9 @@ class Pipeline:
                         planned = self._plan(rule, item, key)
                         if planned is not None:
                             jobs.append(planned)
-                if jobs:
-                    await self._submit(jobs)
+                stored = await self._submit(jobs) if jobs else []
+                if self.on_stored is not None:
+                    self.on_stored(batch, stored)
             await self._finish()
         finally:
             flusher.cancel()
@@ -163,7 +176,7 @@ class Pipeline:
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
-    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> None:
+    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> list[Stored]:
         assert self.store is not None
         now = self.options.clock()
         lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
@@ -183,6 +196,10 @@ class Pipeline:
                 self._record(job, None, job.render_error)
                 continue
             await self._start(job)
+        return [
+            Stored(job.line, delivery_id, inserted)
+            for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True)
+        ]
 
     # --- retry-loop ---------------------------------------------------------------------------
 
