@@ -57,7 +57,7 @@ class Serving:
         self.proc.send_signal(sig)
 
     def wait_line(self, pattern: str, timeout: float = 30.0) -> None:
-        wait_for(lambda: any(re.search(pattern, l) for l in self.lines), timeout, pattern)
+        wait_for(lambda: any(re.search(pattern, line) for line in self.lines), timeout, pattern)
 
 
 def start(*args: Any, env: dict[str, str] | None = None, **popen: Any) -> Serving:

@@ -65,23 +65,23 @@ def test_posted_events_are_stored_then_delivered(cli, rule_file, receiver, db_fi
 
 def test_bad_input_is_refused_with_the_line_and_nothing_stored(cli, rule_file, receiver, db_file):
     rules = rule_file(rule_yaml(receiver.url))
-    with serving("-r", rules, "--max-body", "2k", "--max-pending", "3") as server:
-        with server.client() as http:
-            bad = http.post("/events", content=json.dumps(event(1)) + "\n{oops\n")
-            assert bad.status_code == 400
-            err = bad.json()
-            assert err["error"].startswith("line 2:") and err["stored"] == 0
-            assert err["errors"][0]["line"] == 2
-            not_object = http.post("/events", content="[1]")
-            assert not_object.status_code == 400 and "line 1" in not_object.json()["error"]
-            empty = http.post("/events", content="")
-            assert empty.status_code == 400 and empty.json()["error"] == "no events in the body"
-            big = http.post("/events", json=event(9, subject="x" * 4000))
-            assert big.status_code == 413 and "2048 bytes" in big.json()["error"]
-            # More events than may wait to be stored: 503 with Retry-After, none of them taken.
-            busy = http.post("/events", json=[event(n) for n in range(10, 14)])
-            assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
-            assert http.post("/events/bad%20source", json=event(1)).status_code == 404
+    limits = ("--max-body", "2k", "--max-pending", "3")
+    with serving("-r", rules, *limits) as server, server.client() as http:
+        bad = http.post("/events", content=json.dumps(event(1)) + "\n{oops\n")
+        assert bad.status_code == 400
+        err = bad.json()
+        assert err["error"].startswith("line 2:") and err["stored"] == 0
+        assert err["errors"][0]["line"] == 2
+        not_object = http.post("/events", content="[1]")
+        assert not_object.status_code == 400 and "line 1" in not_object.json()["error"]
+        empty = http.post("/events", content="")
+        assert empty.status_code == 400 and empty.json()["error"] == "no events in the body"
+        big = http.post("/events", json=event(9, subject="x" * 4000))
+        assert big.status_code == 413 and "2048 bytes" in big.json()["error"]
+        # More events than may wait to be stored: 503 with Retry-After, none of them taken.
+        busy = http.post("/events", json=[event(n) for n in range(10, 14)])
+        assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+        assert http.post("/events/bad%20source", json=event(1)).status_code == 404
     assert log_json(cli, db_file) == []
     assert receiver.arrived() == 0
 
