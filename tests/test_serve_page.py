@@ -47,7 +47,7 @@ def test_log_page_filters_masks_and_escapes(cli, rule_file, receiver, db_file):
         assert "<img src=x" not in html and "&lt;img src=x onerror=alert(2)&gt;" in html
         assert html.count('class="open"') == 3
         failed = http.get("/", params={"status": "failed"}).text
-        assert failed.count('class="open"') == 1 and "answer 500" in failed
+        assert failed.count('class="open"') == 1 and 'class="status failed"' in failed
         by_ticket = http.get("/", params={"ticket": "2"}).text
         assert by_ticket.count('class="open"') == 1
         assert http.get("/", params={"rule": "nope"}).text.count('class="open"') == 0
@@ -79,7 +79,11 @@ def test_replay_needs_the_admin_and_a_token_from_the_page(cli, rule_file, receiv
         delivery_id = log_json(cli, db_file)[0]["id"]
         anonymous = http.get(f"/deliveries/{delivery_id}").text
         assert 'id="replay"' not in anonymous and "Sign in as admin" in anonymous
-        assert http.get("/login").status_code == 401
+        assert 'type="password"' in http.get("/login").text
+        wrong = http.post("/login", data={"password": "guess", "next": "/"})
+        assert wrong.status_code == 401 and "hookctl_admin" not in wrong.headers.get(
+            "set-cookie", ""
+        )
         page = http.get(f"/deliveries/{delivery_id}", auth=("admin", ADMIN)).text
         token = re.search(r'name="token" value="([0-9a-f]+)"', page)[1]
         url = f"/deliveries/{delivery_id}/replay"
@@ -101,3 +105,9 @@ def test_replay_needs_the_admin_and_a_token_from_the_page(cli, rule_file, receiv
         wait_for(lambda: log_json(cli, db_file)[0]["status"] == "succeeded", what="replay recorded")
         shown = http.get(done.headers["Location"], auth=("a", ADMIN)).text
         assert "Queued again" in shown and SECRET not in shown
+        # The sign-in form's session cookie makes an admin too (HttpOnly, SameSite=Strict).
+        signed = http.post("/login", data={"password": ADMIN, "next": f"/deliveries/{delivery_id}"})
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert 'id="replay"' in http.get(f"/deliveries/{delivery_id}").text

@@ -26,7 +26,7 @@ from aiohttp import web
 from hookctl.errors import HookctlError
 from hookctl.events.read import Event, read_source
 from hookctl.serve import reads
-from hookctl.serve.auth import Gate
+from hookctl.serve.auth import SESSION_COOKIE, SESSION_SECONDS, Gate, Sessions
 from hookctl.serve.metrics import CONTENT_TYPE, Metrics
 from hookctl.serve.page import Page
 from hookctl.serve.runner import Busy, Runner, Unavailable
@@ -77,6 +77,7 @@ class Server:
     reload_rules: Callable[[], list[Rule]]
     log: Callable[[str], None] = _stderr
     page: Page = field(default_factory=Page)
+    sessions: Sessions = field(default_factory=Sessions)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -93,7 +94,10 @@ class Server:
         return self.open_pages or self._is_admin(request)
 
     def _is_admin(self, request: web.Request) -> bool:
-        return self.gate.is_admin(request.headers)
+        if self.gate.admin is None:
+            return False
+        signed_in = self.sessions.valid(request.cookies.get(SESSION_COOKIE))
+        return signed_in or self.gate.is_admin(request.headers)
 
     def _html(self, text: str, status: int = 200) -> web.Response:
         return web.Response(
@@ -106,11 +110,10 @@ class Server:
                 self.page.message("Not available", "This server shows its log on loopback only."),
                 status=403,
             )
-        return web.Response(
-            status=401,
-            text="Sign in as admin (any user name, the admin password).",
-            headers={"WWW-Authenticate": 'Basic realm="hookctl admin", charset="UTF-8"'},
-        )
+        # A browser gets the sign-in form; a script may send the password as basic auth.
+        response = self._html(self.page.login(next_path="/"), status=401)
+        response.headers["WWW-Authenticate"] = 'Basic realm="hookctl admin", charset="UTF-8"'
+        return response
 
     # --- intake -----------------------------------------------------------------------------
 
@@ -273,14 +276,35 @@ class Server:
             return self._html(self.page.message("Not replayed", problem), status=409)
         raise web.HTTPSeeOther(f"/deliveries/{delivery_id}?replayed=1")
 
+    async def login_form(self, request: web.Request) -> web.Response:
+        """The sign-in form (a password field, posted to this page)."""
+        if self.gate.admin is None:
+            return self._html(
+                self.page.message("Not available", "No admin password is set (serve --admin-env)."),
+                status=404,
+            )
+        return self._html(self.page.login(next_path=_local(request.query.get("next"))))
+
     async def login(self, request: web.Request) -> web.Response:
-        """Ask the browser for the admin password (basic auth), then go back."""
-        if not self._is_admin(request):
-            return self._sign_in_needed()
-        target = request.query.get("next", "/")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
-        raise web.HTTPSeeOther(target)
+        """Check the admin password; a good one gets a session cookie and goes back."""
+        form = await request.post()
+        target = _local(form.get("next"))
+        password = form.get("password")
+        if not _same_origin(request) or self.gate.admin is None:
+            return self._html(self.page.message("Refused", "Cross-site request."), 403)
+        if not isinstance(password, str) or not self.gate.password_ok(password.encode()):
+            return self._html(self.page.login(next_path=target, wrong=True), status=401)
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.sessions.issue(),
+            max_age=int(SESSION_SECONDS),
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure or request.headers.get("X-Forwarded-Proto") == "https",
+        )
+        raise response
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -307,12 +331,20 @@ class Server:
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics_text),
                 web.get("/", self.index),
-                web.get("/login", self.login),
+                web.get("/login", self.login_form),
+                web.post("/login", self.login),
                 web.get("/deliveries/{id}", self.delivery),
                 web.post("/deliveries/{id}/replay", self.replay),
             ]
         )
         return app
+
+
+def _local(target: object) -> str:
+    """A path on this server to go back to, never another site."""
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
 
 
 def _same_origin(request: web.Request) -> bool:

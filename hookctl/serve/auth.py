@@ -12,8 +12,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -174,13 +175,15 @@ class Gate:
 
     def is_admin(self, headers: Mapping[str, str]) -> bool:
         """True when the request carries the admin password as basic auth (any user name)."""
-        if self.admin is None:
-            return False
         given = basic_credentials(headers)
         if given is None:
             return False
         _, _, password = given.partition(b":")
-        return hmac.compare_digest(password, self.admin)
+        return self.password_ok(password)
+
+    def password_ok(self, password: bytes) -> bool:
+        """Whether `password` is the admin password (never, when none is set)."""
+        return self.admin is not None and hmac.compare_digest(password, self.admin)
 
 
 @dataclass(frozen=True)
@@ -232,3 +235,36 @@ def gate_from_env(names: SecretNames, environ: Mapping[str, str]) -> Gate:
     if names.admin:
         gate.admin = read("--admin-env", names.admin).encode()
     return gate
+
+
+SESSION_COOKIE = "hookctl_admin"
+SESSION_SECONDS = 12 * 3600.0
+
+
+class Sessions:
+    """Admin sign-ins from the log page's form: a cookie signed with a key made at start-up.
+
+    Restarting the server signs everyone out, which is fine for an admin page. The cookie is
+    HttpOnly and SameSite=Strict: no script reads it and no other site's form sends it.
+    """
+
+    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._key = key or secrets.token_bytes(32)
+        self._clock = clock
+
+    def issue(self) -> str:
+        """A new session value."""
+        stamp = str(int(self._clock()))
+        return f"{stamp}.{self._mac(stamp)}"
+
+    def valid(self, value: str | None) -> bool:
+        """Whether a cookie's value is a session of ours that has not expired."""
+        if not value or "." not in value:
+            return False
+        stamp, _, mac = value.partition(".")
+        if not stamp.isdigit() or not hmac.compare_digest(mac, self._mac(stamp)):
+            return False
+        return 0 <= self._clock() - int(stamp) <= SESSION_SECONDS
+
+    def _mac(self, stamp: str) -> str:
+        return hmac.new(self._key, b"session:" + stamp.encode(), hashlib.sha256).hexdigest()

@@ -77,6 +77,10 @@ class Page:
             message=message,
         )
 
+    def login(self, *, next_path: str, wrong: bool = False) -> str:
+        """The admin sign-in form."""
+        return self.env.get_template("login.html").render(next_path=next_path, wrong=wrong)
+
     def message(self, title: str, text: str) -> str:
         """A short page saying what happened (not found, refused)."""
         return self.env.get_template("message.html").render(title=title, text=text)
