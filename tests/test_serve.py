@@ -220,3 +220,38 @@ def test_retries_inside_the_server(cli, rule_file, receiver, db_file):
             what="the retry to succeed",
         )
     assert receiver.arrived() == 2
+
+
+def _file_size_limit(limit: int):  # type: ignore[no-untyped-def]
+    import resource
+
+    def apply() -> None:
+        # Python ignores SIGXFSZ, so a write past the limit fails (EFBIG) instead of killing us.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_store_that_cannot_write_answers_503_and_keeps_every_202(cli, rule_file, db_file):
+    # Nothing listens on the rule's port: deliveries wait as pending, the queue only grows.
+    rules = rule_file(rule_yaml("http://127.0.0.1:9/hook", retry="{every: 1h, retries: 3}"))
+    cli("fire", "-r", rules, "--db", db_file, input="")  # creates the database first
+    server = start("-r", rules, preexec_fn=_file_size_limit(2_000_000))
+    answers: dict[str, int] = {}
+    try:
+        with server.client() as http:
+            for n in range(400):
+                r = http.post("/events", json=event(n, subject="x" * 20_000))
+                answers[f"evt_{n}"] = r.status_code
+                if r.status_code == 503:
+                    assert int(r.headers["Retry-After"]) >= 1
+                    assert "store" in r.json()["error"]
+                    if list(answers.values()).count(503) >= 3:
+                        break
+            ready = http.get("/readyz")
+    finally:
+        stop(server)
+    assert set(answers.values()) == {202, 503}, answers
+    assert ready.status_code == 503 and "the last write to the store failed" in ready.text
+    stored = {r["event_id"] for r in log_json(cli, db_file)}
+    assert stored == {e for e, code in answers.items() if code == 202}
