@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
+import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,7 @@ class Settings:
     retry_every: float = 2.0
     max_pending: int = 10_000  # events posted and not yet stored, at most, before 503s
     lease_seconds: float | None = None
+    batch: int = 64  # events per commit at most: smaller than fire's, the 202 waits for it
 
 
 class Runner:
@@ -97,7 +98,7 @@ class Runner:
         self._line = 0
         self._waiting: dict[int, _Waiting] = {}
         self._pending = 0
-        self._feed: queue.Queue[Any] | None = None
+        self._feed: Feed | None = None
         self._intake: asyncio.Task[None] | None = None
         self._retrier: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -122,7 +123,7 @@ class Runner:
         self.stopping = True
         self._stop.set()
         if self._feed is not None:
-            self._feed.put(_END)
+            self._feed.close()
         tasks = [t for t in (self._intake, self._retrier) if t is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)
@@ -168,21 +169,25 @@ class Runner:
             feed.put(event)
         return await asyncio.shield(waiting.future)
 
-    def _ensure_intake(self) -> queue.Queue[Any]:
+    def _ensure_intake(self) -> Feed:
         if self._feed is None or self._intake is None or self._intake.done():
-            self._feed = queue.Queue()
+            self._feed = Feed()
             pipeline = Pipeline(
                 self.store,
-                Options(environ=self.settings.environ, lease_seconds=self.settings.lease_seconds),
+                Options(
+                    environ=self.settings.environ,
+                    lease_seconds=self.settings.lease_seconds,
+                    batch=int(os.environ.get("HOOKCTL_SERVE_BATCH", self.settings.batch)),
+                ),
                 self.observe,
                 on_stored=self._stored,
             )
             self._intake = asyncio.create_task(self._run_intake(pipeline, self._feed))
         return self._feed
 
-    async def _run_intake(self, pipeline: Pipeline, feed: queue.Queue[Any]) -> None:
+    async def _run_intake(self, pipeline: Pipeline, feed: Feed) -> None:
         try:
-            await pipeline.fire(_stream(feed), self.rules, self._sender)
+            await pipeline.fire(feed, self.rules, self._sender)
         except StoreError as exc:
             self.store_ok = False
             self.log(f"serve: the store failed; events not yet stored get 503: {exc}")
@@ -192,12 +197,10 @@ class Runner:
             self._fail(feed, Unavailable("internal error"))
             raise
         finally:
-            feed.put(_END)  # frees the reader thread if it still waits on this feed
+            feed.close()
 
-    def _fail(self, feed: queue.Queue[Any], error: Exception) -> None:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                feed.get_nowait()
+    def _fail(self, feed: Feed, error: Exception) -> None:
+        feed.clear()
         for waiting in {id(w): w for w in self._waiting.values()}.values():
             if not waiting.future.done():
                 waiting.future.set_exception(error)
@@ -260,10 +263,48 @@ class Runner:
         return max(1, int(self.settings.retry_every))
 
 
-def _stream(feed: queue.Queue[Any]) -> Iterator[Event]:
-    """The events posted, as fire's reader thread takes them, until the runner stops."""
-    while True:
-        item = feed.get()
-        if item is _END:
-            return
-        yield item
+class Feed:
+    """The events posted, handed to fire inside the event loop: no reader thread, no handoff.
+
+    fire's `batches` reads it through `ready_batches`: each batch is what has been posted by
+    the time the previous one is stored, up to `size`, so a busy server commits many requests
+    at once and an idle one commits each at once.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(self, event: Event) -> None:
+        """Hand over one event."""
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        """No more events: fire finishes what it has and returns."""
+        self._queue.put_nowait(_END)
+
+    def clear(self) -> None:
+        """Drop what has not been taken yet (the store failed: those get a 503)."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                self._queue.get_nowait()
+
+    def __iter__(self) -> Iterator[Event]:
+        raise TypeError("a Feed is read by fire's batches(), with ready_batches()")
+
+    async def ready_batches(self, size: int) -> AsyncIterator[list[Event | BadEvent]]:
+        """What is ready, up to `size` events at once, until closed."""
+        while True:
+            item = await self._queue.get()
+            batch: list[Event | BadEvent] = []
+            while item is not _END:
+                batch.append(item)
+                if len(batch) >= size:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            if batch:
+                yield batch
+            if item is _END:
+                return
