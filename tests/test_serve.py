@@ -105,11 +105,12 @@ def test_each_auth_mode_accepts_and_refuses(cli, rule_file, receiver, db_file):
         "IN_HEADER": "shared-hdr-secret",
         "IN_ZENDESK": "zd-signing-secret",
         "IN_WHSEC": WHSEC,
+        "IN_URL": "url-t0ken",
     }
     args = [
         "-r", rules, "--token-env", "IN_TOKEN", "--basic-env", "IN_BASIC",
         "--header-secret-env", "IN_HEADER", "--header-name", "X-Helpdesk-Secret",
-        "--zendesk-secret-env", "IN_ZENDESK", "--standard-webhooks-env", "IN_WHSEC",
+        "--zendesk-secret-env", "IN_ZENDESK", "--standard-webhooks-env", "IN_WHSEC", "--url-token-env", "IN_URL",
     ]  # fmt: skip
     n = iter(range(100, 200))
     with serving(*args, env=env) as server, server.client() as http:
@@ -138,18 +139,25 @@ def test_each_auth_mode_accepts_and_refuses(cli, rule_file, receiver, db_file):
         headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(time.time()))}
         assert post({**headers, "webhook-signature": signed}, body) == 202
         assert post({**headers, "webhook-signature": "v1,AAAA"}, body) == 401
+        # Movidesk takes only a URL: the token in its query; the pseudo-header is no way in.
+        ok = http.post("/events/movidesk?token=url-t0ken", json=event(150))
+        assert ok.status_code == 202
+        assert http.post("/events?token=nope", json=event(151)).status_code == 401
+        sneaky = http.post("/events", json=event(152), headers={"X-Hookctl-Url-Token": "url-t0ken"})
+        assert sneaky.status_code == 401
         refused = http.post("/events", json=event(199))
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
         assert TOKEN not in refused.text and "zd-signing-secret" not in refused.text
-        wait_for(lambda: receiver.arrived() >= 5, what="the 5 accepted")
+        wait_for(lambda: receiver.arrived() >= 6, what="the 6 accepted")
     stored = log_json(cli, db_file)
-    assert len(stored) == 5  # refused requests stored nothing
+    assert len(stored) == 6  # refused requests stored nothing
     assert {r["event_id"] for r in stored} == {
         "evt_100",
         "evt_102",
         "evt_104",
         "evt_106",
         "evt_107",
+        "evt_150",
     }
     assert all(secret not in server.stderr for secret in env.values())
 

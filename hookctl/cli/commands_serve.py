@@ -81,6 +81,16 @@ def serve(
     header_name: Annotated[
         str, typer.Option("--header-name", help="The shared-secret header's name.")
     ] = "X-Hookctl-Secret",
+    url_token_env: Annotated[
+        str | None,
+        typer.Option(
+            "--url-token-env",
+            metavar="NAME",
+            help="Accept `?token=TOKEN` in the URL, the token read from $NAME (for helpdesks that "
+            "take only a URL, like Movidesk; URLs land in access logs).",
+            show_default=False,
+        ),
+    ] = None,
     zendesk_secret_env: Annotated[
         str | None,
         typer.Option(
@@ -174,6 +184,7 @@ def serve(
         basic=_env_name("--basic-env", basic_env),
         header=_env_name("--header-secret-env", header_secret_env),
         header_name=header_name,
+        query_token=_env_name("--url-token-env", url_token_env),
         zendesk=_env_name("--zendesk-secret-env", zendesk_secret_env),
         standard_webhooks=[
             n for n in standard_webhooks_env or () if _env_name("--standard-webhooks-env", n)
@@ -186,7 +197,7 @@ def serve(
         raise UsageError(
             f"refusing to listen on {host} with no authentication: anyone who can reach it "
             "could post events. Set --token-env, --basic-env, --header-secret-env, "
-            "--zendesk-secret-env or --standard-webhooks-env, or pass --allow-unauthenticated"
+            "--url-token-env, --zendesk-secret-env or --standard-webhooks-env, or pass --allow-unauthenticated"
         )
     paths = rule_paths(rules_paths)
     rules = load_rules(paths)

@@ -22,11 +22,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from hookctl.errors import HookctlError
 from hookctl.events.read import Event, read_source
 from hookctl.serve import reads
-from hookctl.serve.auth import SESSION_COOKIE, SESSION_SECONDS, Gate, Sessions
+from hookctl.serve.auth import (
+    QUERY_TOKEN_HEADER,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Gate,
+    Sessions,
+)
 from hookctl.serve.metrics import CONTENT_TYPE, Metrics
 from hookctl.serve.page import Page
 from hookctl.serve.runner import Busy, Runner, Unavailable
@@ -129,7 +136,11 @@ class Server:
             body += chunk
             if len(body) > self.max_body:
                 return self._too_big(source)
-        reason = self.gate.intake(request.headers, bytes(body))
+        headers = CIMultiDict(request.headers)
+        headers.popall(QUERY_TOKEN_HEADER, None)
+        if "token" in request.query:
+            headers[QUERY_TOKEN_HEADER] = request.query["token"]
+        reason = self.gate.intake(headers, bytes(body))
         if reason is not None:
             return self._refuse(source, "unauthorized", 401, "unauthorized", detail=reason)
         events: list[Event] = []

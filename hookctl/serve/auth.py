@@ -28,6 +28,9 @@ TOLERANCE = (
 )
 ZENDESK_SIGNATURE = "X-Zendesk-Webhook-Signature"
 ZENDESK_TIMESTAMP = "X-Zendesk-Webhook-Signature-Timestamp"
+# The URL token reaches the checks as this pseudo-header (set by the server from the query, and
+# never taken from the request's own headers).
+QUERY_TOKEN_HEADER = "X-Hookctl-Url-Token"
 
 
 class Check(Protocol):
@@ -85,6 +88,24 @@ class SharedHeader:
             return f"no {self.header} header"
         ok = hmac.compare_digest(given.encode(), self.secret)
         return None if ok else f"wrong {self.header}"
+
+
+@dataclass(frozen=True)
+class QueryToken:
+    """`?token=SECRET` in the URL, for helpdesks that let you set only a URL (Movidesk).
+
+    Weaker than a header: URLs end up in proxy and access logs, so keep those private.
+    """
+
+    secret: bytes
+    param: str = "token"
+    name: str = "URL token"
+
+    def __call__(self, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
+        given = headers.get(QUERY_TOKEN_HEADER)
+        if not given:
+            return f"no ?{self.param}= in the URL"
+        return None if hmac.compare_digest(given.encode(), self.secret) else "wrong URL token"
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,7 @@ class SecretNames:
     basic: str | None = None
     header: str | None = None
     header_name: str = "X-Hookctl-Secret"
+    query_token: str | None = None
     zendesk: str | None = None
     standard_webhooks: Sequence[str] = ()
     admin: str | None = None
@@ -222,6 +244,8 @@ def gate_from_env(names: SecretNames, environ: Mapping[str, str]) -> Gate:
         gate.checks.append(
             SharedHeader(names.header_name, read("--header-secret-env", names.header).encode())
         )
+    if names.query_token:
+        gate.checks.append(QueryToken(read("--url-token-env", names.query_token).encode()))
     if names.zendesk:
         gate.checks.append(Zendesk(read("--zendesk-secret-env", names.zendesk).encode()))
     if names.standard_webhooks:
