@@ -165,7 +165,7 @@ def serve(
     GET / is the execution log; /metrics is for Prometheus; /healthz and /readyz for probes.
     SIGHUP reloads the rules (an invalid set is refused, the old one kept); SIGTERM stops.
 
-    Example: HOOK_TOKEN=... hookctl serve -r rules/ --host 0.0.0.0 --token-env HOOK_TOKEN
+    Example: hookctl serve -r rules/ --host 0.0.0.0 --token-env HOOK_TOKEN
 
     Exit codes: 0 stopped by a signal; 2 usage (a secret's variable unset, an open network
     address without --allow-unauthenticated, the port taken); 3 invalid rules.
