@@ -99,6 +99,8 @@ def test_log_page_in_a_browser(browser, cli, rule_file, receiver, db_file):
         wait_for(lambda: "/deliveries/" in browser.current_url, what="the delivery page")
         sources.append(browser.page_source)
         assert browser.find_element(By.ID, "status").text == "failed"
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= browser.execute_script("return window.innerWidth") + 1
         assert "Bearer ${CRM_TOKEN}" in browser.find_element(By.ID, "request").text
         receiver.status = 200
         browser.find_element(By.ID, "replay").click()

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hookctl.delivery.pipeline import Options, Pipeline, Stored
+from hookctl.delivery.pipeline import BATCH, Options, Pipeline, Stored
 from hookctl.delivery.reports import Report
 from hookctl.errors import HookctlError, StoreError
 from hookctl.events.read import BadEvent, Event
@@ -74,7 +73,7 @@ class Settings:
     retry_every: float = 2.0
     max_pending: int = 10_000  # events posted and not yet stored, at most, before 503s
     lease_seconds: float | None = None
-    batch: int = 64  # events per commit at most: smaller than fire's, the 202 waits for it
+    batch: int = BATCH  # events per commit at most, as fire's; a batch is only what is ready
 
 
 class Runner:
@@ -177,7 +176,7 @@ class Runner:
                 Options(
                     environ=self.settings.environ,
                     lease_seconds=self.settings.lease_seconds,
-                    batch=int(os.environ.get("HOOKCTL_SERVE_BATCH", self.settings.batch)),
+                    batch=self.settings.batch,
                 ),
                 self.observe,
                 on_stored=self._stored,
