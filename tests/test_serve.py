@@ -263,3 +263,12 @@ def test_a_store_that_cannot_write_answers_503_and_keeps_every_202(cli, rule_fil
     assert ready.status_code == 503 and "the last write to the store failed" in ready.text
     stored = {r["event_id"] for r in log_json(cli, db_file)}
     assert stored == {e for e, code in answers.items() if code == 202}
+
+
+def test_open_to_the_network_only_when_told(rule_file, receiver):
+    rules = rule_file(rule_yaml(receiver.url))
+    args = ("-r", rules, "--host", "0.0.0.0", "--allow-unauthenticated", "--public-log")
+    with serving(*args) as server, server.client() as http:
+        assert http.post("/events", json=event(1)).status_code == 202
+        assert http.get("/").status_code == 200  # --public-log: read-only for anyone
+        assert 'id="replay"' not in http.get("/").text
