@@ -8,10 +8,8 @@ python bench/seed.py query --db D [--status S] [--ticket T] [--repeat K]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -22,7 +20,16 @@ from hookctl.delivery.policy import PRESETS
 from hookctl.events.intake import dedupe_key
 from hookctl.render.templates import render_request
 from hookctl.rules.load import load_rules
-from hookctl.store.sqlite.store import AttemptResult, NewDelivery, Store, new_delivery_id
+from hookctl.store import open_store
+from hookctl.store.records import (
+    AttemptResult,
+    Delivery,
+    DeliveryDetail,
+    NewDelivery,
+    new_delivery_id,
+)
+from hookctl.store.sqlite import bulk
+from hookctl.store.sqlite.store import SQLiteStore
 
 BATCH = 1000
 T = TypeVar("T")
@@ -70,7 +77,7 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def due(db: Path, rules: Path, events: Path) -> int:
     """Enqueue every event as a pending, due-now delivery, as a failed first attempt leaves it."""
     count = 0
-    with Store(db) as store:
+    with open_store(db) as store:
         for batch in _batches(deliveries(rules, events), BATCH):
             count += len(store.enqueue(batch, now=time.time()))
     return count
@@ -97,7 +104,7 @@ def bookkeeping(db: Path, rules: Path, events: Path, batch: int) -> dict[str, fl
     news = list(deliveries(rules, events))
     token = "b" * 32
     out: dict[str, float] = {"rows": len(news), "batch": batch}
-    with Store(db) as store:
+    with open_store(db) as store:
         t0 = time.perf_counter()
         for chunk in _batches(news, batch):
             store.enqueue(chunk, now=time.time(), claim_token=token, lease_seconds=300)
@@ -119,51 +126,19 @@ def bookkeeping(db: Path, rules: Path, events: Path, batch: int) -> dict[str, fl
     return out
 
 
-def _schema_key(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        sql = [
-            row[0]
-            for row in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
-            )
-        ]
-        sql.append(f"page_size {conn.execute('PRAGMA page_size').fetchone()[0]}")
-    finally:
-        conn.close()
-    return hashlib.sha256("\n".join(sql).encode()).hexdigest()[:16]
-
-
 def bigdb(db: Path, rows: int) -> str:
     """A database of `rows` deliveries in hookctl's current schema; reused while that matches."""
     probe = db.with_name(db.name + ".probe")
     _remove(probe)
-    Store(probe).close()
-    key = f"{_schema_key(probe)}:{rows}"
+    open_store(probe).close()
+    key = f"{bulk.schema_key(probe)}:{rows}"
+    _remove(probe)
     stamp = db.with_name(db.name + ".key")
     if db.exists() and stamp.exists() and stamp.read_text() == key:
-        _remove(probe)
         return "reused"
     tmp = db.with_name(db.name + ".tmp")
-    os.replace(probe, tmp)
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        conn.execute("PRAGMA synchronous = OFF")
-        indexes = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' AND sql IS NOT NULL"
-        ).fetchall()
-        columns = [r[1] for r in conn.execute("PRAGMA table_info(deliveries)")]
-        conn.execute("BEGIN")
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
-        _fill(conn, rows, columns)
-        # Indexes built once over sorted data are much faster than maintained row by row.
-        for _, sql in indexes:
-            conn.execute(sql)
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
+    _remove(tmp)
+    bulk.load(tmp, _history(rows))
     _remove(db)
     os.replace(tmp, db)
     _remove(tmp)
@@ -176,66 +151,37 @@ def _remove(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _fill(conn: sqlite3.Connection, rows: int, columns: list[str]) -> None:
-    """Insert finished deliveries spread over 30 days: 3% failed, 2% pending (not due), the rest succeeded."""
+def _history(rows: int) -> Iterator[DeliveryDetail]:
+    """Finished deliveries spread over 30 days: 3% failed, 2% pending (not due), the rest succeeded."""
     now = time.time()
     start = now - 30 * 86400
-    policy = json.dumps(PRESETS["eddydesk"].to_dict(), separators=(",", ":"))
-    request = json.dumps(
-        {"method": "POST", "url": "http://127.0.0.1:9/hook", "headers": [], "body": "{}", "format": "json",
-         "basic_auth": None, "secrets": [], "nonce": ""},
-        separators=(",", ":"),
-    )  # fmt: skip
-    known = {
-        "id", "rule", "event_id", "event_name", "ticket", "dedupe_key", "status", "attempts", "url",
-        "method", "request", "policy", "timeout", "accept", "created_at", "updated_at",
-        "first_attempt_at", "next_attempt_at", "last_status_code", "error",
-    }  # fmt: skip
-    names = [c for c in columns if c in known]
-    sql = f"INSERT INTO deliveries ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    policy = PRESETS["eddydesk"].to_dict()
+    request = {"method": "POST", "url": "http://127.0.0.1:9/hook", "headers": [], "body": "{}",
+               "format": "json", "basic_auth": None, "secrets": [], "nonce": ""}  # fmt: skip
     step = (now - 60 - start) / max(rows, 1)
-    chunk: list[tuple[object, ...]] = []
     for i in range(rows):
         t = start + i * step
         bucket = i % 100
         status = "failed" if bucket < 3 else "pending" if bucket < 5 else "succeeded"
-        row = {
-            "id": new_delivery_id(t),
-            "rule": f"rule-{i % 5}",
-            "event_id": f"evt_{i}",
-            "event_name": "ticket.created",
-            "ticket": str(100000 + (i * 7919) % TICKETS),
-            "dedupe_key": f"id:evt_{i}",
-            "status": status,
-            "attempts": 1 if status == "succeeded" else 3,
-            "url": "http://127.0.0.1:9/hook",
-            "method": "POST",
-            "request": request,
-            "policy": policy,
-            "timeout": 3.0,
-            "accept": "2xx-3xx",
-            "created_at": t,
-            "updated_at": t + 1,
-            "first_attempt_at": t,
-            "next_attempt_at": now + 86400 if status == "pending" else None,
-            "last_status_code": 200 if status == "succeeded" else 500,
-            "error": None if status == "succeeded" else "HTTP 500",
-        }
-        chunk.append(tuple(row[n] for n in names))
-        if len(chunk) >= 50_000:
-            conn.executemany(sql, chunk)
-            chunk = []
-    if chunk:
-        conn.executemany(sql, chunk)
+        summary = Delivery(
+            id=new_delivery_id(t), rule=f"rule-{i % 5}", status=status,  # type: ignore[arg-type]
+            attempts=1 if status == "succeeded" else 3, replays=0, method="POST",
+            url="http://127.0.0.1:9/hook", status_code=200 if status == "succeeded" else 500,
+            error=None if status == "succeeded" else "HTTP 500", event_id=f"evt_{i}",
+            ticket=str(100000 + (i * 7919) % TICKETS), event_name="ticket.created",
+            dedupe_key=f"id:evt_{i}", created_at=t, updated_at=t + 1, first_attempt_at=t,
+            next_attempt_at=now + 86400 if status == "pending" else None,
+            lease_expires_at=None, unrendered=False,
+        )  # fmt: skip
+        yield DeliveryDetail(summary, request, policy, 3.0, "2xx-3xx", None, None)
 
 
 def query(db: Path, status: str | None, ticket: str | None, repeat: int) -> dict[str, object]:
     """Time Store.query(limit=50) in process and show the plans of the SQL it ran."""
-    statements: list[str] = []
-    with Store(db) as store:
-        store.conn.set_trace_callback(statements.append)
-        list(store.query(status=status, ticket=ticket, limit=50))
-        store.conn.set_trace_callback(None)
+    with open_store(db, create=False) as store:
+        assert isinstance(store, SQLiteStore)  # query plans are SQLite's
+        with store.traced() as statements:
+            list(store.query(status=status, ticket=ticket, limit=50))
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -244,7 +190,7 @@ def query(db: Path, status: str | None, ticket: str | None, repeat: int) -> dict
         plans = {}
         for sql in statements:
             if sql.lstrip().upper().startswith("SELECT"):
-                plans[sql] = [r[-1] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+                plans[sql] = store.query_plan(sql)
     times.sort()
     return {"rows": found, "median_ms": times[len(times) // 2], "plans": plans}
 

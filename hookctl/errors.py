@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # an event could not be read, or a delivery failed for good
     USAGE = 2  # bad command line
     INVALID_RULES = 3  # rules did not load; nothing was sent
+    DATABASE = 4  # the delivery database cannot be used (damaged, read-only, busy, not ours)
 
 
 class HookctlError(Exception):
@@ -64,4 +65,5 @@ class RenderError(HookctlError):
 
 
 class StoreError(HookctlError):
-    """The delivery database cannot be opened or is not a hookctl database."""
+    """The delivery store's errors (hookctl/store/errors.py has the family; the CLI maps
+    each kind to an exit code)."""

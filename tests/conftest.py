@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """With HOOKCTL_TEST_INSTALLED=1 (CI's second run), refuse to test the source tree.
+    """The `sqlite` marker; and with HOOKCTL_TEST_INSTALLED=1 (CI's second run), refuse to test the source tree.
 
     That run must exercise the installed wheel: if `hookctl` came from this checkout, every test
     would pass against files the wheel may lack, which is how a wheel without `hookctl/cli/` once
@@ -28,6 +27,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     import os
 
+    config.addinivalue_line(
+        "markers",
+        "sqlite: sets up SQLite-specific state with raw SQL (damage, an old or foreign schema); "
+        "everything else reads state through the store or the CLI",
+    )
     if os.environ.get("HOOKCTL_TEST_INSTALLED") == "1":
         where = Path(hookctl.__file__).resolve()
         if where.is_relative_to(ROOT):
@@ -134,23 +138,28 @@ def event_file(tmp_path: Path) -> Callable[..., Path]:
 
 
 def deliveries(db: Path) -> list[dict[str, Any]]:
-    """Every delivery row in the database, oldest first."""
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("select * from deliveries order by id")]
-    finally:
-        conn.close()
+    """Every delivery in the database, oldest first, as the store's Delivery records (dicts)."""
+    from dataclasses import asdict
+
+    from hookctl.store import open_store
+
+    with open_store(db, create=False) as store:
+        return [asdict(d) for d in reversed(list(store.query(limit=None)))]
 
 
 def attempts(db: Path) -> list[dict[str, Any]]:
-    """Every attempt row in the database, in order."""
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("select * from attempts order by id")]
-    finally:
-        conn.close()
+    """Every attempt in the database in the order they started, as the store's Attempt records."""
+    from dataclasses import asdict
+
+    from hookctl.store import open_store
+
+    found = []
+    with open_store(db, create=False) as store:
+        for d in store.query(limit=None):
+            detail = store.get(d.id)
+            assert detail is not None
+            found += [asdict(a) for a in detail.attempt_log]
+    return sorted(found, key=lambda a: (a["started_at"], a["delivery_id"], a["number"]))
 
 
 def ndjson(text: str) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -39,25 +38,31 @@ def events_ndjson(count: int, start: int = 0) -> str:
 
 def wait_until_due(db: Path, timeout: float = 10.0) -> None:
     """Sleep until every pending delivery is due, so the next retry-loop finds them all."""
-    conn = sqlite3.connect(db)
-    try:
-        (latest,) = conn.execute(
-            "SELECT max(next_attempt_at) FROM deliveries WHERE status = 'pending'"
-        ).fetchone()
-    finally:
-        conn.close()
+    from hookctl.store import open_store
+
+    with open_store(db, create=False) as store:
+        due = [d.next_attempt_at or 0.0 for d in store.query(status="pending", limit=None)]
+    latest = max(due, default=None)
     if latest is not None:
         assert latest - time.time() < timeout, "a delivery is scheduled too far ahead"
         time.sleep(max(0.0, latest - time.time()) + 0.005)
 
 
-def sql(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows from a query on the test database."""
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
+def status_counts(db: Path) -> dict[str, int]:
+    """How many deliveries have each status (statuses with none left out), via the store."""
+    from hookctl.store import open_store
+
+    with open_store(db, create=False) as store:
+        counts = store.stats(since=None).by_status
+    return {status: n for status, n in counts.items() if n}
+
+
+def problems(db: Path) -> list[str]:
+    """What the store's own integrity check finds wrong with the database (empty: healthy)."""
+    from hookctl.store import open_store
+
+    with open_store(db, create=False) as store:
+        return store.check_integrity()
 
 
 def hookctl(*args: Any, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ndjson
-from tests.receivers import Receiver, events_ndjson, hookctl, rule_yaml, sql, wait_until_due
+from tests.conftest import attempts, deliveries, ndjson
+from tests.receivers import (
+    Receiver,
+    events_ndjson,
+    hookctl,
+    problems,
+    rule_yaml,
+    status_counts,
+    wait_until_due,
+)
 
 COUNT = 500
 
@@ -24,10 +32,8 @@ def test_four_retry_loops_send_each_due_delivery_exactly_once(
     rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}"))
     fired = cli("fire", "-r", rules, event_file(events_ndjson(COUNT)), "--quiet")
     assert fired.exit_code == 0, fired.stderr
-    assert sql(db_file, "SELECT status, count(*) FROM deliveries GROUP BY status") == [
-        ("pending", COUNT)
-    ]
-    ids = {row[0] for row in sql(db_file, "SELECT id FROM deliveries")}
+    assert status_counts(db_file) == {"pending": COUNT}
+    ids = {d["id"] for d in deliveries(db_file)}
     first_round = receiver.arrived()
     assert first_round == COUNT
 
@@ -44,14 +50,13 @@ def test_four_retry_loops_send_each_due_delivery_exactly_once(
     assert sum(1 for s in sent_by if s) >= 2, "the retry-loops did not overlap"
     at_receiver = receiver.ids(since=first_round)
     assert set(at_receiver) == ids and set(at_receiver.values()) == {1}
-    assert sql(db_file, "SELECT attempts, status, count(*) FROM deliveries GROUP BY 1, 2") == [
-        (2, "succeeded", COUNT)
-    ]
-    assert sql(db_file, "SELECT count(*), count(DISTINCT delivery_id) FROM attempts") == [
-        (2 * COUNT, COUNT)
-    ]
-    assert sql(db_file, "SELECT count(*) FROM deliveries WHERE lease_token IS NOT NULL") == [(0,)]
-    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+    rows = deliveries(db_file)
+    assert {(d["attempts"], d["status"]) for d in rows} == {(2, "succeeded")}
+    assert len(rows) == COUNT
+    logged = attempts(db_file)
+    assert len(logged) == 2 * COUNT and {a["delivery_id"] for a in logged} == ids
+    assert [d["id"] for d in rows if d["lease_expires_at"] is not None] == []
+    assert problems(db_file) == []
 
 
 def test_fire_during_a_retry_loop(cli, rule_file, event_file, receiver: Receiver, db_file):
@@ -65,10 +70,8 @@ def test_fire_during_a_retry_loop(cli, rule_file, event_file, receiver: Receiver
     for proc in (loop, more):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert sql(db_file, "SELECT status, count(*) FROM deliveries GROUP BY status") == [
-        ("succeeded", 200)
-    ]
+    assert status_counts(db_file) == {"succeeded": 200}
     # The first 100 twice (a 503, then a 200), the new 100 once: nothing sent twice by mistake.
     counts = receiver.ids()
     assert len(counts) == 200 and sorted(counts.values()) == [1] * 100 + [2] * 100
-    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+    assert problems(db_file) == []

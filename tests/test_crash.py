@@ -12,7 +12,16 @@ import time
 
 import pytest
 
-from tests.receivers import Receiver, events_ndjson, hookctl, rule_yaml, sql, wait_for
+from tests.conftest import deliveries
+from tests.receivers import (
+    Receiver,
+    events_ndjson,
+    hookctl,
+    problems,
+    rule_yaml,
+    status_counts,
+    wait_for,
+)
 
 COUNT = 300
 LEASE = {"HOOKCTL_LEASE": "1s"}
@@ -42,12 +51,13 @@ def recover(receiver: Receiver) -> int:
 
 
 def check_nothing_lost(db_file, receiver: Receiver, recovered_from: int) -> None:
-    rows = sql(db_file, "SELECT id, event_id, status, lease_token FROM deliveries")
+    rows = deliveries(db_file)
     assert len(rows) == COUNT
-    assert sorted(r[1] for r in rows) == sorted(f"evt_{n}" for n in range(COUNT))
-    assert {r[2] for r in rows} <= {"succeeded", "pending"}
-    assert [r for r in rows if r[2] == "pending"] == [], "nothing should be left after recovery"
-    by_id = {r[0]: r[1] for r in rows}
+    assert sorted(r["event_id"] for r in rows) == sorted(f"evt_{n}" for n in range(COUNT))
+    assert {r["status"] for r in rows} <= {"succeeded", "pending"}
+    left = [r for r in rows if r["status"] == "pending"]
+    assert left == [], "nothing should be left after recovery"
+    by_id = {r["id"]: r["event_id"] for r in rows}
     # Every request, before and after the crash, carried its delivery's id as webhook-id:
     # a re-sent event arrives under the same id, so the receiver can drop the copy.
     for webhook_id, event_id in receiver.received:
@@ -55,8 +65,7 @@ def check_nothing_lost(db_file, receiver: Receiver, recovered_from: int) -> None
     assert set(receiver.ids()) == set(by_id)
     # Recovery sends each delivery at most once (the dead process's are re-sent, none twice).
     assert set(receiver.ids(since=recovered_from).values()) <= {1}
-    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
-    assert sql(db_file, "PRAGMA foreign_key_check") == []
+    assert problems(db_file) == []
 
 
 def test_fire_killed_mid_flight(rule_file, event_file, receiver: Receiver, db_file):
@@ -65,9 +74,9 @@ def test_fire_killed_mid_flight(rule_file, event_file, receiver: Receiver, db_fi
     events = event_file(events_ndjson(COUNT), name="batch.ndjson")
     victim = hookctl("fire", "-r", rules, events, "--concurrency", "20", "--quiet", env=LEASE)
     kill_when_in_flight(victim, receiver, 30)  # the first 20 answered, 10 more in flight
-    in_store = sql(db_file, "SELECT status, count(*) FROM deliveries GROUP BY status")
-    assert sum(n for _, n in in_store) >= 30 and dict(in_store).get("pending", 0) >= 10
-    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+    in_store = status_counts(db_file)
+    assert sum(in_store.values()) >= 30 and in_store.get("pending", 0) >= 10
+    assert problems(db_file) == []
 
     recovered_from = recover(receiver)
     # Re-running the batch is safe: it sends only the events the dead process never stored...
@@ -96,7 +105,7 @@ def test_retry_loop_killed_mid_flight(cli, rule_file, event_file, receiver: Rece
 
     victim = hookctl("retry-loop", "--concurrency", "20", "--quiet", env=LEASE)
     kill_when_in_flight(victim, receiver, first_round + 30)
-    assert sql(db_file, "PRAGMA integrity_check") == [("ok",)]
+    assert problems(db_file) == []
 
     recovered_from = recover(receiver)
     loop = hookctl("retry-loop", "--concurrency", "20", env=LEASE)
@@ -104,4 +113,4 @@ def test_retry_loop_killed_mid_flight(cli, rule_file, event_file, receiver: Rece
     assert loop.returncode == 0, err
     check_nothing_lost(db_file, receiver, recovered_from)
     # The 503 and the 200 are on record; the attempt the kill cut short never finished.
-    assert sql(db_file, "SELECT DISTINCT attempts FROM deliveries") == [(2,)]
+    assert {d["attempts"] for d in deliveries(db_file)} == {2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -355,12 +356,12 @@ def test_replay_of_a_mixed_set_does_the_right_thing_for_each(
 def test_an_unrendered_delivery_left_pending_by_a_crash_is_never_sent_bare(
     cli, httpserver: HTTPServer, db_file
 ):
+    from hookctl.store import open_store
     from hookctl.store.records import NewDelivery, new_delivery_id
-    from hookctl.store.sqlite.store import Store
 
     url = httpserver.url_for("/bot{{ env.TG_TOKEN }}/x")
     now = __import__("time").time()
-    with Store(db_file) as store:  # as fire leaves it when killed before recording the failure
+    with open_store(db_file) as store:  # as fire leaves it when killed before recording the failure
         store.enqueue(
             [
                 NewDelivery(
@@ -380,6 +381,7 @@ def test_an_unrendered_delivery_left_pending_by_a_crash_is_never_sent_bare(
     assert httpserver.log == [] and attempts(db_file) == []
 
 
+@pytest.mark.sqlite
 def test_a_database_from_before_marks_its_unrendered_deliveries_and_counts_attempts(
     cli, tmp_path, httpserver: HTTPServer
 ):

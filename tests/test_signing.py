@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -16,6 +13,7 @@ from werkzeug import Request, Response
 
 from hookctl.render.signing import decode_secret, generate_secret, sign_headers, signature
 from tests.conftest import attempts, deliveries, ndjson
+from tests.receivers import wait_until_due
 
 # Published with the Standard Webhooks reference libraries.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -143,7 +141,7 @@ def test_retries_and_replays_keep_the_webhook_id_and_sign_again(
     assert cli("fire", "-r", rules, event_file(EVENT)).exit_code == 0
     (row,) = deliveries(db_file)
     assert row["status"] == "pending"
-    _wait_until_due(db_file)
+    wait_until_due(db_file)
     assert cli("retry-loop").exit_code == 0
     assert cli("replay", row["id"], "--now").exit_code == 0
     sent = [request for request, _ in httpserver.log]
@@ -151,15 +149,6 @@ def test_retries_and_replays_keep_the_webhook_id_and_sign_again(
     assert {r.headers["webhook-id"] for r in sent} == {row["id"]}
     for request in sent:
         verify(secret, request)
-
-
-def _wait_until_due(db_file: Path) -> None:
-    conn = sqlite3.connect(db_file)
-    try:
-        (due,) = conn.execute("select max(next_attempt_at) from deliveries").fetchone()
-    finally:
-        conn.close()
-    time.sleep(max(0.0, due - time.time()) + 0.01)
 
 
 def test_every_request_carries_the_delivery_id(

@@ -15,7 +15,7 @@ from hookctl import __version__
 from hookctl.errors import ExitCode, HookctlError, UsageError
 
 if TYPE_CHECKING:
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard
 
 app = typer.Typer(
@@ -101,6 +101,19 @@ def _root(
         os.environ["HOOKCTL_VERBOSE"] = "1"
 
 
+def exit_code_of(exc: HookctlError) -> ExitCode:
+    """The one map from errors to exit codes: the store's family by kind, others by class."""
+    from hookctl.errors import StoreError
+
+    if isinstance(exc, StoreError):
+        from hookctl.store import errors as store_errors
+
+        if isinstance(exc, store_errors.DatabaseUnusable):
+            return ExitCode.DATABASE  # damaged, read-only, busy, foreign or newer
+        return ExitCode.USAGE  # asked for what is not there: an id, a database, a backend
+    return exc.exit_code
+
+
 def handle_errors(func: F) -> F:
     """Print HookctlError as `Error: ...` on stderr and exit with its code (traceback with -v or HOOKCTL_DEBUG=1)."""
 
@@ -114,7 +127,7 @@ def handle_errors(func: F) -> F:
             message = str(exc)
             prefix = "Error: " if "\n" not in message else "Error:\n  "
             sys.stderr.write(prefix + message.replace("\n", "\n  ") + "\n")
-            raise typer.Exit(int(exc.exit_code)) from None
+            raise typer.Exit(int(exit_code_of(exc))) from None
         except KeyboardInterrupt:
             sys.stderr.write("Interrupted.\n")
             raise typer.Exit(130) from None
@@ -163,23 +176,34 @@ def rule_paths(flags: list[str] | None) -> list[Path]:
 
 
 def store_path(db: str | None) -> Path:
-    """Where the database is; a note on stderr when it is one found at the old default place."""
-    from hookctl import paths
+    """Where the database is; a note on stderr when it is one found at the old default place.
 
-    path, note = paths.db_location(db)
+    --db and $HOOKCTL_DB take a path or a database URL; a URL of a backend this version
+    lacks (postgresql://) is a one-line usage error here.
+    """
+    from hookctl import paths
+    from hookctl.store import open_store as _open
+    from hookctl.store import sqlite_path
+
+    chosen = db or os.environ.get("HOOKCTL_DB")
+    if chosen:
+        found = sqlite_path(chosen)
+        if found is None:
+            _open(chosen)  # raises BackendUnavailable, naming what is missing
+        assert found is not None
+        return found
+    path, note = paths.db_location(None)
     if note and not os.environ.get("HOOKCTL_QUIET"):
         sys.stderr.write(note + "\n")
     return path
 
 
-def open_store(db: str | None) -> "Store":
-    """The delivery database, which must exist already (reading commands never create it)."""
-    from hookctl.store.sqlite.store import Store
+def open_store(db: str | None, *, create: bool = False) -> "Store":
+    """The delivery store (--db, $HOOKCTL_DB, or the default file). Reading commands never
+    create it (`create` False: a usage error when it does not exist); fire and retry-loop do."""
+    from hookctl.store import open_store as _open
 
-    path = store_path(db)
-    if not path.exists():
-        raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")
-    return Store(path)
+    return _open(store_path(db), create=create)
 
 
 def network_guard(flags: list[str] | None) -> "Guard":

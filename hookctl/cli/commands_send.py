@@ -1,10 +1,10 @@
 """`fire` and `retry-loop`: the commands that send."""
 
-import contextlib
 import os
 import sys
 import time
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,10 +18,15 @@ from hookctl.cli.app import (
     exit_with,
     handle_errors,
     network_guard,
+    open_store,
     rule_paths,
-    store_path,
 )
 from hookctl.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from hookctl.delivery.reports import Summary
+    from hookctl.store.sqlite.store import Store
+    from hookctl.transport.netguard import Guard
 
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, max=1000, help="Attempts in flight at once.")
@@ -99,7 +104,8 @@ def fire(
     1 an event could not be read or a delivery failed for good; 2 usage; 3 invalid rules.
     """
     from hookctl.cli.output import Printer, ProgressBar
-    from hookctl.delivery.pipeline import Options, Pipeline
+    from hookctl.delivery import service
+    from hookctl.delivery.observe import Fanout
     from hookctl.events.read import read_events
     from hookctl.rules.load import load_rules
 
@@ -110,26 +116,28 @@ def fire(
         )
     rules = load_rules(rule_paths(rules_paths))
     printer = Printer(json_lines=json_lines, quiet=quiet)
-    options = Options(
-        environ=os.environ, force=force, dry_run=dry_run, lease_seconds=duration(lease, "--lease")
-    )
     events = read_events(sources, sys.stdin.buffer)
-
-    def bad_event(bad: object) -> None:
-        printer.diagnostic(f"Error: {bad}")
-
     store = None
     if not dry_run:
-        from hookctl.store.sqlite.store import Store
-
-        store = Store(store_path(db))
+        store = open_store(db, create=True)
     bar = ProgressBar("sending", enabled=not quiet and not dry_run)
-    pipeline = Pipeline(store, options, bar.wrap(printer.report), bad_event)
     try:
         import asyncio  # here, not at the top: --help and an idle retry-loop skip it
 
         summary = asyncio.run(
-            _fire(pipeline, events, rules, concurrency, per_host, dry_run, network_guard(allow_net))
+            service.fire(
+                store=store,
+                events=events,
+                rules=rules,
+                observer=Fanout([printer, bar]),
+                environ=os.environ,
+                concurrency=concurrency,
+                per_host=per_host,
+                guard=None if dry_run else network_guard(allow_net),
+                force=force,
+                dry_run=dry_run,
+                lease_seconds=duration(lease, "--lease"),
+            )
         )
     finally:
         bar.stop()
@@ -139,15 +147,6 @@ def fire(
     exit_with(
         ExitCode.FAILED if summary.bad_events or summary.failed or summary.held else ExitCode.OK
     )
-
-
-async def _fire(pipeline, events, rules, concurrency: int, per_host: int, dry_run: bool, guard):  # type: ignore[no-untyped-def]
-    if dry_run:
-        return await pipeline.fire(events, rules, None)
-    from hookctl.transport.http import Sender
-
-    async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
-        return await pipeline.fire(events, rules, sender)
 
 
 @app.command("retry-loop")
@@ -177,29 +176,24 @@ def retry_loop(
 
     Example: hookctl retry-loop --every 30s
     """
-    from hookctl.store.sqlite.store import Store
-
     interval = duration(every, "--every")
-    store = Store(store_path(db))
+    lease_seconds = duration(lease, "--lease")
+    store = open_store(db, create=True)
     try:
         if interval is None and not store.due_count(time.time()):
             # Nothing due: leave before importing the HTTP and template machinery (cron runs this often).
             if not quiet:
                 sys.stderr.write("nothing due\n")
             return
-        import asyncio
-
-        summary = asyncio.run(
-            drain(
-                store,
-                interval,
-                concurrency,
-                per_host,
-                json_lines,
-                quiet,
-                duration(lease, "--lease"),
-                network_guard(allow_net),
-            )
+        summary = send_due(
+            store,
+            every=interval,
+            concurrency=concurrency,
+            per_host=per_host,
+            json_lines=json_lines,
+            quiet=quiet,
+            lease_seconds=lease_seconds,
+            guard=network_guard(allow_net),
         )
     finally:
         store.close()
@@ -210,54 +204,48 @@ def retry_loop(
     )
 
 
-async def drain(store, interval, concurrency, per_host, json_lines, quiet, lease, guard, ids=None):  # type: ignore[no-untyped-def]
-    from hookctl.cli.output import Printer, ProgressBar
-    from hookctl.delivery.pipeline import Options, Pipeline
-    from hookctl.delivery.reports import Summary
-    from hookctl.transport.http import Sender
+def send_due(
+    store: "Store",
+    *,
+    guard: "Guard",
+    json_lines: bool,
+    quiet: bool = False,
+    every: float | None = None,
+    concurrency: int = 50,
+    per_host: int = 20,
+    lease_seconds: float | None = None,
+    ids: Sequence[str] | None = None,
+) -> "Summary":
+    """Run the service loop with the printer and a progress bar subscribed; print its summary.
+
+    Shared by `retry-loop` and `replay --now`: the loop itself is delivery/service.py's.
+    """
+    import asyncio
+
+    from hookctl.cli.output import Printer, ProgressBar, format_pass_summary
+    from hookctl.delivery import service
+    from hookctl.delivery.observe import Fanout
 
     printer = Printer(json_lines=json_lines, quiet=quiet)
     # One pass (cron) has a known size; a bar over an endless --every loop would mean nothing.
-    total_due = len(ids) if ids is not None else store.due_count(time.time())
-    bar = ProgressBar("retrying", total=total_due, enabled=not quiet and interval is None)
-    import asyncio
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Not possible off the main thread or off POSIX; Ctrl-C still interrupts there.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    total = Summary()
-    if interval is not None and not quiet:
-        from hookctl.delivery.policy import format_duration
-
-        sys.stderr.write(
-            f"retry-loop: sending due deliveries every {format_duration(interval)} until stopped "
-            f"(Ctrl-C, or kill -TERM {os.getpid()}); attempts in flight finish first\n"
-        )
-        sys.stderr.flush()
-    async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
-        while True:
-            pipeline = Pipeline(
-                store, Options(environ=os.environ, lease_seconds=lease), bar.wrap(printer.report)
+    bar = ProgressBar("retrying", enabled=not quiet and every is None)
+    try:
+        summary = asyncio.run(
+            service.drain(
+                store=store,
+                observer=Fanout([printer, bar]),
+                environ=os.environ,
+                concurrency=concurrency,
+                per_host=per_host,
+                guard=guard,
+                every=every,
+                lease_seconds=lease_seconds,
+                ids=ids,
             )
-            summary = await pipeline.drain(sender, stop=stop, ids=ids)
-            for name in ("deliveries", "succeeded", "pending", "failed", "held", "handed_back"):
-                setattr(total, name, getattr(total, name) + getattr(summary, name))
-            if interval is None or stop.is_set():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-    bar.stop()
+        )
+    finally:
+        bar.stop()
     if not quiet:
-        held = f", {total.held} held (nothing sent)" if total.held else ""
-        sys.stderr.write(
-            f"sent {total.deliveries}: {total.succeeded} succeeded, {total.pending} rescheduled, {total.failed} failed{held}\n"
-        )
-        if total.handed_back:
-            sys.stderr.write(
-                f"stopped: {total.handed_back} claimed but not yet sent, handed back (due now)\n"
-            )
-    return total
+        for line in format_pass_summary(summary):
+            sys.stderr.write(line + "\n")
+    return summary

@@ -13,8 +13,8 @@ from hookctl.cli.app import (
     duration,
     handle_errors,
     network_guard,
+    open_store,
     rule_paths,
-    store_path,
 )
 from hookctl.cli.commands_send import AllowNetOption, ConcurrencyOption, PerHostOption
 from hookctl.errors import UsageError
@@ -177,7 +177,6 @@ def serve(
     from hookctl.serve.auth import SecretNames, gate_from_env
     from hookctl.serve.metrics import Metrics
     from hookctl.serve.runner import Runner, Settings
-    from hookctl.store.sqlite.store import Store
 
     names = SecretNames(
         token=_env_name("--token-env", token_env),
@@ -205,7 +204,7 @@ def serve(
     grace_seconds = duration(grace, "--grace")
     limit = _size(max_body)
     guard = network_guard(allow_net)
-    store = Store(store_path(db))
+    store = open_store(db, create=True)
     try:
         metrics = Metrics(store)
         runner = Runner(
@@ -219,7 +218,7 @@ def serve(
                 max_pending=max_pending,
                 lease_seconds=duration(os.environ.get("HOOKCTL_LEASE"), "HOOKCTL_LEASE"),
             ),
-            metrics.observe,
+            metrics,
         )
         server = Server(
             runner=runner,

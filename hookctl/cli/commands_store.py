@@ -3,7 +3,7 @@
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,8 +21,11 @@ from hookctl.cli.app import (
 )
 from hookctl.cli.commands_send import AllowNetOption
 from hookctl.errors import ExitCode, UsageError
+from hookctl.store.records import STATUSES
 
-STATUSES = ("pending", "succeeded", "failed")
+if TYPE_CHECKING:
+    from hookctl.store.contract import Store
+    from hookctl.store.records import Delivery, Unrendered
 # On a narrow terminal these go first (in this order); ids, statuses and rule names stay whole.
 LOG_DROP = ("ticket", "updated", "attempts", "url", "error")
 LOG_WHOLE = ("id", "status", "rule")
@@ -123,7 +126,7 @@ def log(
                 printer.json(log_record(row, iso))
             return
         table = (
-            {**row, "updated": short_time(row["updated_at"]), "attempts": _attempts(row)}
+            {**vars(row), "updated": short_time(row.updated_at), "attempts": _attempts(row)}
             for row in rows
         )
         # A terminal gets the rich table even under NO_COLOR (rich drops the colour itself).
@@ -133,77 +136,76 @@ def log(
         store.close()
 
 
-def _attempts(row: dict[str, Any]) -> str:
+def _attempts(row: "Delivery") -> str:
     """Attempts over the delivery's life, with its replays beside them: `3 (1 replay)`."""
     from hookctl.cli.output import plural
 
-    replays = row.get("replays") or 0
-    return f"{row['attempts']}" + (f" ({plural(replays, 'replay')})" if replays else "")
+    return f"{row.attempts}" + (f" ({plural(row.replays, 'replay')})" if row.replays else "")
 
 
-def log_record(row: dict[str, Any], iso: Any) -> dict[str, Any]:
+def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
     """A delivery as `log --json` prints it: `attempts` over its life, `replays` beside them."""
     return {
-        "id": row["id"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "replays": row.get("replays", 0),
-        "method": row["method"],
-        "url": row["url"],
-        "error": row["error"],
-        "status_code": row.get("last_status_code"),
-        "rule": row["rule"],
-        "ticket": row["ticket"],
-        "event_id": row["event_id"],
-        "event": row.get("event_name"),
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "next_attempt_at": iso(row["next_attempt_at"]),
+        "id": row.id,
+        "status": row.status,
+        "attempts": row.attempts,
+        "replays": row.replays,
+        "method": row.method,
+        "url": row.url,
+        "error": row.error,
+        "status_code": row.status_code,
+        "rule": row.rule,
+        "ticket": row.ticket,
+        "event_id": row.event_id,
+        "event": row.event_name,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "next_attempt_at": iso(row.next_attempt_at),
     }
 
 
-def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
+def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
     from hookctl.cli.output import Printer, iso, plural, safe, short_time
     from hookctl.delivery.prepare import reveal
     from hookctl.render.request import Request
 
-    row = store.get(delivery_id)
-    if row is None:
+    detail = store.get(delivery_id)
+    if detail is None:
         raise UsageError(f"no delivery {delivery_id!r}")
-    stored = row.get("request") or {}
+    row = detail.delivery
+    stored = detail.request or {}
     masked = (
         reveal(Request.from_dict(stored), stored.get("shown")) if stored.get("method") else None
     )
-    attempts = [
-        {
-            "number": a["number"],
-            "started_at": a["started_at"],
-            "duration_ms": round(a["duration_ms"] or 0, 1),
-            "status_code": a["status_code"],
-            "error": a["error"],
-            "response_body": a["response_body"],
-        }
-        for a in row["attempts"]
-    ]
+    attempts = detail.attempt_log
     if json_lines:
-        # get() moves the stored count aside for the attempt rows; the record wants the count.
-        record = log_record({**row, "attempts": row["attempt_count"]}, iso)
+        record = log_record(row, iso)
         record["request"] = masked.to_dict() if masked else None
-        record["unrendered"] = bool(row.get("unrendered"))
-        record["attempts_detail"] = [{**a, "started_at": iso(a["started_at"])} for a in attempts]
+        record["unrendered"] = row.unrendered
+        record["attempts_detail"] = [
+            {
+                "number": a.number,
+                "started_at": iso(a.started_at),
+                "duration_ms": round(a.duration_ms or 0, 1),
+                "status_code": a.status_code,
+                "error": a.error,
+                "response_body": a.response_body,
+            }
+            for a in attempts
+        ]
         Printer(json_lines=True).json(record)
         return
     out = sys.stdout
-    ticket = safe(str(row["ticket"])) if row["ticket"] else "-"
-    out.write(f"{row['id']}  {row['status']}  rule {safe(row['rule'])}  ticket {ticket}\n")
-    out.write(f"created {short_time(row['created_at'])}, updated {short_time(row['updated_at'])}")
-    if row["next_attempt_at"]:
-        out.write(f", next attempt {short_time(row['next_attempt_at'])}")
+    ticket = safe(str(row.ticket)) if row.ticket else "-"
+    out.write(f"{row.id}  {row.status}  rule {safe(row.rule)}  ticket {ticket}\n")
+    out.write(f"created {short_time(row.created_at)}, updated {short_time(row.updated_at)}")
+    if row.next_attempt_at:
+        out.write(f", next attempt {short_time(row.next_attempt_at)}")
     out.write("\n")
-    count = plural(row["attempt_count"], "attempt")
-    replays = row.get("replays") or 0
+    count = plural(row.attempts, "attempt")
+    replays = row.replays
     out.write(count + (f", {plural(replays, 'replay')}" if replays else "") + "\n\n")
-    if row.get("unrendered"):
+    if row.unrendered:
         out.write("request: could not be rendered (never sent; replay renders it from its rule)\n")
         out.write(f"{masked.method} {safe(masked.url)}\n" if masked else "")
     elif masked:
@@ -213,20 +215,18 @@ def _show_one(store: Any, delivery_id: str, json_lines: bool) -> None:
         if masked.body is not None:
             out.write(f"\n{safe(masked.body, multiline=True)}\n")
     for a in attempts:
-        outcome = f"HTTP {a['status_code']}" if a["status_code"] else "no response"
+        outcome = f"HTTP {a.status_code}" if a.status_code else "no response"
         # The error of a plain HTTP failure is that same "HTTP 500": say it once.
-        if a["error"] and a["error"] != outcome:
-            outcome += f" - {a['error']}"
-        took = f"{a['duration_ms']:.0f} ms"
-        out.write(
-            f"\nattempt {a['number']}  {short_time(a['started_at'])}  {took}  {safe(outcome)}\n"
-        )
-        if a["response_body"]:
-            out.write("  " + safe(a["response_body"], multiline=True).replace("\n", "\n  ") + "\n")
-    last = attempts[-1]["error"] if attempts else None
-    if row["error"] and row["error"] != last:
+        if a.error and a.error != outcome:
+            outcome += f" - {a.error}"
+        took = f"{a.duration_ms or 0:.0f} ms"
+        out.write(f"\nattempt {a.number}  {short_time(a.started_at)}  {took}  {safe(outcome)}\n")
+        if a.response_body:
+            out.write("  " + safe(a.response_body, multiline=True).replace("\n", "\n  ") + "\n")
+    last = attempts[-1].error if attempts else None
+    if row.error and row.error != last:
         # Nothing sent since the last attempt (could not render, or held): say why.
-        out.write(f"\nerror: {safe(row['error'])}\n")
+        out.write(f"\nerror: {safe(row.error)}\n")
 
 
 @app.command()
@@ -272,7 +272,7 @@ def replay(
 
     Example: hookctl replay --status failed --since 1d --now
     """
-    from hookctl.cli.commands_send import drain
+    from hookctl.cli.commands_send import send_due
     from hookctl.cli.output import plural
 
     if not ids and status is None:
@@ -297,11 +297,8 @@ def replay(
         sys.stderr.write(f"{plural(len(requeued), 'delivery')} queued again{left}\n")
         failed = 0
         if now and requeued:
-            import asyncio
-
-            summary = asyncio.run(
-                drain(store, None, 50, 20, json_lines, False, None, guard, ids=requeued)
-            )
+            assert guard is not None
+            summary = send_due(store, guard=guard, json_lines=json_lines, ids=requeued)
             failed = summary.failed + summary.held
     finally:
         store.close()
@@ -309,7 +306,7 @@ def replay(
 
 
 def _render_again(
-    rows: list[dict[str, Any]], flags: list[str] | None
+    rows: list["Unrendered"], flags: list[str] | None
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """Render unrendered deliveries anew from their stored event and the rules as they are now.
 
@@ -333,7 +330,7 @@ def _render_again(
     refused: dict[str, str] = {}
     notes: dict[str, str] = {}
     for row in rows:
-        name, delivery_id = row["rule"], row["id"]
+        name, delivery_id = row.rule, row.id
         current = rules.get(name)
         if name.endswith(":on_failure"):
             refused[delivery_id] = (
@@ -351,13 +348,13 @@ def _render_again(
             refused[delivery_id] = f"no rule named {name!r} in {where} now{hint}"
         elif not current.enabled:
             refused[delivery_id] = f"rule {name!r} is disabled now (enabled: false)"
-        elif not isinstance(row.get("event"), dict):
+        elif not isinstance(row.event, dict):
             refused[delivery_id] = (
                 "its event was not kept (recorded by an older hookctl): "
                 "fire the event again with --force"
             )
         else:
-            event = Event(row["event"], "<stored event>", 0)
+            event = Event(row.event, "<stored event>", 0)
             request, ticket, error = planner.render(current, event)
             if error is not None:
                 refused[delivery_id] = f"still {error}"

@@ -21,6 +21,7 @@ from hookctl.cli.app import (
     window_start,
 )
 from hookctl.errors import ExitCode, UsageError
+from hookctl.store.records import STATUSES
 
 if TYPE_CHECKING:
     from hookctl.rules.conditions import Trace
@@ -33,7 +34,6 @@ RuleNameOption = Annotated[
 ]
 RULE_KEYS = ("name", "events", "method", "url", "format", "retry", "enabled", "source")
 RULE_COLUMNS = [(key, "URL" if key == "url" else key.capitalize()) for key in RULE_KEYS]
-STATUSES = ("pending", "succeeded", "failed")  # as the store has them
 BY_RULE = [("rule", "Rule"), ("total", "Total"), *((s, s.capitalize()) for s in STATUSES)]
 SLOWEST = [("url", "URL"), ("attempts", "Attempts"), ("avg", "Average"), ("max", "Slowest")]
 FAILING = [
@@ -408,6 +408,8 @@ def stats(
     Example: hookctl stats --since 1h --max-failed 0
     """
 
+    from dataclasses import asdict
+
     start = window_start(since)
     store = open_store(db)
     if prometheus:
@@ -419,12 +421,11 @@ def stats(
             store.close()
         return
     try:
-        data = store.stats(since=start)
+        found = store.stats(since=start)
     finally:
         store.close()
-    by_status = data["by_status"]
-    finished = by_status["succeeded"] + by_status["failed"]
-    data["success_rate"] = round(by_status["succeeded"] / finished, 4) if finished else None
+    by_status = found.by_status
+    data = {**asdict(found), "success_rate": found.success_rate}
     over = max_failed is not None and by_status["failed"] > max_failed
     if json_lines:
         from hookctl.cli.output import Printer, iso

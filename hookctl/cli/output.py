@@ -7,14 +7,14 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
+from hookctl.delivery import observe
 from hookctl.delivery.reports import Report, Summary
 from hookctl.render.request import MaskedRequest
 
-T = TypeVar("T")
 PROGRESS_AFTER = 0.5  # seconds a batch runs before a progress bar appears
 
 STATUS_STYLE = {
@@ -80,7 +80,10 @@ def use_color(stream: TextIO) -> bool:
 
 
 class Printer:
-    """Writes reports as NDJSON or human lines; summaries and diagnostics go to stderr."""
+    """Writes reports as NDJSON or human lines; summaries and diagnostics go to stderr.
+
+    A pipeline observer: it prints each delivery as it is decided and each unreadable event.
+    """
 
     def __init__(
         self, *, json_lines: bool = False, quiet: bool = False, color: bool | None = None
@@ -98,6 +101,21 @@ class Printer:
             return text
         codes = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "cyan": "36", "bold": "1"}
         return f"\x1b[{codes[style]}m{text}\x1b[0m"
+
+    def notify(self, event: observe.PipelineEvent) -> None:
+        """The pipeline's events this printer shows: decided deliveries, unreadable events, and
+        that a repeating service loop has started."""
+        if isinstance(event, observe.Reported):
+            self.report(event.report)
+        elif isinstance(event, observe.Unreadable):
+            self.diagnostic(f"Error: {event.bad}")
+        elif isinstance(event, observe.Started) and event.every is not None and not self.quiet:
+            from hookctl.delivery.policy import format_duration
+
+            self.diagnostic(
+                f"retry-loop: sending due deliveries every {format_duration(event.every)} until "
+                f"stopped (Ctrl-C, or kill -TERM {event.pid}); attempts in flight finish first"
+            )
 
     def json(self, data: Mapping[str, Any]) -> None:
         """One JSON object on one line of stdout."""
@@ -131,8 +149,8 @@ class Printer:
         self.err.write(message + "\n")
         self.err.flush()
 
-    def summary(self, summary: Summary, *, verb: str = "fired") -> None:
-        """The closing count on stderr."""
+    def summary(self, summary: Summary) -> None:
+        """The closing count of a `fire` on stderr."""
         if self.quiet:
             return
         self.err.write(format_summary(summary) + "\n")
@@ -264,6 +282,26 @@ def format_summary(summary: Summary) -> str:
         events += f" ({summary.bad_events} unreadable)"
     deliveries = plural(summary.deliveries, "delivery")
     return f"{events}, {deliveries}" + (": " + ", ".join(parts) if parts else "")
+
+
+def format_pass_summary(summary: Summary) -> list[str]:
+    """What a retry-loop or `replay --now` says at the end: `sent 3: 3 succeeded, ...`, and
+    what it handed back or dropped when it stopped."""
+    held = f", {summary.held} held (nothing sent)" if summary.held else ""
+    lines = [
+        f"sent {summary.deliveries}: {summary.succeeded} succeeded, {summary.pending} rescheduled, "
+        f"{summary.failed} failed{held}"
+    ]
+    if summary.handed_back:
+        lines.append(
+            f"stopped: {summary.handed_back} claimed but not yet sent, handed back (due now)"
+        )
+    if summary.lost:
+        lines.append(
+            f"{plural(summary.lost, 'claim')} lost to another worker (our lease ran out while "
+            "they waited): not sent by this one"
+        )
+    return lines
 
 
 def rows_table(
@@ -399,8 +437,15 @@ class ProgressBar:
         self._task: Any = None
         self.console: Any = None  # a rich Console to draw on (default: stderr)
 
-    def advance(self, _item: object = None) -> None:
-        """Count one item done (a report, when used as a pipeline callback)."""
+    def notify(self, event: observe.PipelineEvent) -> None:
+        """A pipeline observer: a step per decided delivery; a one-off pass's size as total."""
+        if isinstance(event, observe.Reported):
+            self.advance()
+        elif isinstance(event, observe.Due) and self._bar is None:
+            self.total = event.count
+
+    def advance(self) -> None:
+        """Count one item done."""
         self.done += 1
         if (
             self._bar is None
@@ -410,15 +455,6 @@ class ProgressBar:
             self._start()
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
-
-    def wrap(self, emit: Callable[[T], None]) -> Callable[[T], None]:
-        """`emit`, then one step of the bar: for a pipeline's per-report callback."""
-
-        def both(item: T) -> None:
-            emit(item)
-            self.advance(item)
-
-        return both
 
     def stop(self) -> None:
         """Remove the bar (it leaves no trace on the terminal)."""

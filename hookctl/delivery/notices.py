@@ -6,8 +6,7 @@ from collections.abc import Mapping
 
 from hookctl.delivery.policy import PRESETS
 from hookctl.errors import RenderError
-from hookctl.render.request import Request
-from hookctl.render.templates import render_request
+from hookctl.render.templates import render_request, unrendered_request
 from hookctl.rules.webhook import webhook_from_dict
 from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, new_delivery_id
 
@@ -43,7 +42,7 @@ def failure_notice(
         )
     except RenderError as exc:
         error = f"cannot render: {exc}"
-        request = Request(webhook.method, webhook.url, (), None, webhook.format)
+        request = unrendered_request(webhook)
     new = NewDelivery(
         id=new_delivery_id(now),
         rule=f"{claim.rule}:on_failure",

@@ -4,35 +4,50 @@ Every request is in the store before it is sent (the outbox), claimed by this pr
 lease, so a crash mid-request leaves it `pending` for `retry-loop` to send again with the same
 id. Sending is concurrent; outcomes are written back in batches, and a delivery is reported
 only once its outcome is on record.
+
+Store calls run on the store's own thread (storethread.py), never on the event loop, so a
+database that is busy or slow stalls no attempt. One writer task records outcomes as soon as
+they come in (what came in meanwhile goes in the same transaction), retries a write that
+failed and, when the store stays unwritable, stops the run: nothing more is sent, and the run
+ends with one StoreError. It also renews the leases of what this process holds; before a
+request goes out, a claim whose lease is not known to be fresh is confirmed first (one
+re-extension for every claim waiting), and one another worker took over is dropped, unsent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets as _secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from hookctl.delivery import observe
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
-from hookctl.errors import RenderError
+from hookctl.errors import RenderError, StoreError
 from hookctl.events.intake import batches, dedupe_key
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
-from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, Store
+from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery
 from hookctl.transport.http import Outcome, Sender, host_key
 
 if TYPE_CHECKING:
     from hookctl.delivery.prepare import Planner
+    from hookctl.delivery.storethread import StoreThread
     from hookctl.rules.load import Rule
+
+R = TypeVar("R")
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 YIELD_EVERY = 32  # events planned between turns of the event loop
-FLUSH_SECONDS = 0.05
+FLUSH_LINGER = 0.005  # the writer waits this long after an answer for others to join its batch
 LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it
+STORE_RETRIES = 3  # a failed store call is tried this many times more before the run stops
+RETRY_PAUSE = 0.5  # seconds before the first retry, doubling each time
 UNRENDERED = "cannot render: the stored request is incomplete; nothing sent (replay renders it from its rule)"
 
 
@@ -48,15 +63,6 @@ class Options:
     batch: int = BATCH
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """One delivery `fire` has committed to the store (or found there already: a duplicate)."""
-
-    line: int | None  # the event's line, as `fire` read it
-    delivery_id: str
-    inserted: bool
-
-
 @dataclass
 class _Job:
     claim: Claim
@@ -70,7 +76,10 @@ class _Job:
 class _Done:
     job: _Job
     result: AttemptResult
-    outcome: Outcome | None
+
+
+class StoreFailed(StoreError):
+    """The store stayed unwritable: the run stopped sending, and says what was not recorded."""
 
 
 class Pipeline:
@@ -78,28 +87,29 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store | None,
+        store: StoreThread | None,
         options: Options,
-        emit: Callable[[Report], None],
-        on_bad_event: Callable[[BadEvent], None] = lambda bad: None,
-        on_stored: Callable[[list[Event | BadEvent], list[Stored]], None] | None = None,
+        observer: observe.Observer | None = None,
     ) -> None:
-        self.store = store
+        self.db = store
         self.options = options
-        self.emit = emit
-        self.on_bad_event = on_bad_event
-        # Called once a batch of `fire`'s events is committed (`serve` answers 202 then).
-        self.on_stored = on_stored
+        self.observer: observe.Observer = observer or observe.Nobody()
         self.summary = Summary()
         self.token = _secrets.token_hex(16)
         self._done: list[_Done] = []
         # Attempts run here; a busy host's next jobs wait apart (at most 4 batches of them).
         self._admission: Admission[_Job] = Admission(self._attempt, waiting=4 * options.batch)
         self._held: set[str] = set()  # claimed and not yet recorded: their leases are renewed
+        self._lost: set[str] = set()  # claims another worker took over once our lease ran out
         self._lease = 0.0
+        self._confirmed_at = options.clock()  # when every claim in _held was last known ours
         self._notices: set[asyncio.Task[None]] = set()  # apart: _start waits on admitted tasks
         self._sender: Sender | None = None
         self._planner: Planner | None = None
+        self._writing = asyncio.Lock()  # writes and lease renewals, one at a time
+        self._wake = asyncio.Event()  # outcomes wait to be written
+        self._renewal: asyncio.Future[None] | None = None
+        self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -112,15 +122,19 @@ class Pipeline:
     async def fire(
         self, events: Iterable[Event | BadEvent], rules: list[Rule], sender: Sender | None
     ) -> Summary:
-        """Match, store, send and record every event; returns the counts."""
+        """Match, store, send and record every event; returns the counts.
+
+        Raises StoreFailed when the store stayed unwritable (after the attempts in flight
+        finished and one last try to record them).
+        """
         from hookctl.delivery.prepare import (
             Planner,  # rendering: fire's alone, so a retry-loop skips jinja
         )
 
         self._planner = Planner(self.options.environ, self.options.clock)
         self._use(sender)
-        flusher = asyncio.create_task(self._flush_periodically())
-        try:
+
+        async def run() -> None:
             async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
                 for n, item in enumerate(batch, 1):
@@ -129,7 +143,7 @@ class Pipeline:
                         await asyncio.sleep(0)
                     if isinstance(item, BadEvent):
                         self.summary.bad_events += 1
-                        self.on_bad_event(item)
+                        self.observer.notify(observe.Unreadable(item))
                         continue
                     self.summary.events += 1
                     matched = [rule for rule in rules if rule.matches(item.name, item.data)]
@@ -143,12 +157,12 @@ class Pipeline:
                         if planned is not None:
                             jobs.append(planned)
                 stored = await self._submit(jobs) if jobs else []
-                if self.on_stored is not None:
-                    self.on_stored(batch, stored)
-            await self._finish()
-        finally:
-            flusher.cancel()
-        return self.summary
+                # The batch is committed (`serve` answers its requests' 202 now).
+                self.observer.notify(observe.Committed(batch, stored))
+                if self._broken is not None:
+                    return
+
+        return await self._run(run)
 
     def _plan(self, rule: Rule, event: Event, key: str | None) -> tuple[NewDelivery, _Job] | None:
         assert self._planner is not None
@@ -169,25 +183,34 @@ class Pipeline:
                 sent=False,
                 needs=request.secrets,
             )
-            self.summary.add(report)
-            self.emit(report)
+            self._tell(report)
             return None
         new = self._planner.delivery(rule, event, key, request, ticket, render_error)
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
-    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> list[Stored]:
-        assert self.store is not None
+    async def _submit(
+        self, jobs: list[tuple[NewDelivery, _Job]]
+    ) -> list[tuple[int | None, str, bool]]:
+        """Enqueue (claimed) and start; each delivery's (event line, id, inserted) for Committed."""
+        assert self.db is not None
         now = self.options.clock()
         lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
-        results = self.store.enqueue(
-            [n for n, _ in jobs], now=now, claim_token=self.token, lease_seconds=lease
+        results = await self._store(
+            self.db.store.enqueue,
+            [n for n, _ in jobs],
+            now=now,
+            claim_token=self.token,
+            lease_seconds=lease,
         )
-        self._held.update(delivery_id for delivery_id, inserted in results if inserted)
+        claimed = [delivery_id for delivery_id, inserted in results if inserted]
+        self._held.update(claimed)
+        if claimed:
+            self.observer.notify(observe.Claimed(len(claimed)))
         earlier = [delivery_id for delivery_id, inserted in results if not inserted]
         # What the earlier delivery became, so a duplicate says so (a failed one is no success).
-        recorded = self.store.statuses(earlier) if earlier else {}
+        recorded = await self._store(self.db.store.statuses, earlier) if earlier else {}
         for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
                 self._report(job, delivery_id, None, recorded.get(delivery_id))
@@ -197,7 +220,7 @@ class Pipeline:
                 continue
             await self._start(job)
         return [
-            Stored(job.line, delivery_id, inserted)
+            (job.line, delivery_id, inserted)
             for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True)
         ]
 
@@ -206,24 +229,31 @@ class Pipeline:
     async def drain(
         self, sender: Sender, *, stop: asyncio.Event | None = None, ids: Sequence[str] | None = None
     ) -> Summary:
-        """Send every delivery due when called (or just `ids`, if due) once; returns the counts."""
-        assert self.store is not None
+        """Send every delivery due when called (or just `ids`, if due) once; returns the counts.
+
+        Raises StoreFailed as fire() does.
+        """
+        assert self.db is not None
+        db = self.db
         self._use(sender)
         # Due as of now: what this pass reschedules for a moment from now waits for the next pass.
         due_by = self.options.clock()
         self._lease = self.options.lease_seconds or (130.0 + LEASE_MARGIN)
-        flusher = asyncio.create_task(self._flush_periodically())
-        watcher = asyncio.create_task(self._hand_back_on(stop)) if stop is not None else None
         # Claim a chunk at a time, once that much room is free: one transaction per chunk,
         # not one per freed slot.
         chunk = max(1, min(self.options.batch, sender.concurrency))
-        try:
-            while stop is None or not stop.is_set():
+
+        def stopped() -> bool:
+            return self._broken is not None or (stop is not None and stop.is_set())
+
+        async def run() -> None:
+            while not stopped():
                 while self._admission.room() < chunk:
                     await self._admission.wait_one()
-                if stop is not None and stop.is_set():
+                if stopped():
                     break
-                claims = self.store.claim(
+                claims = await self._store(
+                    db.store.claim,
                     now=self.options.clock(),
                     limit=chunk,
                     lease_seconds=self._lease,
@@ -234,14 +264,77 @@ class Pipeline:
                 if not claims:
                     break
                 self._held.update(claim.id for claim in claims)
+                self.observer.notify(observe.Claimed(len(claims)))
                 for claim in claims:
                     await self._start(_Job(claim))
-            await self._finish()
+
+        watcher = asyncio.create_task(self._hand_back_on(stop)) if stop is not None else None
+        try:
+            return await self._run(run)
         finally:
-            flusher.cancel()
             if watcher is not None:
-                watcher.cancel()
+                if stop is not None and stop.is_set():
+                    # It may be handing claims back right now: let it finish and count them.
+                    await asyncio.gather(watcher, return_exceptions=True)
+                else:
+                    watcher.cancel()
+
+    # --- one run: the writer beside the work, a clean end whatever happens -----------------------
+
+    async def _run(self, work: Callable[[], Awaitable[None]]) -> Summary:
+        writer = asyncio.create_task(self._writer()) if self.db is not None else None
+        try:
+            try:
+                await work()
+            except StoreError as exc:
+                # The store stayed unwritable: stop sending, and end as below.
+                self._broken = self._broken or exc
+            await self._finish()
+        except BaseException:
+            # Cancelled (Ctrl-C) or a bug: no task may outlive the run (or the HTTP session).
+            await self._cancel_all()
+            raise
+        finally:
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        if self._broken is not None:
+            raise self._failure(self._broken)
         return self.summary
+
+    def _failure(self, exc: StoreError) -> StoreFailed:
+        unrecorded = len(self._done)
+        what = (
+            f"; {unrecorded} outcomes not recorded (their deliveries stay pending and are sent "
+            "again, same webhook-id, once their lease runs out)"
+            if unrecorded
+            else ""
+        )
+        return StoreFailed(f"{exc}; stopped sending{what}")
+
+    async def _cancel_all(self) -> None:
+        self._admission.close()
+        tasks = [*self._admission.tasks, *self._notices]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _store(self, method: Callable[..., R], /, *args: object, **kwargs: object) -> R:
+        """A store call on its thread, retried while it fails; raises the StoreError (and
+        marks the run broken) once the store has failed STORE_RETRIES more times."""
+        assert self.db is not None
+        pause = RETRY_PAUSE
+        for attempt in range(1, STORE_RETRIES + 2):
+            try:
+                return await self.db.call(method, *args, **kwargs)
+            except StoreError as exc:
+                if self._broken is not None or attempt > STORE_RETRIES:
+                    self._broken = self._broken or exc
+                    raise
+                self.observer.notify(observe.StoreRetry(str(exc), attempt))
+                await asyncio.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")
 
     # --- attempts -------------------------------------------------------------------------------
 
@@ -264,13 +357,74 @@ class Pipeline:
             self._record(job, None, f"held: {exc}", held=True)
             return
         secret_values = tuple(self.options.environ[name] for name in request.secrets)
+        host = host_key(claim.url)
+
+        async def ready() -> bool:
+            # The slot is ours: is the claim still? (A stopped process may have lost it.)
+            if not await self._still_ours(claim.id):
+                return False
+            self.observer.notify(observe.AttemptStarted(claim.id, claim.rule, host))
+            return True
+
         # The delivery id is the Standard Webhooks `webhook-id`: the same on every retry and replay.
         outcome = await self._sender.send(
-            resolved, timeout=claim.timeout, secrets=secret_values, webhook_id=claim.id
+            resolved, timeout=claim.timeout, secrets=secret_values, webhook_id=claim.id, ready=ready
+        )
+        if outcome is None:
+            self._drop(claim.id)
+            return
+        self.observer.notify(
+            observe.AttemptFinished(
+                claim.id, claim.rule, host, outcome.status_code, outcome.error, outcome.duration_ms
+            )
         )
         self._record(job, outcome, outcome.error)
-        if len(self._done) >= self.options.batch:
-            self._flush()
+
+    def _drop(self, delivery_id: str) -> None:
+        """Not sent: the claim is another worker's now (or the store cannot say it is ours)."""
+        self._held.discard(delivery_id)
+        self.summary.lost += 1
+
+    async def _still_ours(self, delivery_id: str) -> bool:
+        """Whether this claim's lease still holds, cheaply: a clock read while the leases were
+        confirmed recently; otherwise one re-extension for every claim held, shared."""
+        if self._broken is not None:
+            return False
+        if self.options.clock() - self._confirmed_at >= self._lease / 2:
+            await self._reconfirm()
+            if self.options.clock() - self._confirmed_at >= self._lease:
+                return False  # the store could not say: the lease may have run out
+        return delivery_id not in self._lost
+
+    async def _reconfirm(self) -> None:
+        if self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.ensure_future(self._renew_leases())
+        await asyncio.shield(self._renewal)
+
+    async def _renew_leases(self) -> None:
+        """Push out the lease of every claim held; those another worker took are lost.
+
+        A failure leaves the leases as they were, to be tried again by the next caller."""
+        assert self.db is not None
+        async with self._writing:  # not beside a write: its claims leave _held when it ends
+            ids = sorted(self._held)
+            started = self.options.clock()
+            if ids:
+                try:
+                    kept = await self.db.call(
+                        self.db.store.extend_lease,
+                        ids,
+                        token=self.token,
+                        until=started + self._lease,
+                    )
+                except StoreError:
+                    return
+                lost = self._held.intersection(ids).difference(kept)
+                if lost:
+                    self._lost |= lost
+                    self._held -= lost
+                    self.observer.notify(observe.LeaseLost(len(lost)))
+            self._confirmed_at = started
 
     def _record(
         self, job: _Job, outcome: Outcome | None, error: str | None, *, held: bool = False
@@ -321,38 +475,8 @@ class Pipeline:
             next_attempt_at=next_at,
             sent=outcome is not None,
         )
-        self._done.append(_Done(job, result, outcome))
-
-    def _flush(self) -> None:
-        if not self._done or self.store is None:
-            return
-        done, self._done = self._done, []
-        # on_failure notices go into the store in the same transaction as the failure itself.
-        notices = {
-            d.job.claim.id: self._failure_notice(d.job.claim, d.result)
-            for d in done
-            if d.result.status == "failed" and d.job.claim.on_failure
-        }
-        applied, inserted = self.store.complete_with_follow_ups(
-            [d.result for d in done],
-            now=self.options.clock(),
-            follow_ups={key: new for key, (new, _) in notices.items()},
-            claim_token=self.token,
-            lease_seconds=self._lease or LEASE_MARGIN,
-        )
-        self._held.difference_update(d.result.delivery_id for d in done)
-        for item, ok in zip(done, applied, strict=True):
-            claim, result = item.job.claim, item.result
-            if not ok:
-                # Another process took this delivery over after our lease ran out; its outcome wins.
-                continue
-            self._report(item.job, claim.id, result)
-        jobs = [job for new, job in notices.values() if new.id in inserted]
-        if jobs:
-            # Schedule, not await: _flush runs inside attempts and the flusher.
-            task = asyncio.ensure_future(self._send_notices(jobs))
-            self._notices.add(task)
-            task.add_done_callback(self._notices.discard)
+        self._done.append(_Done(job, result))
+        self._wake.set()
 
     def _report(
         self,
@@ -385,8 +509,17 @@ class Pipeline:
             report.error = result.error
             report.duration_ms = result.duration_ms
             report.next_attempt_at = result.next_attempt_at
+        self._tell(report)
+
+    def _tell(self, report: Report) -> None:
+        """Count a decided delivery and tell the observers."""
         self.summary.add(report)
-        self.emit(report)
+        notify = self.observer.notify
+        notify(observe.Reported(report))
+        if report.status == "failed":
+            notify(observe.FailedForGood(report))
+        elif report.status == "pending" and not report.sent:
+            notify(observe.Held(report))
 
     async def _send_notices(self, jobs: list[_Job]) -> None:
         for job in jobs:
@@ -403,41 +536,99 @@ class Pipeline:
         )
         return new, _Job(_claim_of(new, self.token), render_error=error)
 
-    async def _flush_periodically(self) -> None:
-        renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            self._flush()
-            if time.monotonic() - renewed >= self._lease / 3:
-                renewed = time.monotonic()
-                self._renew_leases()
+    # --- the writer ------------------------------------------------------------------------------
 
-    def _renew_leases(self) -> None:
-        """Keep the claims still waiting or in flight: a lease only has to outlive a crash."""
-        if self._held and self.store is not None:
-            until = self.options.clock() + self._lease
-            self.store.extend_lease(sorted(self._held), token=self.token, until=until)
+    async def _writer(self) -> None:
+        """Record outcomes as they come in, and keep the leases of what is held."""
+        while True:
+            renew_in = self._confirmed_at + self._lease / 3 - self.options.clock()
+            if renew_in > 0 and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=renew_in)
+            if self._done and len(self._done) < self.options.batch:
+                await asyncio.sleep(FLUSH_LINGER)  # the answers arriving now join this batch
+            self._wake.clear()
+            await self._write()
+            if self._broken is not None:
+                return
+            if self.options.clock() - self._confirmed_at >= self._lease / 3:
+                await self._reconfirm()
+
+    async def _write(self) -> None:
+        """Record every outcome waiting, in batches; retried while the store fails, then the
+        run is marked broken (once broken, one more try only: what cannot be written stays)."""
+        async with self._writing:
+            while self._done:
+                done, self._done = (
+                    self._done[: self.options.batch],
+                    self._done[self.options.batch :],
+                )
+                try:
+                    if self._broken is not None:
+                        await self._complete(self.db.call, done)  # type: ignore[union-attr]
+                    else:
+                        await self._complete(self._store, done)
+                except StoreError as exc:
+                    self._done[:0] = done
+                    self._broken = self._broken or exc
+                    return
+
+    async def _complete(self, call: Callable[..., object], done: list[_Done]) -> None:
+        assert self.db is not None
+        started = time.perf_counter()
+        # on_failure notices go into the store in the same transaction as the failure itself.
+        notices = {
+            d.job.claim.id: self._failure_notice(d.job.claim, d.result)
+            for d in done
+            if d.result.status == "failed" and d.job.claim.on_failure
+        }
+        applied, inserted = await call(  # type: ignore[misc]
+            self.db.store.complete_with_follow_ups,
+            [d.result for d in done],
+            now=self.options.clock(),
+            follow_ups={key: new for key, (new, _) in notices.items()},
+            claim_token=self.token,
+            lease_seconds=self._lease or LEASE_MARGIN,
+        )
+        self._held.difference_update(d.result.delivery_id for d in done)
+        self.observer.notify(observe.Flushed(len(done), time.perf_counter() - started))
+        for item, ok in zip(done, applied, strict=True):
+            if not ok:
+                # Another process took this delivery over after our lease ran out; its outcome wins.
+                continue
+            self._report(item.job, item.job.claim.id, item.result)
+        jobs = [job for new, job in notices.values() if new.id in inserted]
+        if jobs:
+            self._held.update(job.claim.id for job in jobs)  # inserted leased to us
+            task = asyncio.ensure_future(self._send_notices(jobs))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
 
     async def _finish(self) -> None:
         while self._admission or self._notices:
-            if self._admission.closed:
-                self._hand_back()  # what was held back after the stop goes back too
+            if self._admission.closed or self._broken is not None:
+                await self._hand_back()  # what was held back after the stop goes back too
             await asyncio.gather(*self._admission.tasks, *self._notices)
-            self._flush()
-        self._flush()
+            await self._write()
+        await self._write()
 
     async def _hand_back_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self._hand_back()
+        await self._hand_back()
 
-    def _hand_back(self) -> None:
+    async def _hand_back(self) -> None:
         """Stopping: claims held back behind a busy host go back to the queue, unattempted."""
         jobs = self._admission.close()
-        if jobs and self.store is not None:
-            ids = [job.claim.id for job in jobs]
-            self.store.release(ids, token=self.token)
-            self._held.difference_update(ids)
-            self.summary.handed_back += len(ids)
+        if not jobs or self.db is None:
+            return
+        ids = [job.claim.id for job in jobs]
+        self._held.difference_update(ids)
+        try:
+            await self.db.call(self.db.store.release, ids, token=self.token)
+        except StoreError:
+            return  # they come back when their lease runs out
+        self.summary.handed_back += len(ids)
+        self.observer.notify(observe.HandedBack(len(ids)))
 
 
 def _claim_of(new: NewDelivery, token: str) -> Claim:

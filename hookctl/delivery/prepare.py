@@ -15,7 +15,7 @@ from hookctl.errors import RenderError
 from hookctl.events.intake import event_ticket
 from hookctl.events.read import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
-from hookctl.render.templates import render_request, render_text
+from hookctl.render.templates import render_request, render_text, unrendered_request
 from hookctl.rules.webhook import webhook_to_dict
 from hookctl.store.records import NewDelivery, new_delivery_id
 
@@ -45,8 +45,7 @@ class Planner:
             )
             return request, event_ticket(data, self._rule_ticket(rule, data)), None
         except RenderError as exc:
-            bare = Request(rule.webhook.method, rule.webhook.url, (), None, rule.webhook.format)
-            return bare, event_ticket(data), f"cannot render: {exc}"
+            return unrendered_request(rule.webhook), event_ticket(data), f"cannot render: {exc}"
 
     def delivery(
         self,

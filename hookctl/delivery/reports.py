@@ -49,6 +49,12 @@ class Summary:
     dry_run: int = 0
     held: int = 0  # pending with nothing sent: waiting for a setting this process lacks
     handed_back: int = 0  # claimed, then released unattempted when the run was stopped
+    lost: int = 0  # claimed, then taken over by another worker (our lease ran out): not sent
+
+    def merge(self, other: Summary) -> None:
+        """Add another run's counts to these (a service's passes, summed)."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def add(self, report: Report) -> None:
         """Count one report."""

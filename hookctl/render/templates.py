@@ -347,6 +347,12 @@ def render_request(
         ) from None
 
 
+def unrendered_request(webhook: WebhookTemplate) -> Request:
+    """What a webhook that could not be rendered is stored as: its method and URL template,
+    no headers, no body. Recorded as failed (or held), never sent as it is."""
+    return Request(webhook.method, webhook.url, (), None, webhook.format)
+
+
 def _render_request(
     webhook: WebhookTemplate,
     event: Mapping[str, Any],

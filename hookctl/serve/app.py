@@ -205,7 +205,7 @@ class Server:
         if not self.runner.store_ok:
             problems.append("the last write to the store failed")
         try:
-            self.runner.store.due_count(time.time())
+            await self.runner.read(reads.due_count, time.time())
         except HookctlError as exc:
             problems.append(f"store: {exc}")
         body = {"ready": not problems, "rules": len(self.runner.rules), "problems": problems}
@@ -216,7 +216,9 @@ class Server:
         """Everything in the Prometheus text format."""
         if not self._can_view(request):
             return self._sign_in_needed()
-        return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE})
+        # The store's gauges are read as the registry is collected: on the store's thread.
+        text = await self.runner.read(lambda store: self.metrics.text())
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
 
     # --- the log page -------------------------------------------------------------------------
 
@@ -235,8 +237,8 @@ class Server:
             except ValueError as exc:
                 return self._html(self.page.message("Bad filter", f"since: {exc}"), status=400)
         status = filters["status"] if filters["status"] in reads.STATUSES else None
-        rows = reads.log_rows(
-            self.runner.store,
+        rows = await self.runner.read(
+            reads.log_rows,
             status=status,
             rule=filters["rule"] or None,
             ticket=filters["ticket"] or None,
@@ -258,7 +260,7 @@ class Server:
         """One delivery: request (masked), attempts, and the replay form for an admin."""
         if not self._can_view(request):
             return self._sign_in_needed()
-        view = reads.delivery(self.runner.store, request.match_info["id"])
+        view = await self.runner.read(reads.delivery, request.match_info["id"])
         if view is None:
             return self._html(self.page.message("Not found", "No such delivery."), status=404)
         message = "Queued again: due now." if request.query.get("replayed") else None
@@ -282,7 +284,7 @@ class Server:
             return self._html(self.page.message("Refused", "The form's token is wrong."), 403)
         if not _same_origin(request):
             return self._html(self.page.message("Refused", "Cross-site request."), 403)
-        problem = reads.replay(self.runner.store, delivery_id, time.time())
+        problem = await self.runner.read(reads.replay, delivery_id, time.time())
         if problem is not None:
             return self._html(self.page.message("Not replayed", problem), status=409)
         raise web.HTTPSeeOther(f"/deliveries/{delivery_id}?replayed=1")

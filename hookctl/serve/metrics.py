@@ -1,7 +1,7 @@
 """Prometheus figures: what `serve` counts as it runs, and what the store holds at a scrape.
 
-Live counters are fed from one place, `Metrics.observe(report)`, with the Reports the pipeline
-emits; the store's gauges are read at each scrape by `StoreCollector`, which `hookctl stats
+Live counters are fed from one place, `Metrics.notify(event)`, with the pipeline's observer
+events; the store's gauges are read at each scrape by `StoreCollector`, which `hookctl stats
 --prometheus` uses alone, so cron users get the same queue figures in the same format.
 Encoding is prometheus_client's, never hand-written.
 """
@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hookctl.delivery.reports import Report
+from hookctl.delivery import observe
 from hookctl.serve import reads
 
 if TYPE_CHECKING:
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Attempt latency buckets in seconds: around Movidesk's 3 s answer limit and the 2 min cap.
@@ -99,16 +99,15 @@ class Metrics:
         )
         self.registry.register(StoreCollector(store))
 
-    def observe(self, report: Report) -> None:
-        """Count one delivery report of the pipeline (the one feed of delivery figures)."""
-        self.deliveries.labels(report.rule, report.status).inc()
-        if not report.sent or report.status == "duplicate":
-            return
-        host = _host(report.url)
-        code = report.status_code
-        self.attempts.labels(host, f"{code // 100}xx" if code else "error").inc()
-        if report.duration_ms is not None:
-            self.latency.labels(host).observe(report.duration_ms / 1000)
+    def notify(self, event: observe.PipelineEvent) -> None:
+        """The pipeline's events (the one feed of delivery figures): outcomes and attempts."""
+        if isinstance(event, observe.Reported):
+            self.deliveries.labels(event.report.rule, event.report.status).inc()
+        elif isinstance(event, observe.AttemptFinished):
+            code = event.status_code
+            host = _host(event.host)
+            self.attempts.labels(host, f"{code // 100}xx" if code else "error").inc()
+            self.latency.labels(host).observe(event.duration_ms / 1000)
 
     def refused(self, source: str, reason: str) -> None:
         """Count a refused request."""

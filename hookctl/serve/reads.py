@@ -1,21 +1,23 @@
 """Every read `serve` makes of the store, turned into the plain records its pages and metrics use.
 
-The store returns dicts today; this module is the one place that knows their keys, so the
-store's typed records, when they come, change this file and nothing else in `serve`.
+The one module of `serve` that knows the store's records (Delivery, DeliveryDetail, Stats); the
+server runs these functions on the store's own thread (`StoreThread.call`), never on the loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hookctl.delivery.prepare import reveal
 from hookctl.render.request import MaskedRequest, Request
+from hookctl.store.records import STATUSES
 
 if TYPE_CHECKING:
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
+    from hookctl.store.records import Delivery
 
-STATUSES = ("pending", "succeeded", "failed")
+__all__ = ["STATUSES", "AttemptView", "DeliveryView", "LogRow", "QueueFigures"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +72,20 @@ class QueueFigures:
     oldest_due_age: float  # seconds the longest-waiting due delivery has been due; 0 if none
 
 
-def _row(d: dict[str, Any]) -> LogRow:
-    attempts = d.get("attempt_count", d.get("attempts", 0))
+def _row(d: Delivery) -> LogRow:
     return LogRow(
-        id=d["id"],
-        updated_at=float(d.get("updated_at") or d["created_at"]),
-        created_at=float(d["created_at"]),
-        status=d["status"],
-        attempts=int(attempts if isinstance(attempts, int) else 0),
-        url=d["url"],
-        method=d["method"],
-        error=d.get("error"),
-        rule=d["rule"],
-        ticket=d.get("ticket"),
-        event_id=d.get("event_id"),
-        status_code=d.get("last_status_code"),
+        id=d.id,
+        updated_at=d.updated_at,
+        created_at=d.created_at,
+        status=d.status,
+        attempts=d.attempts,
+        url=d.url,
+        method=d.method,
+        error=d.error,
+        rule=d.rule,
+        ticket=d.ticket,
+        event_id=d.event_id,
+        status_code=d.status_code,
     )
 
 
@@ -104,30 +105,31 @@ def log_rows(
 
 def delivery(store: Store, delivery_id: str) -> DeliveryView | None:
     """One delivery by id, its request masked as `hookctl log ID` shows it; None if absent."""
-    d = store.get(delivery_id)
-    if d is None:
+    detail = store.get(delivery_id)
+    if detail is None:
         return None
-    stored = d.get("request") or {}
+    stored = detail.request or {}
     masked = (
         reveal(Request.from_dict(stored), stored.get("shown")) if stored.get("method") else None
     )
     attempts = tuple(
         AttemptView(
-            number=int(a["number"]),
-            started_at=float(a["started_at"]),
-            duration_ms=float(a["duration_ms"]),
-            status_code=a.get("status_code"),
-            error=a.get("error"),
-            response_body=a.get("response_body"),
+            number=a.number,
+            started_at=a.started_at,
+            duration_ms=a.duration_ms,
+            status_code=a.status_code,
+            error=a.error,
+            response_body=a.response_body,
         )
-        for a in d.get("attempts") or ()
+        for a in detail.attempt_log
     )
+    d = detail.delivery
     return DeliveryView(
         row=_row(d),
         request=masked,
-        unrendered=bool(d.get("unrendered")),
-        next_attempt_at=d.get("next_attempt_at"),
-        replays=int(d.get("replays") or 0),
+        unrendered=d.unrendered,
+        next_attempt_at=d.next_attempt_at,
+        replays=d.replays,
         attempts=attempts,
     )
 
@@ -138,19 +140,19 @@ def queue_figures(store: Store, now: float) -> QueueFigures:
     The oldest-due age walks the pending deliveries (the store has no query for it yet): fine
     for a scrape every few seconds over a queue of thousands, not of millions.
     """
-    stats = store.stats()
+    stats = store.stats(since=None)
     by_rule = {
-        rule: {status: int(counts.get(status, 0)) for status in STATUSES}
-        for rule, counts in stats["by_rule"].items()
+        rule: {str(status): int(counts.get(status, 0)) for status in STATUSES}
+        for rule, counts in stats.by_rule.items()
     }
     oldest: float | None = None
     for d in store.query(status="pending", limit=None):
-        due_at = d.get("next_attempt_at")
+        due_at = d.next_attempt_at
         if due_at is not None and due_at <= now and (oldest is None or due_at < oldest):
             oldest = due_at
     return QueueFigures(
         by_rule=by_rule,
-        pending=int(stats["by_status"].get("pending", 0)),
+        pending=int(stats.by_status.get("pending", 0)),
         due=store.due_count(now),
         oldest_due_age=0.0 if oldest is None else max(0.0, now - oldest),
     )
@@ -167,3 +169,8 @@ def replay(store: Store, delivery_id: str, now: float) -> str | None:
     if store.requeue(ids=[view.row.id], now=now):
         return None
     return "not queued again (it may be being sent right now)"
+
+
+def due_count(store: Store, now: float) -> int:
+    """Deliveries a claim could take now (a read that proves the store answers)."""
+    return store.due_count(now)

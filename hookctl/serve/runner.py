@@ -7,8 +7,9 @@ many requests). `fire` calls back once each batch is committed; a request's answ
 that, so a 202 always means "in the store". Retries are `Pipeline.drain` passes, as
 `retry-loop --every` runs them.
 
-Everything `serve` needs from the pipeline goes through this module, so moving to the service
-loop of the delivery package (and its observers, for metrics) is an edit here alone.
+Everything `serve` needs from the pipeline goes through this module. The store runs on its own
+thread (StoreThread) for the pipeline and for the pages' reads alike; the pipeline's observer
+events feed the metrics, and its Committed event answers the requests.
 """
 
 from __future__ import annotations
@@ -18,19 +19,21 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from hookctl.delivery.pipeline import BATCH, Options, Pipeline, Stored
-from hookctl.delivery.reports import Report
+from hookctl.delivery import observe
+from hookctl.delivery.pipeline import BATCH, Options, Pipeline
+from hookctl.delivery.storethread import StoreThread
 from hookctl.errors import HookctlError, StoreError
 from hookctl.events.read import BadEvent, Event
 
 if TYPE_CHECKING:
     from hookctl.rules.load import Rule
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
     from hookctl.transport.http import Sender
 
 _END = object()
+R = TypeVar("R")
 
 
 def _stderr(line: str) -> None:
@@ -60,7 +63,7 @@ class _Waiting:
     future: asyncio.Future[list[Accepted]]
     events: list[Event]
     remaining: int
-    found: dict[int, list[Stored]] = field(default_factory=dict)
+    found: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,13 +87,14 @@ class Runner:
         store: Store,
         rules: list[Rule],
         settings: Settings,
-        observe: Callable[[Report], None],
+        observer: observe.Observer,
         log: Callable[[str], None] = _stderr,
     ) -> None:
         self.store = store
         self.rules = rules  # replaced in place by reload(): the running fire reads this list
         self.settings = settings
-        self.observe = observe  # every report of every pipeline run: the metrics' one feed
+        self.observer = observer  # every pipeline event of every run: the metrics' one feed
+        self.db: StoreThread | None = None
         self.log = log
         self.stopping = False
         self.store_ok = True
@@ -113,6 +117,7 @@ class Runner:
         self._sender_cm = Sender(
             concurrency=self.settings.concurrency, per_host=self.settings.per_host, guard=guard
         )
+        self.db = StoreThread(self.store)
         self._sender = await self._sender_cm.__aenter__()
         self._retrier = asyncio.create_task(self._retry_loop())
 
@@ -132,6 +137,19 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._sender_cm is not None:
             await self._sender_cm.__aexit__(None, None, None)
+        if self.db is not None:
+            self.db.close()
+
+    async def read(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """`fn(store, *args, **kwargs)` on the store's thread (the pages' and metrics' reads)."""
+        assert self.db is not None
+        return await self.db.call(fn, self.store, *args, **kwargs)
+
+    def notify(self, event: observe.PipelineEvent) -> None:
+        """The pipeline's events: Committed answers requests; every event goes to the metrics."""
+        if isinstance(event, observe.Committed):
+            self._stored(event.events, event.deliveries)
+        self.observer.notify(event)
 
     def reload(self, rules: list[Rule]) -> None:
         """Match events from now on against `rules` (already loaded and valid)."""
@@ -171,15 +189,15 @@ class Runner:
     def _ensure_intake(self) -> Feed:
         if self._feed is None or self._intake is None or self._intake.done():
             self._feed = Feed()
+            assert self.db is not None
             pipeline = Pipeline(
-                self.store,
+                self.db,
                 Options(
                     environ=self.settings.environ,
                     lease_seconds=self.settings.lease_seconds,
                     batch=self.settings.batch,
                 ),
-                self.observe,
-                on_stored=self._stored,
+                self,
             )
             self._intake = asyncio.create_task(self._run_intake(pipeline, self._feed))
         return self._feed
@@ -206,13 +224,15 @@ class Runner:
         self._pending -= sum(1 for _ in self._waiting)
         self._waiting.clear()
 
-    def _stored(self, batch: list[Event | BadEvent], stored: list[Stored]) -> None:
+    def _stored(
+        self, batch: list[Event | BadEvent], stored: list[tuple[int | None, str, bool]]
+    ) -> None:
         """fire committed `batch`: answer every request whose events are now all stored."""
         self.store_ok = True
-        by_line: dict[int, list[Stored]] = {}
-        for item in stored:
-            if item.line is not None:
-                by_line.setdefault(item.line, []).append(item)
+        by_line: dict[int, list[tuple[str, bool]]] = {}
+        for line, delivery_id, inserted in stored:
+            if line is not None:
+                by_line.setdefault(line, []).append((delivery_id, inserted))
         for event in batch:
             waiting = self._waiting.pop(event.line, None)
             if waiting is None:
@@ -225,8 +245,8 @@ class Runner:
                     [
                         Accepted(
                             e.event_id,
-                            tuple(s.delivery_id for s in waiting.found[e.line]),
-                            sum(not s.inserted for s in waiting.found[e.line]),
+                            tuple(delivery_id for delivery_id, _ in waiting.found[e.line]),
+                            sum(not inserted for _, inserted in waiting.found[e.line]),
                         )
                         for e in waiting.events
                     ]
@@ -238,10 +258,11 @@ class Runner:
         """`retry-loop --every`, inside the server: due deliveries sent until stopped."""
         assert self._sender is not None
         while not self._stop.is_set():
+            assert self.db is not None
             pipeline = Pipeline(
-                self.store,
+                self.db,
                 Options(environ=self.settings.environ, lease_seconds=self.settings.lease_seconds),
-                self.observe,
+                self,
             )
             try:
                 await pipeline.drain(self._sender, stop=self._stop)

@@ -1,12 +1,20 @@
-"""What the store takes and returns: delivery ids (time-sortable ULIDs) and plain dataclasses."""
+"""What the store takes and returns: delivery ids (time-sortable ULIDs) and plain dataclasses.
+
+Every backend returns these, with one name per field: `attempts` is always the count over a
+delivery's life, `status_code` the last one received, `attempt_log` the attempts themselves.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+Status = Literal["pending", "succeeded", "failed"]
+# The one list of delivery statuses: the CLI's --status, completion and stats read it.
+STATUSES: tuple[Status, ...] = ("pending", "succeeded", "failed")
 
 ID_PREFIX = "msg_"
 # Ids carry their creation time so `since` filters can seek the id indexes; enqueue refuses ids
@@ -102,8 +110,115 @@ class AttemptResult:
     error: str | None
     response_headers: dict[str, Any] | None
     response_body: str | None
-    status: Literal["pending", "succeeded", "failed"]
+    status: Status
     next_attempt_at: float | None
     # False: nothing was sent (the request could not be rendered, or a setting this process
     # lacks held it back). Not an attempt: not logged as one, not counted, no policy consumed.
     sent: bool = True
+
+
+@dataclass
+class Delivery:
+    """One delivery as the log lists it: where it stands, without its request or attempts."""
+
+    id: str
+    rule: str
+    status: Status
+    attempts: int  # over the delivery's life, replays included
+    replays: int
+    method: str
+    url: str  # for display: secrets already masked
+    status_code: int | None  # of the latest attempt that got an answer
+    error: str | None
+    ticket: str | None
+    event_id: str | None
+    event_name: str | None
+    dedupe_key: str | None
+    created_at: float
+    updated_at: float
+    first_attempt_at: float | None
+    next_attempt_at: float | None  # set exactly while pending
+    lease_expires_at: float | None  # set while a process holds it
+    unrendered: bool  # its request could not be rendered: never sent as stored
+
+
+@dataclass
+class Attempt:
+    """One request that was sent, and what came back."""
+
+    delivery_id: str
+    number: int  # 1, 2, ... over the delivery's life
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_headers: dict[str, Any] | None
+    response_body: str | None
+
+
+@dataclass
+class DeliveryDetail:
+    """One delivery in full: its stored request and event, and every attempt in order."""
+
+    delivery: Delivery
+    request: dict[str, Any]  # the stored request: secrets as placeholders, never their values
+    policy: dict[str, Any]
+    timeout: float
+    accept: str
+    on_failure: dict[str, Any] | None
+    event: dict[str, Any] | None
+    attempt_log: list[Attempt] = field(default_factory=list)
+
+
+@dataclass
+class Unrendered:
+    """A delivery whose request could not be rendered: what a replay needs to render it anew."""
+
+    id: str
+    rule: str
+    status: Status
+    ticket: str | None
+    event_id: str | None
+    event_name: str | None
+    event: dict[str, Any] | None
+    error: str | None
+
+
+@dataclass
+class UrlTiming:
+    """Attempt durations to one URL."""
+
+    url: str
+    attempts: int
+    avg_ms: float
+    max_ms: float
+
+
+@dataclass
+class UrlFailures:
+    """How often deliveries to one URL failed."""
+
+    url: str
+    deliveries: int
+    failed: int
+    failed_attempts: int
+
+
+@dataclass
+class Stats:
+    """Counts by status and rule, attempt latency, slowest and failing URLs, over a window."""
+
+    since: float | None
+    deliveries: int
+    by_status: dict[str, int]
+    by_rule: dict[str, dict[str, int]]  # rule -> {status: count, "total": count}
+    attempts: int
+    duration_ms: dict[str, float | None]  # "p50", "p95", "p99" over every attempt
+    slowest_urls: list[UrlTiming]
+    failing_urls: list[UrlFailures]
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded out of finished deliveries (None when none finished)."""
+        finished = self.by_status["succeeded"] + self.by_status["failed"]
+        return round(self.by_status["succeeded"] / finished, 4) if finished else None

@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -148,11 +148,14 @@ class Sender:
         timeout: float,
         secrets: tuple[str, ...] = (),
         webhook_id: str | None = None,
-    ) -> Outcome:
+        ready: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Outcome | None:
         """Make one attempt; never raises for network trouble, it becomes the outcome's error.
 
         `webhook_id` (the delivery id, the same on every retry) is sent as `webhook-id`, and a
         request with signing keys is signed here, so the timestamp is the attempt's own.
+        `ready` is asked once the slots are taken, just before sending: False sends nothing
+        and returns None (the pipeline checks there that the claim is still its own).
         """
         host = host_key(request.url)
         host_slots = self._hosts.get(host)
@@ -160,6 +163,8 @@ class Sender:
             host_slots = self._hosts[host] = asyncio.Semaphore(self.per_host)
         # Take the host's slot first, so a dead host's queue never holds global slots.
         async with host_slots, self._slots:
+            if ready is not None and not await ready():
+                return None
             return await self._attempt(request, timeout, (*request.sensitive, *secrets), webhook_id)
 
     async def _check_literal(self, url: str) -> None:

@@ -11,11 +11,32 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hookctl.errors import UsageError
-from hookctl.store.records import ID_CLOCK_SLACK, ID_PREFIX, id_floor
+from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery
+from hookctl.store.records import (
+    ID_CLOCK_SLACK,
+    ID_PREFIX,
+    STATUSES,
+    Attempt,
+    Delivery,
+    DeliveryDetail,
+    Stats,
+    Unrendered,
+    UrlFailures,
+    UrlTiming,
+    id_floor,
+)
 from hookctl.store.sqlite.rows import dicts
 
-STATUSES = ("pending", "succeeded", "failed")
+# What the log lists: the row without its request, event or policy (no JSON to parse).
+DELIVERY_COLUMNS = (
+    "id, rule, status, attempts, replays, method, url, last_status_code AS status_code, error, "
+    "ticket, event_id, event_name, dedupe_key, created_at, updated_at, first_attempt_at, "
+    "next_attempt_at, lease_expires_at, unrendered"
+)
+ATTEMPT_COLUMNS = (
+    "delivery_id, number, started_at, duration_ms, status_code, error, response_headers, "
+    "response_body"
+)
 PAGE = 500  # rows per keyset page / per IN (...) list, well under SQLite's variable limit
 
 
@@ -64,7 +85,7 @@ def resolve_id(conn: sqlite3.Connection, delivery_id: str) -> str | None:
         (prefix, prefix + "~"),
     ).fetchall()
     if len(matches) > 1:
-        raise UsageError(f"{delivery_id!r} matches more than one delivery; give more of the id")
+        raise AmbiguousId(f"{delivery_id!r} matches more than one delivery; give more of the id")
     return matches[0][0] if matches else None
 
 
@@ -76,17 +97,18 @@ def select_ids(
     rule: str | None = None,
     since: float | None = None,
 ) -> list[str]:
-    """Full ids, sorted, for ids or unique prefixes (UsageError for an unknown one) or filters."""
+    """Full ids, sorted, for ids or unique prefixes (UnknownDelivery for an unknown one) or
+    filters."""
     if ids and (status is not None or rule is not None or since is not None):
-        raise UsageError("select deliveries by id or by filters, not both")
+        raise BadSelection("select deliveries by id or by filters, not both")
     if not ids and status is None and rule is None and since is None:
-        raise UsageError("nothing to requeue: give delivery ids or a filter")
+        raise BadSelection("nothing to requeue: give delivery ids or a filter")
     if ids:
         selected = []
         for given in ids:
             full_id = resolve_id(conn, given)
             if full_id is None:
-                raise UsageError(f"no delivery {given!r}")
+                raise UnknownDelivery(f"no delivery {given!r}")
             selected.append(full_id)
         return sorted(set(selected))
     where, params = filters(status=status, rule=rule, since=since)
@@ -94,17 +116,20 @@ def select_ids(
     return [row[0] for row in conn.execute(sql, params)]
 
 
-def unrendered(conn: sqlite3.Connection, ids: Sequence[str]) -> list[dict[str, Any]]:
+def unrendered(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Unrendered]:
     """The deliveries among `ids` whose request could not be rendered: rule, event and ticket."""
-    found: list[dict[str, Any]] = []
+    found: list[Unrendered] = []
     for start in range(0, len(ids), PAGE):
         chunk = list(ids[start : start + PAGE])
-        found += dicts(
-            conn.execute(
-                "SELECT id, rule, status, ticket, event_id, event_name, event, error "
-                f"FROM deliveries WHERE unrendered AND id IN ({', '.join('?' * len(chunk))}) "
-                "ORDER BY id",
-                chunk,
+        found += (
+            Unrendered(**row)
+            for row in dicts(
+                conn.execute(
+                    "SELECT id, rule, status, ticket, event_id, event_name, event, error "
+                    f"FROM deliveries WHERE unrendered AND id IN ({', '.join('?' * len(chunk))}) "
+                    "ORDER BY id",
+                    chunk,
+                )
             )
         )
     return found
@@ -128,7 +153,7 @@ def query(
     ticket: str | None = None,
     since: float | None = None,
     limit: int | None = 50,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Delivery]:
     """Deliveries newest first, filtered; limit None or 0 = all."""
     where, params = filters(status=status, rule=rule, ticket=ticket, since=since)
     remaining = limit or None
@@ -139,39 +164,64 @@ def query(
         page_size = PAGE if remaining is None else min(PAGE, remaining)
         clauses = [*where, "id < ?"] if before is not None else where
         sql = (
-            "SELECT * FROM deliveries"
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries"
             + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
             + " ORDER BY id DESC LIMIT ?"
         )
         page_params = [*params, before] if before is not None else params
-        rows = dicts(conn.execute(sql, [*page_params, page_size]))
+        rows = [delivery(row) for row in conn.execute(sql, [*page_params, page_size])]
         yield from rows
         if len(rows) < page_size:
             return
-        before = rows[-1]["id"]
+        before = rows[-1].id
         if remaining is not None:
             remaining -= len(rows)
 
 
-def get(conn: sqlite3.Connection, delivery_id: str) -> dict[str, Any] | None:
-    """One delivery by id or unique prefix, with its "attempts" in order; None if absent."""
+def delivery(row: Sequence[Any]) -> Delivery:
+    """A row of DELIVERY_COLUMNS as a Delivery."""
+    (id_, rule, status, attempts, replays, method, url, status_code, error, ticket, event_id,
+     event_name, dedupe_key, created, updated, first, next_at, lease, unrendered) = row  # fmt: skip
+    return Delivery(
+        id=id_, rule=rule, status=status, attempts=attempts, replays=replays, method=method,
+        url=url, status_code=status_code, error=error, ticket=ticket, event_id=event_id,
+        event_name=event_name, dedupe_key=dedupe_key, created_at=created, updated_at=updated,
+        first_attempt_at=first, next_attempt_at=next_at, lease_expires_at=lease,
+        unrendered=bool(unrendered),
+    )  # fmt: skip
+
+
+def get(conn: sqlite3.Connection, delivery_id: str) -> DeliveryDetail | None:
+    """One delivery by id or unique prefix, with its attempts in order; None if absent."""
     full_id = resolve_id(conn, delivery_id)
     if full_id is None:
         return None
-    (delivery,) = dicts(conn.execute("SELECT * FROM deliveries WHERE id = ?", (full_id,)))
-    # The count (over the delivery's life, as the log numbers them) moves aside for the log.
-    delivery["attempt_count"] = delivery["attempts"]
-    delivery["attempts"] = dicts(
-        conn.execute("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number", (full_id,))
+    (summary,) = conn.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (full_id,)
+    ).fetchall()
+    (stored,) = dicts(
+        conn.execute(
+            "SELECT request, body, policy, timeout, accept, on_failure, event FROM deliveries "
+            "WHERE id = ?",
+            (full_id,),
+        )
     )
-    return delivery
+    log = dicts(
+        conn.execute(
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY number",
+            (full_id,),
+        )
+    )
+    return DeliveryDetail(
+        delivery=delivery(summary), **stored, attempt_log=[Attempt(**a) for a in log]
+    )
 
 
-def stats(conn: sqlite3.Connection, *, since: float | None = None) -> dict[str, Any]:
+def stats(conn: sqlite3.Connection, *, since: float | None = None) -> Stats:
     """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
     where, params = filters(since=since)
     where_sql = f" WHERE {' AND '.join(where)}" if where else ""
-    by_status = dict.fromkeys(STATUSES, 0)
+    by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
     by_rule: dict[str, dict[str, int]] = {}
     for rule, status, count in conn.execute(
         # + keeps GROUP BY from walking a whole index instead of the since range.
@@ -199,28 +249,25 @@ def stats(conn: sqlite3.Connection, *, since: float | None = None) -> dict[str, 
     for url, duration, failed in attempts:
         timing[url].append(duration)
         urls[url]["failed_attempts"] += failed
-    slowest: list[dict[str, Any]] = sorted(
-        (
-            {"url": u, "attempts": len(d), "avg_ms": sum(d) / len(d), "max_ms": max(d)}
-            for u, d in timing.items()
-        ),
-        key=lambda s: float(s["avg_ms"]),
+    slowest = sorted(
+        (UrlTiming(u, len(d), sum(d) / len(d), max(d)) for u, d in timing.items()),
+        key=lambda s: s.avg_ms,
         reverse=True,
     )
     failing = sorted(
-        (u for u in urls.values() if u["failed"] or u["failed_attempts"]),
-        key=lambda u: (-u["failed"], -u["failed_attempts"]),
+        (UrlFailures(**u) for u in urls.values() if u["failed"] or u["failed_attempts"]),
+        key=lambda u: (-u.failed, -u.failed_attempts),
     )
-    return {
-        "since": since,
-        "deliveries": sum(by_status.values()),
-        "by_status": by_status,
-        "by_rule": by_rule,
-        "attempts": len(durations),
-        "duration_ms": {f"p{p}": _percentile(durations, p) for p in (50, 95, 99)},
-        "slowest_urls": slowest[:5],
-        "failing_urls": failing[:5],
-    }
+    return Stats(
+        since=since,
+        deliveries=sum(by_status.values()),
+        by_status=by_status,
+        by_rule=by_rule,
+        attempts=len(durations),
+        duration_ms={f"p{p}": _percentile(durations, p) for p in (50, 95, 99)},
+        slowest_urls=slowest[:5],
+        failing_urls=failing[:5],
+    )
 
 
 def _percentile(ordered: list[float], pct: int) -> float | None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hookctl.errors import StoreError
+from hookctl.store.errors import ForeignDatabase, NewerDatabase
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -131,11 +131,35 @@ def m005_replays(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def m006_lease_holder(db: sqlite_utils.Database) -> None:
+    """Who holds each lease, so a worker on the same machine can take over a dead one's claims.
+
+    `lease_holder` on a delivery names the process that claimed it last (machine, pid, start
+    time: see hookctl/store/holder.py); `lease_holders` lists the processes that may hold
+    leases, so a claim checks a handful of holders instead of every leased row.
+    """
+    for sql in (
+        "ALTER TABLE deliveries ADD COLUMN lease_holder TEXT",
+        """
+        CREATE TABLE lease_holders (
+            holder TEXT PRIMARY KEY,
+            machine TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started TEXT NOT NULL,
+            since REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX lease_holders_machine ON lease_holders (machine)",
+    ):
+        db.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
     m002_request_body,
     m005_replays,
+    m006_lease_holder,
 )
 
 
@@ -147,7 +171,7 @@ def check_ours(conn: sqlite3.Connection, path: Path) -> None:
         return
     (tables,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
     if app_id != 0 or tables:
-        raise StoreError(
+        raise ForeignDatabase(
             f"{path} is a SQLite database but not a hookctl database; "
             "point --db or HOOKCTL_DB at another file"
         )
@@ -190,7 +214,7 @@ def _applied(conn: sqlite3.Connection, path: Path) -> set[str]:
     applied = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
     unknown = applied - {m.__name__ for m in MIGRATIONS}
     if unknown:
-        raise StoreError(
+        raise NewerDatabase(
             f"{path} was written by a newer hookctl (migration "
             f"{', '.join(sorted(unknown))}); upgrade hookctl to use it"
         )

@@ -1,33 +1,41 @@
 """SQLite outbox and retry queue: enqueue, claim with a lease, complete, release, requeue, purge.
 
-`Store` is the one interface the rest of hookctl uses; behind it, database.py opens the file,
-migrations.py builds the schema, rows.py turns deliveries into rows and back, and history.py
-holds the log's read queries. Several hookctl
-processes share one file: every write is a `BEGIN IMMEDIATE` transaction, claims hand out a
-lease token, and a result is applied only while its token still holds the lease.
+`SQLiteStore` implements the store contract (hookctl/store/contract.py) over one file; behind
+it, database.py opens the file, migrations.py builds the schema, rows.py turns deliveries into
+rows and back, and history.py holds the log's read queries. Several hookctl processes share
+one file: every write is a `BEGIN IMMEDIATE` transaction, claims hand out a lease token, and a
+result is applied only while its token still holds the lease. Every sqlite3 error leaves as a
+StoreError (hookctl/store/errors.py), one line naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+from hookctl.store import holder as holders
+from hookctl.store.contract import Store
 from hookctl.store.records import (
     ID_CLOCK_SLACK,
     ID_PATTERN,
+    STATUSES,
     AttemptResult,
     Claim,
+    Delivery,
+    DeliveryDetail,
     NewDelivery,
+    Stats,
+    Unrendered,
     id_floor,
     new_delivery_id,
 )
 from hookctl.store.sqlite import database, history
-from hookctl.store.sqlite.history import STATUSES
 from hookctl.store.sqlite.rows import (
     APPLY_RESULT,
     CLAIM_COLUMNS,
@@ -43,25 +51,89 @@ from hookctl.store.sqlite.rows import (
     request_columns,
 )
 
-__all__ = ["STATUSES", "AttemptResult", "Claim", "NewDelivery", "Store", "new_delivery_id"]
+# `Store` here is the contract (the pipeline imports it from this module): construct a store
+# with hookctl.store.open_store, never by class.
+__all__ = [
+    "STATUSES",
+    "AttemptResult",
+    "Claim",
+    "NewDelivery",
+    "SQLiteStore",
+    "Store",
+    "new_delivery_id",
+]
 
 _PAGE = history.PAGE
 _PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
+_T = TypeVar("_T")
+
+# A dead holder's claims become due at once: expire the leases it still holds.
+_EXPIRE_HOLDER = """
+UPDATE deliveries SET lease_expires_at = :now
+WHERE status = 'pending' AND lease_holder = :holder AND lease_token IS NOT NULL
+    AND lease_expires_at > :now
+"""
 
 
-class Store:
-    """The delivery database: an outbox, a retry queue and an execution log in one SQLite file."""
+def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a store method under the store's lock, its sqlite3 errors as StoreErrors."""
 
-    def __init__(self, path: str | Path) -> None:
-        """Open (creating if needed) and migrate the database at `path`."""
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> _T:
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise database.error(self.path, exc) from exc
+
+    wrapper.__name__ = method.__name__
+    wrapper.__qualname__ = method.__qualname__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class SQLiteStore:
+    """The delivery database: an outbox, a retry queue and an execution log in one SQLite file.
+
+    Calls are serialized by a lock, so the store may be used from a worker thread (one call
+    at a time runs; each is one transaction).
+    """
+
+    def __init__(self, path: str | Path, *, holder: holders.Holder | None = None) -> None:
+        """Open (creating if needed) and migrate the database at `path`.
+
+        `holder` is who this store's claims are recorded as held by (default: this process).
+        """
         self.path = Path(path)
-        self.conn = database.connect(self.path)
+        self._lock = threading.RLock()
+        self._holder = holder or holders.this_process()
+        self._registered = False  # this holder is in lease_holders
+        self._leased: set[str] = set()  # ids this store leased and has not completed/released
+        self._closed = False
+        self._conn = database.connect(self.path)
+
+    @property
+    def location(self) -> str:
+        """The database, as messages name it."""
+        return str(self.path)
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection; a holder that holds nothing any more leaves lease_holders."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._registered and not self._leased:
+                    with self._write() as conn:
+                        conn.execute(
+                            "DELETE FROM lease_holders WHERE holder = ?", (self._holder.key,)
+                        )
+            except Exception:  # closing must not fail; a holder left behind is reaped later
+                pass
+            finally:
+                self._conn.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(
@@ -78,30 +150,59 @@ class Store:
         # Operational errors (busy past the timeout, disk full, read-only file) become a
         # StoreError the CLI can report; the sqlite3 error stays chained for --debug.
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-                self.conn.execute("COMMIT")
+                yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise database.error(self.path, exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several SELECTs see one snapshot."""
         try:
-            self.conn.execute("BEGIN")
+            self._conn.execute("BEGIN")
             try:
-                yield self.conn
+                yield self._conn
             finally:
-                if self.conn.in_transaction:
-                    self.conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
             raise database.error(self.path, exc) from exc
 
+    def _register(self, conn: sqlite3.Connection, now: float) -> None:
+        """Put this holder in lease_holders (once), inside the transaction that first leases."""
+        if not self._registered:
+            h = self._holder
+            conn.execute(
+                "INSERT OR IGNORE INTO lease_holders (holder, machine, pid, started, since) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (h.key, h.machine, h.pid, h.started, now),
+            )
+
+    def _gone_holders(self, conn: sqlite3.Connection) -> list[str]:
+        """Holders on this machine whose process has died (their leases need not be waited out)."""
+        here = self._holder
+        gone = []
+        for key, pid, started in conn.execute(
+            "SELECT holder, pid, started FROM lease_holders WHERE machine = ? AND holder != ?",
+            (here.machine, here.key),
+        ):
+            if holders.is_gone(holders.Holder(here.machine, pid, started), here):
+                gone.append(key)
+        return gone
+
+    def _reap(self, conn: sqlite3.Connection, gone: Sequence[str], now: float) -> None:
+        """Make the claims of dead holders due now, and forget the holders (in a write)."""
+        for key in gone:
+            conn.execute(_EXPIRE_HOLDER, {"holder": key, "now": now})
+            conn.execute("DELETE FROM lease_holders WHERE holder = ?", (key,))
+
+    @_locked
     def enqueue(
         self,
         deliveries: Sequence[NewDelivery],
@@ -128,10 +229,13 @@ class Store:
         lease_until = now + lease_seconds if claim_token is not None else None
         shared: dict[int, str | None] = {}
         # Encoded before the transaction, so the write lock is held only for the inserts.
-        rows = [delivery_row(d, now, claim_token, lease_until, shared) for d in deliveries]
+        holder = self._holder.key
+        rows = [delivery_row(d, now, claim_token, lease_until, shared, holder) for d in deliveries]
         results: list[tuple[str, bool]] = []
         new_rows = []
         with self._write() as conn:
+            if claim_token is not None:
+                self._register(conn, now)
             seen = self._existing_dedupe(conn, deliveries)
             for d, row in zip(deliveries, rows, strict=True):
                 key = (d.rule, d.dedupe_key)
@@ -143,6 +247,9 @@ class Store:
                 results.append((d.id, True))
                 new_rows.append(row)
             conn.executemany(INSERT_DELIVERY, new_rows)
+        if claim_token is not None:
+            self._registered = True
+            self._leased.update(i for i, inserted in results if inserted)
         return results
 
     @staticmethod
@@ -167,6 +274,7 @@ class Store:
                     found[(rule, key)] = delivery_id
         return found
 
+    @_locked
     def claim(
         self,
         *,
@@ -180,7 +288,9 @@ class Store:
         """Lease up to `limit` due deliveries to `token`, oldest due first.
 
         Due means next attempt at or before `due_by` (default `now`): a pass that fixes it at
-        its start never retakes what it has just rescheduled. `ids` claims only those.
+        its start never retakes what it has just rescheduled. `ids` claims only those. The
+        claims of a holder on this machine whose process is gone are due at once: their
+        leases are not waited out.
         """
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be greater than 0")
@@ -188,6 +298,10 @@ class Store:
             return []
         bind: dict[str, Any] = {"now": now, "due": now if due_by is None else due_by}
         with self._write() as conn:
+            self._register(conn, now)
+            gone = self._gone_holders(conn)
+            if gone:
+                self._reap(conn, gone, now)
             if ids is None:
                 sql = f"SELECT {CLAIM_COLUMNS} FROM {DUE} ORDER BY next_attempt_at LIMIT :limit"
                 rows = dicts(conn.execute(sql, {**bind, "limit": limit}))
@@ -203,16 +317,19 @@ class Store:
                     if len(rows) >= limit:
                         break
             conn.executemany(
-                "UPDATE deliveries SET lease_token = ?, lease_expires_at = ?, fence = fence + 1 "
-                "WHERE id = ?",
-                [(token, now + lease_seconds, row["id"]) for row in rows],
+                "UPDATE deliveries SET lease_token = ?, lease_expires_at = ?, fence = fence + 1, "
+                "lease_holder = ? WHERE id = ?",
+                [(token, now + lease_seconds, self._holder.key, row["id"]) for row in rows],
             )
+        self._registered = True
+        self._leased.update(row["id"] for row in rows)
         return [Claim(token=token, **row) for row in rows]
 
     def complete(self, results: Sequence[AttemptResult], *, now: float) -> list[bool]:
         """Record attempts and apply them where the lease still holds; False = lease was lost."""
         return self.complete_with_follow_ups(results, now=now)[0]
 
+    @_locked
     def complete_with_follow_ups(
         self,
         results: Sequence[AttemptResult],
@@ -255,7 +372,10 @@ class Store:
         if not params:
             return [], set()
         inserted: set[str] = set()
+        holder = self._holder.key
         with self._write() as conn:
+            if claim_token is not None and follow_ups:
+                self._register(conn, now)
             conn.executemany(INSERT_ATTEMPT, params)
             # One statement per row: executemany cannot say which rows the fence rejected.
             applied = [conn.execute(APPLY_RESULT, p).rowcount == 1 for p in params]
@@ -263,11 +383,16 @@ class Store:
                 follow = follow_ups.get(str(p["id"])) if ok else None
                 if follow is None:
                     continue
-                row = delivery_row(follow, now, claim_token, lease_until, shared)
+                row = delivery_row(follow, now, claim_token, lease_until, shared, holder)
                 if conn.execute(INSERT_DELIVERY_ONCE, row).rowcount == 1:
                     inserted.add(follow.id)
+        self._leased.difference_update(r.delivery_id for r in results)
+        if claim_token is not None and inserted:
+            self._registered = True
+            self._leased.update(inserted)
         return applied, inserted
 
+    @_locked
     def extend_lease(self, ids: Sequence[str], *, token: str, until: float) -> list[str]:
         """Push out the lease on deliveries `token` still holds; returns those ids."""
         held = []
@@ -279,12 +404,14 @@ class Store:
                 )
                 if cursor.rowcount == 1:
                     held.append(delivery_id)
+        self._leased.difference_update(set(ids) - set(held))
         return held
 
+    @_locked
     def release(self, ids: Sequence[str], *, token: str) -> int:
         """Give back claims `token` holds and has not attempted: due again, for any process."""
         with self._write() as conn:
-            return sum(
+            released = sum(
                 conn.execute(
                     "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND lease_token = ?",
@@ -292,12 +419,23 @@ class Store:
                 ).rowcount
                 for delivery_id in ids
             )
+        self._leased.difference_update(ids)
+        return released
 
+    @_locked
     def due_count(self, now: float) -> int:
-        """How many deliveries a claim at `now` could take."""
-        (count,) = self.conn.execute(
-            f"SELECT count(*) FROM {DUE}", {"now": now, "due": now}
-        ).fetchone()
+        """How many deliveries a claim at `now` could take (dead holders' claims included)."""
+        with self._read() as conn:
+            gone = self._gone_holders(conn)
+        if gone:
+            # Rare (after a crash): make them due, so a cron retry-loop does not say
+            # "nothing due" and leave them for the lease to run out.
+            with self._write() as conn:
+                self._reap(conn, gone, now)
+        with self._read() as conn:
+            (count,) = conn.execute(
+                f"SELECT count(*) FROM {DUE}", {"now": now, "due": now}
+            ).fetchone()
         return int(count)
 
     def query(
@@ -308,17 +446,31 @@ class Store:
         ticket: str | None = None,
         since: float | None = None,
         limit: int | None = 50,
-    ) -> Iterator[dict[str, Any]]:
-        """Deliveries newest first, filtered; `since` is creation time; limit None or 0 = all."""
-        return history.query(
-            self.conn, status=status, rule=rule, ticket=ticket, since=since, limit=limit
-        )
+    ) -> Iterator[Delivery]:
+        """Deliveries newest first, filtered; `since` is creation time; limit None or 0 = all.
 
-    def get(self, delivery_id: str) -> dict[str, Any] | None:
-        """One delivery by id or unique prefix, with its "attempts" in order; None if absent."""
+        Read a page at a time: the caller may write to the store between items.
+        """
+        pages = history.query(
+            self._conn, status=status, rule=rule, ticket=ticket, since=since, limit=limit
+        )
+        while True:
+            with self._lock:
+                try:
+                    item = next(pages)
+                except StopIteration:
+                    return
+                except sqlite3.Error as exc:
+                    raise database.error(self.path, exc) from exc
+            yield item
+
+    @_locked
+    def get(self, delivery_id: str) -> DeliveryDetail | None:
+        """One delivery by id or unique prefix, with its attempts in order; None if absent."""
         with self._read() as conn:
             return history.get(conn, delivery_id)
 
+    @_locked
     def select(
         self,
         *,
@@ -331,16 +483,19 @@ class Store:
         with self._read() as conn:
             return history.select_ids(conn, ids=ids, status=status, rule=rule, since=since)
 
+    @_locked
     def statuses(self, ids: Sequence[str]) -> dict[str, str]:
         """The status of each of `ids` (a duplicate's earlier delivery, say)."""
         with self._read() as conn:
             return history.statuses(conn, ids)
 
-    def unrendered(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+    @_locked
+    def unrendered(self, ids: Sequence[str]) -> list[Unrendered]:
         """Those of `ids` whose request could not be rendered, with their rule and event."""
         with self._read() as conn:
             return history.unrendered(conn, ids)
 
+    @_locked
     def requeue(
         self,
         *,
@@ -364,7 +519,7 @@ class Store:
         rendered = rendered or {}
         with self._write() as conn:
             selected = history.select_ids(conn, ids=ids, status=status, rule=rule, since=since)
-            bare = {row["id"] for row in history.unrendered(conn, selected)}
+            bare = {row.id for row in history.unrendered(conn, selected)}
             shared: dict[int, str | None] = {}
             renewed = [
                 request_columns(rendered[i], i, shared)
@@ -389,6 +544,7 @@ class Store:
             )
         return selected
 
+    @_locked
     def purge(self, *, older_than: float) -> int:
         """Delete finished deliveries last updated before `older_than`, with their attempts."""
         deleted = 0
@@ -409,7 +565,45 @@ class Store:
                 return deleted
             after = ids[-1][0]
 
-    def stats(self, *, since: float | None = None) -> dict[str, Any]:
+    @contextmanager
+    def traced(self) -> Iterator[list[str]]:
+        """The SQL statements this store runs inside the block (SQLite only: bench and plan tests)."""
+        statements: list[str] = []
+        self._conn.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            self._conn.set_trace_callback(None)
+
+    @_locked
+    def query_plan(self, sql: str) -> list[str]:
+        """The steps of EXPLAIN QUERY PLAN for one statement `traced` saw (SQLite only)."""
+        return [str(row[3]) for row in self._conn.execute("EXPLAIN QUERY PLAN " + sql)]
+
+    @_locked
+    def file_settings(self) -> dict[str, Any]:
+        """The file's page size, journal mode and applied migrations (SQLite only)."""
+        with self._read() as conn:
+            return {
+                "page_size": conn.execute("PRAGMA page_size").fetchone()[0],
+                "journal_mode": conn.execute("PRAGMA journal_mode").fetchone()[0],
+                "migrations": [n for (n,) in conn.execute("SELECT name FROM _migrations")],
+            }
+
+    @_locked
+    def check_integrity(self) -> list[str]:
+        """What SQLite's integrity and foreign-key checks find wrong (empty: healthy)."""
+        with self._read() as conn:
+            found = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            problems = [] if found == ["ok"] else found
+            problems += [
+                f"{table} row {rowid} refers to a missing {parent} row"
+                for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check")
+            ]
+        return problems
+
+    @_locked
+    def stats(self, *, since: float | None = None) -> Stats:
         """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
         with self._read() as conn:
             return history.stats(conn, since=since)

@@ -1,0 +1,116 @@
+"""The service loop: the one entry point that sends, for `fire`, `retry-loop`, `replay --now`
+and (next) `hookctl serve`.
+
+It owns what a long-running sender needs besides the pipeline: the HTTP sender's life,
+SIGINT/SIGTERM (attempts in flight finish, claims not yet started are handed back), passes
+over the queue every `every` seconds, and the summed counts. It prints nothing: callers
+subscribe an observer (cli/output.py's printer and progress bar) and format the Summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from hookctl.delivery import observe
+from hookctl.delivery.pipeline import Options, Pipeline
+from hookctl.delivery.reports import Summary
+from hookctl.delivery.storethread import StoreThread
+from hookctl.transport.http import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
+
+if TYPE_CHECKING:
+    from hookctl.events.read import BadEvent, Event
+    from hookctl.rules.load import Rule
+    from hookctl.store.sqlite.store import Store
+    from hookctl.transport.netguard import Guard
+
+
+async def fire(
+    *,
+    store: Store | None,
+    events: Iterable[Event | BadEvent],
+    rules: list[Rule],
+    observer: observe.Observer,
+    environ: Mapping[str, str],
+    concurrency: int = DEFAULT_CONCURRENCY,
+    per_host: int = DEFAULT_PER_HOST,
+    guard: Guard | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    lease_seconds: float | None = None,
+) -> Summary:
+    """Match, store, send and record `events`; a dry run (no store) only renders them."""
+    options = Options(environ=environ, force=force, dry_run=dry_run, lease_seconds=lease_seconds)
+    if dry_run or store is None:
+        return await Pipeline(None, options, observer).fire(events, rules, None)
+    from hookctl.transport.http import Sender
+
+    with StoreThread(store) as db:
+        async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
+            return await Pipeline(db, options, observer).fire(events, rules, sender)
+
+
+async def drain(
+    *,
+    store: Store,
+    observer: observe.Observer,
+    environ: Mapping[str, str],
+    concurrency: int = DEFAULT_CONCURRENCY,
+    per_host: int = DEFAULT_PER_HOST,
+    guard: Guard | None = None,
+    every: float | None = None,
+    lease_seconds: float | None = None,
+    ids: Sequence[str] | None = None,
+    stop: asyncio.Event | None = None,
+) -> Summary:
+    """Send the deliveries due now (just `ids`, if given) once, or every `every` seconds
+    until `stop` is set or SIGINT/SIGTERM arrives; returns the counts over every pass.
+
+    On a stop, attempts in flight finish and their outcomes are recorded; claims not yet
+    started are handed back, due at once for any worker.
+    """
+    from hookctl.transport.http import Sender
+
+    stop = stop or asyncio.Event()
+    total = Summary()
+    with _stopping_on_signals(stop), StoreThread(store) as db:
+        observer.notify(observe.Started(every, os.getpid()))
+        async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
+            while True:
+                if every is None:
+                    # One pass has a known size (for a progress bar); an endless loop has none.
+                    due = (
+                        len(ids) if ids is not None else await db.call(store.due_count, time.time())
+                    )
+                    observer.notify(observe.Due(due))
+                pipeline = Pipeline(
+                    db, Options(environ=environ, lease_seconds=lease_seconds), observer
+                )
+                total.merge(await pipeline.drain(sender, stop=stop, ids=ids))
+                if every is None or stop.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=every)
+    return total
+
+
+@contextlib.contextmanager
+def _stopping_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` while inside; the previous handling comes back after."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not possible off the main thread or off POSIX; Ctrl-C still interrupts there.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

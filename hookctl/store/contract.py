@@ -1,0 +1,188 @@
+"""The store as a contract: what the pipeline and the log need from any backend.
+
+A backend (SQLite today, PostgreSQL next) implements `Store` = `Queue` + `Log`, returns the
+dataclasses of records.py and raises the errors of errors.py, never its driver's. What every
+backend must guarantee (tests/contract/ checks each on every backend):
+
+- Durability: once `enqueue` or `complete` returns, what it wrote survives a crash of the
+  process (and, for SQLite, of the machine: synchronous=FULL).
+- Dedupe: a (rule, dedupe_key) pair is stored once; a second enqueue returns the first id.
+- Ordering: `claim` hands out due deliveries oldest due first (by next attempt time).
+- Leases and fencing: a claim leases each delivery to a token until `lease_seconds` from
+  now; nobody else can claim it until then (or until its holder, on this machine, is gone);
+  `complete` applies an outcome only while its token still holds the lease (False
+  otherwise), though the attempt itself is always logged: the request did happen.
+- Attempts: `AttemptResult(sent=False)` is no attempt: not logged, not counted.
+- Follow-ups: an on_failure notice is enqueued in the same transaction as the failure, once.
+- Replays keep the id; purge removes only finished deliveries.
+
+Calls are synchronous and each is one transaction; a store serializes its own calls, so a
+caller may run them in a worker thread to keep them off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Protocol
+
+from hookctl.store.records import (
+    AttemptResult,
+    Claim,
+    Delivery,
+    DeliveryDetail,
+    NewDelivery,
+    Stats,
+    Unrendered,
+)
+
+
+class Queue(Protocol):
+    """What the pipeline needs: the outbox and the retry queue."""
+
+    def enqueue(
+        self,
+        deliveries: Sequence[NewDelivery],
+        *,
+        now: float,
+        claim_token: str | None = None,
+        lease_seconds: float = 0,
+    ) -> list[tuple[str, bool]]:
+        """Durably add deliveries as pending; (id, inserted) each, the earlier id for a
+        duplicate. With claim_token they are inserted already leased to the caller."""
+        ...
+
+    def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        token: str,
+        due_by: float | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Claim]:
+        """Lease up to `limit` deliveries due by `due_by` (default `now`), oldest due first."""
+        ...
+
+    def complete(self, results: Sequence[AttemptResult], *, now: float) -> list[bool]:
+        """Record outcomes; each applied only while its token holds the lease (else False)."""
+        ...
+
+    def complete_with_follow_ups(
+        self,
+        results: Sequence[AttemptResult],
+        *,
+        now: float,
+        follow_ups: Mapping[str, NewDelivery] | None = None,
+        claim_token: str | None = None,
+        lease_seconds: float = 0,
+    ) -> tuple[list[bool], set[str]]:
+        """complete(), and enqueue each applied result's follow-up in the same transaction;
+        returns the applied flags and the ids of the follow-ups inserted."""
+        ...
+
+    def extend_lease(self, ids: Sequence[str], *, token: str, until: float) -> list[str]:
+        """Push out the leases `token` still holds to `until`; returns the ids it holds."""
+        ...
+
+    def release(self, ids: Sequence[str], *, token: str) -> int:
+        """Hand back unattempted claims: due again for anyone; returns how many."""
+        ...
+
+    def due_count(self, now: float) -> int:
+        """How many deliveries a claim at `now` could take."""
+        ...
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of `ids` that exists."""
+        ...
+
+
+class Log(Protocol):
+    """What `log`, `replay`, `purge` and `stats` need: reading and tending the history."""
+
+    def query(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        ticket: str | None = None,
+        since: float | None = None,
+        limit: int | None = 50,
+    ) -> Iterator[Delivery]:
+        """Deliveries newest first, filtered (`since` is creation time); limit None = all."""
+        ...
+
+    def get(self, delivery_id: str) -> DeliveryDetail | None:
+        """One delivery by id or unique prefix, with its attempts; None if there is none.
+        AmbiguousId when a prefix matches several."""
+        ...
+
+    def select(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        status: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+    ) -> list[str]:
+        """Full ids, sorted: of `ids` (or unique prefixes; UnknownDelivery for one that
+        matches nothing), or by filters; BadSelection for both or neither."""
+        ...
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of `ids` that exists."""
+        ...
+
+    def unrendered(self, ids: Sequence[str]) -> list[Unrendered]:
+        """Those of `ids` whose request could not be rendered, with their rule and event."""
+        ...
+
+    def requeue(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        status: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+        now: float,
+        rendered: Mapping[str, NewDelivery] | None = None,
+    ) -> list[str]:
+        """Replay under the same ids: pending, due `now`; unrendered ones only with their
+        request in `rendered`. Returns the ids requeued."""
+        ...
+
+    def purge(self, *, older_than: float) -> int:
+        """Delete finished deliveries last updated before `older_than`, with their attempts."""
+        ...
+
+    def stats(self, *, since: float | None = None) -> Stats:
+        """Counts, latency percentiles, slowest and failing URLs for deliveries since `since`."""
+        ...
+
+
+class Store(Queue, Log, Protocol):
+    """A whole backend: the queue and the log over one database, opened by open_store()."""
+
+    @property
+    def location(self) -> str:
+        """The database as messages name it (a path; a URL with any password masked)."""
+        ...
+
+    def check_integrity(self) -> list[str]:
+        """What the backend's own consistency checks find wrong (empty: healthy)."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection; the store is not used after this."""
+        ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
