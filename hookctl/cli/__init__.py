@@ -21,6 +21,7 @@ for _module in (
     "commands_store",
     "commands_listen",
     "commands_sign",
+    "commands_serve",
 ):
     importlib.import_module(f"hookctl.cli.{_module}")
 

@@ -390,6 +390,14 @@ def stats(
     ] = None,
     db: DbOption = None,
     json_lines: JsonOption = False,
+    prometheus: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus",
+            help="Print the store's gauges in the Prometheus text format (as `serve`'s /metrics "
+            "has them), for node_exporter's textfile collector.",
+        ),
+    ] = False,
 ) -> None:
     """A health check: deliveries by status and rule, success rate, latency, failing endpoints.
 
@@ -402,6 +410,14 @@ def stats(
 
     start = window_start(since)
     store = open_store(db)
+    if prometheus:
+        from hookctl.serve.metrics import store_text
+
+        try:
+            sys.stdout.write(store_text(store).decode())
+        finally:
+            store.close()
+        return
     try:
         found = store.stats(since=start)
     finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hookctl.delivery.reports import Report
-from hookctl.events.read import BadEvent
+from hookctl.events.read import BadEvent, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +116,18 @@ class StoreRetry:
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """A batch of fire's events is in the store: `serve` answers their requests (202) now.
+
+    `deliveries`: each one stored for them, as (the event's line, delivery id, inserted);
+    inserted False is a duplicate, found already stored for that event.
+    """
+
+    events: list[Event | BadEvent]
+    deliveries: list[tuple[int | None, str, bool]]
+
+
+@dataclass(frozen=True, slots=True)
 class Unreadable:
     """An event that could not be read (bad JSON, not an object); every other one goes on."""
 
@@ -135,6 +147,7 @@ PipelineEvent = (
     | HandedBack
     | LeaseLost
     | StoreRetry
+    | Committed
     | Unreadable
 )
 

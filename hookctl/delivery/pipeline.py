@@ -166,8 +166,9 @@ class Pipeline:
                         if planned is not None:
                             planned[0].event_ref = ref
                             jobs.append(planned)
-                if jobs or kept:
-                    await self._submit(jobs, kept)
+                stored = await self._submit(jobs, kept) if jobs or kept else []
+                # The batch is committed (`serve` answers its requests' 202 now).
+                self.observer.notify(observe.Committed(batch, stored))
                 if self._broken is not None:
                     return
 
@@ -220,7 +221,9 @@ class Pipeline:
 
     async def _submit(
         self, jobs: list[tuple[NewDelivery, _Job]], kept: Sequence[NewEvent] = ()
-    ) -> None:
+    ) -> list[tuple[int | None, str, bool]]:
+        """Enqueue (claimed) with the batch's events, and start; each delivery's (event line,
+        id, inserted) for Committed."""
         assert self.db is not None
         now = self.options.clock()
         slowest = max((n.timeout for n, _ in jobs), default=0.0)
@@ -249,6 +252,10 @@ class Pipeline:
                 self._record(job, None, job.render_error)
                 continue
             await self._start(job)
+        return [
+            (job.line, delivery_id, inserted)
+            for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True)
+        ]
 
     # --- retry-loop ---------------------------------------------------------------------------
 
