@@ -15,8 +15,7 @@ import hookctl
 PACKAGE = Path(hookctl.__file__).resolve().parent
 UI_LIBRARIES = ("typer", "rich", "click")
 
-# The layers, lowest first, as today's imports arrange them (`farm-studio look` draws the
-# same floors): a module may import its own package and any package on a lower layer, never
+# The layers, lowest first, as today's imports arrange them: a module may import its own package and any package on a lower layer, never
 # one on a higher layer. This is not the order data flows in (events -> rules -> render ->
 # delivery -> transport -> store): a rule holds render's WebhookTemplate, so rules sits above
 # render; the pipeline in delivery drives transport and store, so it sits above both.
@@ -26,8 +25,10 @@ LAYERS: list[set[str]] = [
     {"render"},  # templates, sandbox, encodings, secrets' placeholders and scrubbing
     {"rules"},  # the rule model, holding render's WebhookTemplate
     {"transport"},  # sends render's ResolvedRequest
+    {"config"},  # the settings every command shares (the network allow-list)
     {"delivery"},  # plans and runs deliveries: rules, render, transport, store
     {"ruletest", "devserver"},  # tools over rules and rendering
+    {"serve"},  # the HTTP intake server: the pipeline and the log behind routes
     {"cli", "__main__"},  # the only place that prints, and the only one importing typer/rich
 ]
 # Imports that run up a layer today, each to be removed (see the issue 13 closing note):
