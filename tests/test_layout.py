@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"transport"},  # sends render's ResolvedRequest
     {"delivery"},  # plans and runs deliveries: rules, render, transport, store
     {"ruletest", "devserver"},  # tools over rules and rendering
+    {"config"},  # the settings file the commands read (its allow-list is transport's)
     {"cli", "__main__"},  # the only place that prints, and the only one importing typer/rich
 ]
 # Imports that run up a layer today, each to be removed (see the issue 13 closing note):
@@ -115,7 +116,8 @@ def test_no_module_imports_a_higher_layer() -> None:
 
 def test_every_part_of_the_package_is_on_a_layer() -> None:
     parts = {part(name) for name, _ in modules()} - {"hookctl", None}
-    assert parts == set().union(*LAYERS), "LAYERS must name every package and top-level module"
+    missing = parts - set().union(*LAYERS)
+    assert not missing, f"LAYERS must name every package and top-level module: {missing}"
 
 
 def test_the_known_back_edges_are_still_there() -> None:
