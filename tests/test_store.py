@@ -24,6 +24,7 @@ import pytest
 
 from hookctl.delivery.policy import DEFAULT_POLICY
 from hookctl.errors import StoreError
+from hookctl.store import holder as holders
 from hookctl.store import open_store
 from hookctl.store.errors import DatabaseBusy, DatabaseDamaged, ForeignDatabase, NewerDatabase
 from hookctl.store.records import _encode
@@ -280,6 +281,7 @@ def test_log_queries_use_indexes(store: Store) -> None:
 WORKER = """
 import json, sys, time
 from pathlib import Path
+from hookctl.store import holder as holders
 from hookctl.store import open_store
 from hookctl.store.records import AttemptResult
 
@@ -511,3 +513,73 @@ def test_wal_files_left_read_only_are_named_with_the_chmod_that_fixes_them(
             assert "hookctl.db-wal has mode 0444" in line and "hookctl.db-shm has mode 0444" in line
             assert f"chmod u+w {wal} {shm}" in line
     assert _run("retry-loop", "--db", db).returncode in (0, 1)  # writable again
+
+
+# --- lease holders: who is provably gone ------------------------------------------------------
+
+
+@pytest.mark.skipif(not holders.this_process().started, reason="needs /proc (Linux)")
+def test_a_holder_is_gone_only_when_its_process_provably_is() -> None:
+    here = holders.this_process()
+    assert not holders.is_gone(here, here)
+    # A pid that was reused: same pid, another start time.
+    assert holders.is_gone(holders.Holder(here.machine, here.pid, "1"), here)
+    # Another machine: nothing here can tell, so never gone.
+    assert not holders.is_gone(holders.Holder("elsewhere/boot/pid:[1]", 1, "1"), here)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = holders.start_time(child.pid)
+        assert started is not None
+        alive = holders.Holder(here.machine, child.pid, started)
+        assert not holders.is_gone(alive, here)
+        child.kill()
+        deadline = time.monotonic() + 10
+        # Killed but not yet reaped (a zombie) already counts as gone...
+        while not holders.is_gone(alive, here):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert holders.is_gone(alive, here)  # ...and so does a reaped one
+    assert len(here.key) == 16 and here.key != alive.key
+
+
+# --- open_store: the one place a store is made ------------------------------------------------
+
+
+def test_a_sqlite_url_and_a_path_open_the_same_database(tmp_path: Path) -> None:
+    db = tmp_path / "url.db"
+    with open_store(f"sqlite://{db}") as store:  # sqlite:///abs/path
+        enqueue_one(store)
+    with open_store(db, create=False) as store:
+        assert len(list(store.query())) == 1
+    assert _run("log", "--db", f"sqlite://{db}", "--json").stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://hookctl@db.internal:5432/hookctl", "not available in this version"),
+        ("postgres://hookctl@db.internal/hookctl", "not available in this version"),
+        ("mysql://root@localhost/hookctl", "unknown database URL scheme 'mysql'"),
+    ],
+)
+def test_a_backend_this_version_lacks_is_one_line_and_exit_2(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    for args in (["log"], ["stats"], ["retry-loop"], ["db", "path"]):
+        result = _run(*args, "--db", url)
+        assert result.returncode == 2, (args, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("Error: ") and says in line
+    with pytest.raises(StoreError, match=says):
+        open_store(url)
+
+
+def test_a_reading_command_never_creates_the_database(tmp_path: Path) -> None:
+    from hookctl.store.errors import DatabaseMissing
+
+    with pytest.raises(DatabaseMissing, match="no database at"):
+        open_store(tmp_path / "nowhere.db", create=False)
+    assert not (tmp_path / "nowhere.db").exists()

@@ -92,7 +92,7 @@ def test_a_write_lock_held_past_the_busy_timeout_mid_fire_loses_no_outcome(
     assert cli("retry-loop").stderr.strip() == "nothing due"
     # Each attempt's duration is its HTTP exchange's (the receiver takes 50 ms), not the stall.
     with open_store(db_file) as store:
-        durations = [a.duration_ms for r in logged for a in store.get(r["id"]).attempt_log]
+        durations = [a.duration_ms for r in logged for a in store.get(r["id"]).attempt_log]  # type: ignore[union-attr]
     assert len(durations) == count
     assert max(durations) < LOCK_SECONDS * 1000 / 2, max(durations)
 
@@ -120,7 +120,7 @@ def test_a_disk_that_fills_up_mid_run_stops_it_in_one_line(
         "fire", "-r", rules, events, "--quiet", preexec_fn=_limit_file_size(size + 600_000)
     )
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 4, err  # the database cannot be used
+    assert proc.returncode == 4, err  # the database cannot be used (README exit codes)
     lines = err.splitlines()
     assert len(lines) == 1, err[-3000:]
     assert lines[0].startswith("Error: database ") and "stopped sending" in lines[0], lines[0]

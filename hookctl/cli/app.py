@@ -106,11 +106,12 @@ def exit_code_of(exc: HookctlError) -> ExitCode:
     from hookctl.errors import StoreError
 
     if isinstance(exc, StoreError):
-        from hookctl.store import errors as store_errors
+        from hookctl.store import errors as e
 
-        if isinstance(exc, store_errors.DatabaseUnusable):
-            return ExitCode.DATABASE  # damaged, read-only, busy, foreign or newer
-        return ExitCode.USAGE  # asked for what is not there: an id, a database, a backend
+        asked = (e.DatabaseMissing, e.BackendUnavailable, e.UnknownDelivery, e.AmbiguousId)
+        if isinstance(exc, (*asked, e.BadSelection)):
+            return ExitCode.USAGE  # asked for what is not there: an id, a database, a backend
+        return ExitCode.DATABASE  # damaged, read-only, busy, foreign, newer, stopped writing
     return exc.exit_code
 
 

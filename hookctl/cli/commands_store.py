@@ -58,6 +58,7 @@ def _status(value: str | None) -> str | None:
 
 
 @db_app.command("path")
+@handle_errors
 def db_path(db: DbOption = None) -> None:
     """Print where the delivery database is (or will be): --db, else $HOOKCTL_DB, else the data dir.
 

@@ -10,6 +10,7 @@ Where /proc is missing (not Linux), a holder is never judged gone: leases are wa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -28,8 +29,11 @@ class Holder:
 
     @property
     def key(self) -> str:
-        """The identity recorded with each claim."""
-        return f"{self.machine}/{self.pid}/{self.started}"
+        """The identity recorded with each claim: 16 hex digits of a hash of the whole, so a
+        claimed row grows by 16 bytes, not by the ~80 of the identity (the lease_holders
+        table keeps the parts)."""
+        whole = f"{self.machine}/{self.pid}/{self.started}".encode()
+        return hashlib.sha256(whole).hexdigest()[:16]
 
 
 def this_process() -> Holder:
@@ -66,14 +70,6 @@ def is_gone(holder: Holder, here: Holder) -> bool:
     if holder.machine != here.machine or not holder.started or not here.started:
         return False  # another machine, or no /proc to look in: keep its lease
     return start_time(holder.pid) != holder.started
-
-
-def parse(key: str) -> Holder | None:
-    """A Holder from its recorded key (None for one this version cannot read)."""
-    parts = key.rsplit("/", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return Holder(machine=parts[0], pid=int(parts[1]), started=parts[2])
 
 
 def _read(path: Path) -> str:
