@@ -114,3 +114,60 @@ def test_retry_loop_killed_mid_flight(cli, rule_file, event_file, receiver: Rece
     check_nothing_lost(db_file, receiver, recovered_from)
     # The 503 and the 200 are on record; the attempt the kill cut short never finished.
     assert {d["attempts"] for d in deliveries(db_file)} == {2}
+
+
+# --- issue 12.5: recovery does not wait out the lease of a process that is gone -------------
+
+
+def test_retry_loop_right_after_a_kill_takes_the_dead_fires_claims_at_once(
+    rule_file, event_file, receiver: Receiver, db_file
+):
+    """No HOOKCTL_LEASE here: the lease is the attempt's timeout + 2 minutes. The killed fire
+    held every delivery it stored; a retry-loop started at once on this machine sees that its
+    process is gone and sends them all now, instead of "nothing due" for two minutes."""
+    receiver.delay = 2.0
+    rules = rule_file(rule_yaml(receiver.url, extra="timeout: 10s\n"))
+    events = event_file(events_ndjson(COUNT), name="batch.ndjson")
+    victim = hookctl("fire", "-r", rules, events, "--concurrency", "20", "--quiet")
+    kill_when_in_flight(victim, receiver, 30)
+    receiver.delay = 0.0
+    stored = deliveries(db_file)
+    assert {d["status"] for d in stored} & {"pending"}, "nothing was left in flight to recover"
+    leased = [d for d in stored if d["lease_expires_at"] is not None]
+    assert leased and all(d["lease_expires_at"] > time.time() + 60 for d in leased)
+
+    started = time.monotonic()
+    loop = hookctl("retry-loop", "--concurrency", "20")
+    _, err = loop.communicate(timeout=60)
+    assert loop.returncode == 0, err
+    assert time.monotonic() - started < 60  # not the lease's 130 s
+    after = {d["id"]: d["status"] for d in deliveries(db_file)}
+    assert set(after) == {d["id"] for d in stored}
+    assert set(after.values()) == {"succeeded"}, err
+    assert problems(db_file) == []
+
+
+def test_a_live_fire_keeps_its_claims_from_a_retry_loop(
+    rule_file, event_file, receiver: Receiver, db_file
+):
+    """The other side of the same check: a fire that is alive (stopped, not dead) keeps its
+    leases; a retry-loop meanwhile sends nothing of its."""
+    receiver.delay = 2.0
+    rules = rule_file(rule_yaml(receiver.url, extra="timeout: 10s\n"))
+    events = event_file(events_ndjson(50), name="batch.ndjson")
+    victim = hookctl("fire", "-r", rules, events, "--concurrency", "5", "--quiet")
+    try:
+        wait_for(lambda: receiver.arrived() >= 5 or victim.poll() is not None, what="requests")
+        victim.send_signal(signal.SIGSTOP)
+        arrived = receiver.arrived()
+        loop = hookctl("retry-loop", "--concurrency", "20")
+        _, err = loop.communicate(timeout=60)
+        assert loop.returncode == 0, err
+        assert "nothing due" in err
+        assert receiver.arrived() == arrived
+    finally:
+        victim.send_signal(signal.SIGCONT)
+        receiver.delay = 0.0
+        victim.communicate(timeout=120)
+    assert victim.returncode == 0
+    assert {d["status"] for d in deliveries(db_file)} == {"succeeded"}

@@ -8,11 +8,15 @@ is read back through the store.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +393,121 @@ def test_a_body_is_stored_apart_and_comes_back_in_its_request(tmp_path: Path) ->
     for d in (with_body, no_body, no_key, old):
         assert claims[d.id] == d.request
     assert logged is not None and logged.request == with_body.request
+
+
+# --- a damaged or unwritable database: one line, what to do, a documented exit code ---------
+# Issue 12.3 and 11.7. The damage is real: a page of a database `fire` made is overwritten, a
+# directory or the WAL files are made unwritable. As root (CI) permission bits stop nothing, so
+# there the files are made immutable (chattr +i), which stops root too.
+
+EXIT_DATABASE = 4
+
+
+def _made_by_fire(tmp_path: Path, count: int = 200) -> tuple[Path, Path, Path]:
+    """A database of `count` pending deliveries (their receiver refused), the rule, the events."""
+    from tests.receivers import events_ndjson, rule_yaml
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "data" / "hookctl.db"
+    rules = tmp_path / "rule.yaml"
+    rules.write_text(rule_yaml(f"http://127.0.0.1:{port}/hook", retry="{schedule: [1ms]}"))
+    events = tmp_path / "events.ndjson"
+    events.write_text(events_ndjson(count))
+    fired = _run("fire", "-r", rules, events, "--db", db, "--quiet")
+    assert fired.returncode == 0, fired.stderr
+    return db, rules, events
+
+
+def _run(*args: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hookctl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@contextmanager
+def _unwritable(*paths: Path) -> Iterator[None]:
+    """Make `paths` unwritable for this process: mode bits, and the immutable flag as root."""
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in paths}
+    try:
+        for p in paths:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+            if os.geteuid() == 0:
+                subprocess.run(["chattr", "+i", str(p)], check=True, capture_output=True)
+            assert not os.access(p, os.W_OK), f"{p} is still writable"
+        yield
+    finally:
+        for p, mode in modes.items():
+            if os.geteuid() == 0:
+                subprocess.run(["chattr", "-i", str(p)], check=False, capture_output=True)
+            p.chmod(mode)
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("command", ["log", "fire", "stats", "retry-loop"])
+def test_an_overwritten_page_is_one_line_saying_what_to_do(tmp_path: Path, command: str) -> None:
+    db, rules, events = _made_by_fire(tmp_path)
+    # Setup only: where the deliveries table starts, then that page overwritten.
+    conn = sqlite3.connect(db)
+    ((root, page_size),) = conn.execute(
+        "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master "
+        "WHERE name = 'deliveries'"
+    ).fetchall()
+    conn.close()
+    with db.open("r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(os.urandom(page_size))
+    args = {
+        "log": ["log", "--limit", "0"],
+        "fire": ["fire", "-r", rules, events],
+        "stats": ["stats"],
+        "retry-loop": ["retry-loop"],
+    }[command]
+    result = _run(*args, "--db", db)
+    assert result.returncode == EXIT_DATABASE, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: database {db} is damaged")
+    assert f'sqlite3 {db} ".recover"' in line and "restore a backup" in line
+    assert result.stdout == ""
+
+
+@pytest.mark.sqlite
+def test_a_database_in_a_read_only_directory_says_the_directory_must_be_writable(
+    tmp_path: Path,
+) -> None:
+    db, rules, events = _made_by_fire(tmp_path, count=3)
+    with _unwritable(db.parent):
+        for args in (["log"], ["stats"], ["retry-loop"], ["fire", "-r", rules, events]):
+            result = _run(*args, "--db", db)
+            assert result.returncode == EXIT_DATABASE, (args, result.stderr)
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(f"Error: database {db} cannot be opened: its directory"), line
+            assert f"{db.parent} must be writable" in line and "hookctl.db-wal" in line
+    assert _run("log", "--db", db).returncode == 0  # writable again: nothing was lost
+    assert len(_run("log", "--db", db, "--json").stdout.splitlines()) == 3
+
+
+@pytest.mark.sqlite
+def test_wal_files_left_read_only_are_named_with_the_chmod_that_fixes_them(
+    tmp_path: Path,
+) -> None:
+    db, rules, events = _made_by_fire(tmp_path, count=3)
+    wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
+    # What a read-only episode leaves: SQLite gave them the read-only database's mode 0444.
+    wal.touch()
+    shm.touch()
+    with _unwritable(wal, shm):
+        assert _run("log", "--db", db).returncode == 0  # readers still read
+        for args in (["retry-loop"], ["fire", "-r", rules, events, "--force"]):
+            result = _run(*args, "--db", db)
+            assert result.returncode == EXIT_DATABASE, (args, result.stderr)
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(f"Error: database {db} cannot be written:"), line
+            assert "hookctl.db-wal has mode 0444" in line and "hookctl.db-shm has mode 0444" in line
+            assert f"chmod u+w {wal} {shm}" in line
+    assert _run("retry-loop", "--db", db).returncode in (0, 1)  # writable again

@@ -17,6 +17,7 @@ for _module in (
     "commands_send",
     "commands_rules",
     "commands_tools",
+    "commands_plan",
     "commands_store",
     "commands_listen",
     "commands_sign",

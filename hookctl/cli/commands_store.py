@@ -1,5 +1,6 @@
 """`log`, `replay`, `purge` and `db`: reading and tending the delivery database."""
 
+import itertools
 import os
 import sys
 import time
@@ -11,6 +12,7 @@ from hookctl.cli.app import (
     DbOption,
     JsonOption,
     RulesOption,
+    allow_entries,
     app,
     exit_with,
     handle_errors,
@@ -111,13 +113,17 @@ def log(
         if delivery_id is not None:
             _show_one(store, delivery_id, json_lines)
             return
-        rows = store.query(
+        found = store.query(
             status=_status(status),
             rule=rule,
             ticket=ticket,
             since=window_start(since),
             limit=limit or None,
         )
+        # The first page read before anything is printed: a database that cannot be read
+        # is one error line, not a table header followed by it.
+        first = next(found, None)
+        rows = itertools.chain([first] if first is not None else [], found)
         if json_lines:
             from hookctl.cli.output import Printer
 
@@ -182,6 +188,9 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
         record = log_record(row, iso)
         record["request"] = masked.to_dict() if masked else None
         record["unrendered"] = row.unrendered
+        # The network allow-list the delivery was fired with (what a later process is held to).
+        record["allow_net"] = list(stored.get("allow_net") or ())
+        record["stored_event"] = detail.event_ref  # the evt_... `plan` replays, if kept
         record["attempts_detail"] = [
             {
                 "number": a.number,
@@ -286,6 +295,13 @@ def replay(
             ids=ids or (), status=_status(status), rule=rule, since=window_start(since)
         )
         rendered, refused, notes = _render_again(store.unrendered(selected), rules_paths)
+        for delivery_id, new in rendered.items():
+            # Rendered anew: keep the allow-list it was fired with (and add this run's).
+            detail = store.get(delivery_id)
+            old = (detail.request if detail else None) or {}
+            kept = dict.fromkeys([*(old.get("allow_net") or ()), *allow_entries(allow_net)])
+            if kept:
+                new.request["allow_net"] = list(kept)
         for delivery_id, reason in refused.items():
             sys.stderr.write(f"{delivery_id}: not replayed: {reason}\n")
         chosen = [i for i in selected if i not in refused]
@@ -380,6 +396,8 @@ def purge(
 ) -> None:
     """Delete succeeded and failed deliveries (and their attempts) older than a window. Pending ones stay.
 
+    Stored events (what `hookctl plan` replays) received before the window go too.
+
     Example: hookctl purge --older-than 30d
     """
     cutoff = window_start(older_than, "--older-than")
@@ -387,6 +405,8 @@ def purge(
     store = open_store(db)
     try:
         count = store.purge(older_than=cutoff)
+        events = store.purge_events(older_than=cutoff)
     finally:
         store.close()
-    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted\n")
+    gone = f", {events} stored event{'' if events == 1 else 's'} deleted" if events else ""
+    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted{gone}\n")

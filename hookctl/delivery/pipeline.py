@@ -29,11 +29,13 @@ from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
-from hookctl.events.intake import batches, dedupe_key
+from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
-from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery
+from hookctl.store.errors import DatabaseUnusable
+from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent
 from hookctl.transport.http import Outcome, Sender, host_key
+from hookctl.transport.netguard import allowed_by
 
 if TYPE_CHECKING:
     from hookctl.delivery.prepare import Planner
@@ -61,6 +63,10 @@ class Options:
     dry_run: bool = False
     lease_seconds: float | None = None  # None: the attempt's timeout plus LEASE_MARGIN
     batch: int = BATCH
+    # This process's network allow-list; fire records it with each delivery, so a later
+    # process refused where this one was allowed holds the delivery instead of failing it.
+    allow_net: tuple[str, ...] = ()
+    keep_events: bool = True  # store every event read (for `plan`), with its deliveries
 
 
 @dataclass
@@ -78,7 +84,7 @@ class _Done:
     result: AttemptResult
 
 
-class StoreFailed(StoreError):
+class StoreFailed(DatabaseUnusable):
     """The store stayed unwritable: the run stopped sending, and says what was not recorded."""
 
 
@@ -110,6 +116,7 @@ class Pipeline:
         self._wake = asyncio.Event()  # outcomes wait to be written
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
+        self._event_ids = EventIds()
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -137,6 +144,7 @@ class Pipeline:
         async def run() -> None:
             async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
+                kept: list[NewEvent] = []  # stored with the batch's deliveries (issue 17)
                 for n, item in enumerate(batch, 1):
                     if n % YIELD_EVERY == 0:
                         # Rendering holds the loop: let answers that came in start the next sends.
@@ -146,6 +154,7 @@ class Pipeline:
                         self.observer.notify(observe.Unreadable(item))
                         continue
                     self.summary.events += 1
+                    ref = self._keep(item, kept)
                     matched = [rule for rule in rules if rule.matches(item.name, item.data)]
                     if not matched:
                         continue
@@ -155,8 +164,9 @@ class Pipeline:
                     for rule in matched:
                         planned = self._plan(rule, item, key)
                         if planned is not None:
+                            planned[0].event_ref = ref
                             jobs.append(planned)
-                stored = await self._submit(jobs) if jobs else []
+                stored = await self._submit(jobs, kept) if jobs or kept else []
                 # The batch is committed (`serve` answers its requests' 202 now).
                 self.observer.notify(observe.Committed(batch, stored))
                 if self._broken is not None:
@@ -186,16 +196,37 @@ class Pipeline:
             self._tell(report)
             return None
         new = self._planner.delivery(rule, event, key, request, ticket, render_error)
+        if self.options.allow_net:
+            new.request["allow_net"] = list(self.options.allow_net)
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
+    def _keep(self, event: Event, kept: list[NewEvent]) -> str | None:
+        """Add the event to those the batch stores (unless events are not kept); its id."""
+        if not self.options.keep_events or self.options.dry_run or self.db is None:
+            return None
+        now = self.options.clock()
+        new = NewEvent(
+            id=self._event_ids.next(now),
+            received_at=now,
+            source=event.source,
+            line=event.line,
+            event_id=event.event_id,
+            event_name=event.name,
+            ticket=event_ticket(event.data),
+            data=event.data,
+        )
+        kept.append(new)
+        return new.id
+
     async def _submit(
-        self, jobs: list[tuple[NewDelivery, _Job]]
+        self, jobs: list[tuple[NewDelivery, _Job]], kept: Sequence[NewEvent] = ()
     ) -> list[tuple[int | None, str, bool]]:
-        """Enqueue (claimed) and start; each delivery's (event line, id, inserted) for Committed."""
+        """Store the batch (claimed) and start it; each delivery's (event line, id, inserted)."""
         assert self.db is not None
         now = self.options.clock()
-        lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
+        slowest = max((n.timeout for n, _ in jobs), default=0.0)
+        lease = self.options.lease_seconds or (slowest + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
         results = await self._store(
             self.db.store.enqueue,
@@ -203,6 +234,7 @@ class Pipeline:
             now=now,
             claim_token=self.token,
             lease_seconds=lease,
+            events=kept,
         )
         claimed = [delivery_id for delivery_id, inserted in results if inserted]
         self._held.update(claimed)
@@ -378,6 +410,13 @@ class Pipeline:
                 claim.id, claim.rule, host, outcome.status_code, outcome.error, outcome.duration_ms
             )
         )
+        recorded = claim.request.get("allow_net")
+        if outcome.refused is not None and recorded and allowed_by(recorded, outcome.refused):
+            # Refused by this process's allow-list, not by the one the delivery was fired with:
+            # a setting to fix here, so held (nothing was sent), never failed for good.
+            reason = self._sender.guard.held_reason(outcome.refused, recorded)
+            self._record(job, None, reason, held=True)
+            return
         self._record(job, outcome, outcome.error)
 
     def _drop(self, delivery_id: str) -> None:
@@ -534,6 +573,8 @@ class Pipeline:
         new, error = failure_notice(
             claim, result, environ=self.options.environ, now=self.options.clock()
         )
+        if self.options.allow_net:
+            new.request["allow_net"] = list(self.options.allow_net)
         return new, _Job(_claim_of(new, self.token), render_error=error)
 
     # --- the writer ------------------------------------------------------------------------------
@@ -605,12 +646,15 @@ class Pipeline:
             task.add_done_callback(self._notices.discard)
 
     async def _finish(self) -> None:
-        while self._admission or self._notices:
+        while True:
+            # Write first: a write in flight (the writer task's) may start on_failure notices,
+            # and _write waits it out, so the check below sees every notice it started.
+            await self._write()
+            if not (self._admission or self._notices):
+                return
             if self._admission.closed or self._broken is not None:
                 await self._hand_back()  # what was held back after the stop goes back too
             await asyncio.gather(*self._admission.tasks, *self._notices)
-            await self._write()
-        await self._write()
 
     async def _hand_back_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

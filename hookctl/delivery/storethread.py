@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -32,7 +32,10 @@ from hookctl.store.records import (
     Delivery,
     DeliveryDetail,
     NewDelivery,
+    NewEvent,
+    RecordedRequest,
     Stats,
+    StoredEvent,
     Unrendered,
 )
 
@@ -47,9 +50,11 @@ class Queue(Protocol):
         now: float,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        events: Sequence[NewEvent] = (),
     ) -> list[tuple[str, bool]]:
         """Durably add deliveries as pending; (id, inserted) each, the earlier id for a
-        duplicate. With claim_token they are inserted already leased to the caller."""
+        duplicate. With claim_token they are inserted already leased to the caller.
+        `events` (the events they came from, matched or not) are stored in the same transaction."""
         ...
 
     def claim(
@@ -162,7 +167,39 @@ class Log(Protocol):
         ...
 
 
-class Store(Queue, Log, Protocol):
+class Events(Protocol):
+    """The stored events `fire` and `serve` keep (written with enqueue's `events=`), for `plan`."""
+
+    def stored_events(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stored events received in [since, until), oldest first."""
+        ...
+
+    def stored_event_rules(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> set[str]:
+        """The rules with a delivery on record for an event stored in [since, until)."""
+        ...
+
+    def stored_event(self, event_ref: str) -> StoredEvent | None:
+        """One stored event by its id ("evt_..."), or None."""
+        ...
+
+    def event_of(self, delivery_id: str) -> StoredEvent | None:
+        """The stored event a delivery was made for; None if not kept (or purged)."""
+        ...
+
+    def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
+        """The stored request of each delivery in `ids` still on record, by id."""
+        ...
+
+    def purge_events(self, *, older_than: float) -> int:
+        """Delete stored events received before `older_than`."""
+        ...
+
+
+class Store(Queue, Log, Events, Protocol):
     """A whole backend: the queue and the log over one database, opened by open_store()."""
 
     @property

@@ -201,7 +201,8 @@ def get(conn: sqlite3.Connection, delivery_id: str) -> DeliveryDetail | None:
     ).fetchall()
     (stored,) = dicts(
         conn.execute(
-            "SELECT request, body, policy, timeout, accept, on_failure, event FROM deliveries "
+            "SELECT request, body, policy, timeout, accept, on_failure, event, event_ref "
+            "FROM deliveries "
             "WHERE id = ?",
             (full_id,),
         )

@@ -17,8 +17,8 @@ INSERT_DELIVERY = """
 INSERT INTO deliveries (
     id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
     body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
-    lease_token, lease_expires_at, fence, unrendered, lease_holder
-) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    lease_token, lease_expires_at, fence, unrendered, lease_holder, event_ref
+) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
@@ -119,7 +119,7 @@ def delivery_row(
         request, body, dumps_shared(d.policy, shared), d.timeout, d.accept,
         dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), now, now,
         now, claim_token, lease_until, fence, int(d.unrendered),
-        holder if claim_token is not None else None,
+        holder if claim_token is not None else None, d.event_ref,
     )  # fmt: skip
 
 

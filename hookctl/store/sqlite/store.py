@@ -30,12 +30,17 @@ from hookctl.store.records import (
     Delivery,
     DeliveryDetail,
     NewDelivery,
+    NewEvent,
+    RecordedRequest,
     Stats,
+    StoredEvent,
     Unrendered,
+    event_id_floor,
     id_floor,
     new_delivery_id,
 )
 from hookctl.store.sqlite import database, history
+from hookctl.store.sqlite import events as stored_events
 from hookctl.store.sqlite.rows import (
     APPLY_RESULT,
     CLAIM_COLUMNS,
@@ -210,15 +215,18 @@ class SQLiteStore:
         now: float,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        events: Sequence[NewEvent] = (),
     ) -> list[tuple[str, bool]]:
         """Durably add deliveries as pending, in one transaction; (id, False) for a duplicate.
 
         With claim_token they are inserted already leased to the caller, so a concurrent
-        retry-loop leaves them alone while this process sends them.
+        retry-loop leaves them alone while this process sends them. `events` are the events
+        read (matched or not) to keep, in the same transaction: a delivery names its event
+        in `event_ref`.
         """
         if claim_token is not None and lease_seconds <= 0:
             raise ValueError("claiming on enqueue needs lease_seconds greater than 0")
-        if not deliveries:
+        if not deliveries and not events:
             return []
         lowest, beyond = id_floor(now - ID_CLOCK_SLACK), id_floor(now + ID_CLOCK_SLACK + 0.001)
         for d in deliveries:
@@ -231,6 +239,7 @@ class SQLiteStore:
         # Encoded before the transaction, so the write lock is held only for the inserts.
         holder = self._holder.key
         rows = [delivery_row(d, now, claim_token, lease_until, shared, holder) for d in deliveries]
+        event_rows = [stored_events.encode(e) for e in events]
         results: list[tuple[str, bool]] = []
         new_rows = []
         with self._write() as conn:
@@ -247,6 +256,8 @@ class SQLiteStore:
                 results.append((d.id, True))
                 new_rows.append(row)
             conn.executemany(INSERT_DELIVERY, new_rows)
+            if event_rows:
+                stored_events.insert(conn, event_rows, deliveries, results)
         if claim_token is not None:
             self._registered = True
             self._leased.update(i for i, inserted in results if inserted)
@@ -601,6 +612,55 @@ class SQLiteStore:
                 for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check")
             ]
         return problems
+
+    # --- stored events (issue 17; SQL in events.py) --------------------------------------------
+
+    @_locked
+    def stored_events(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stored events received in [since, until), oldest first, read a page at a time."""
+        return stored_events.iterate(self._read, since=since, until=until)
+
+    @_locked
+    def stored_event_rules(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> set[str]:
+        """The rules with a delivery on record for an event stored in [since, until)."""
+        after, before = stored_events.window_bounds(since, until)
+        with self._read() as conn:
+            return stored_events.rule_names(conn, after=after, before=before)
+
+    @_locked
+    def stored_event(self, event_ref: str) -> StoredEvent | None:
+        """One stored event by its id ("evt_..."), or None."""
+        with self._read() as conn:
+            return stored_events.get(conn, event_ref)
+
+    @_locked
+    def event_of(self, delivery_id: str) -> StoredEvent | None:
+        """The stored event a delivery was made for; None if it was not kept (or is purged)."""
+        with self._read() as conn:
+            ref = stored_events.ref_of(conn, delivery_id)
+            return stored_events.get(conn, ref) if ref else None
+
+    @_locked
+    def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
+        """The stored request of each delivery in `ids` still on record, by id."""
+        with self._read() as conn:
+            return stored_events.recorded(conn, ids)
+
+    @_locked
+    def purge_events(self, *, older_than: float) -> int:
+        """Delete stored events received before `older_than` (the deliveries' retention)."""
+        deleted = 0
+        before = event_id_floor(older_than)
+        while True:
+            with self._write() as conn:
+                ids = stored_events.purge_ids(conn, before=before, limit=_PURGE_CHUNK)
+            deleted += len(ids)
+            if len(ids) < _PURGE_CHUNK:
+                return deleted
 
     @_locked
     def stats(self, *, since: float | None = None) -> Stats:
