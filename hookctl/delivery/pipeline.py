@@ -222,8 +222,7 @@ class Pipeline:
     async def _submit(
         self, jobs: list[tuple[NewDelivery, _Job]], kept: Sequence[NewEvent] = ()
     ) -> list[tuple[int | None, str, bool]]:
-        """Enqueue (claimed) with the batch's events, and start; each delivery's (event line,
-        id, inserted) for Committed."""
+        """Store the batch (claimed) and start it; each delivery's (event line, id, inserted)."""
         assert self.db is not None
         now = self.options.clock()
         slowest = max((n.timeout for n, _ in jobs), default=0.0)
