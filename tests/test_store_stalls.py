@@ -78,7 +78,7 @@ def test_a_write_lock_held_past_the_busy_timeout_mid_fire_loses_no_outcome(
     rules = rule_file(rule_yaml(receiver.url, retry="{every: 1m, retries: 3}"))
     result = cli("fire", "-r", rules, event_file(events_ndjson(count)), "--json", "-c", "20")
     assert lock_at.is_set(), "the lock was never taken mid-run"
-    holder[0].wait(timeout=30)
+    holder[0].communicate(timeout=30)  # and closes its pipe
     assert result.exit_code == 0, result.stderr
     reports = ndjson(result.stdout)
     assert len(reports) == count and {r["status"] for r in reports} == {"succeeded"}, [

@@ -17,8 +17,8 @@ re-extension for every claim waiting), and one another worker took over is dropp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets as _secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +110,7 @@ class Pipeline:
         self._wake = asyncio.Event()  # outcomes wait to be written
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
+        self._closing = False  # the run is over: the writer stops
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -288,7 +289,11 @@ class Pipeline:
             raise
         finally:
             if writer is not None:
-                writer.cancel()
+                # Told, not cancelled, in the ordinary case: it may be mid-write.
+                self._closing = True
+                self._wake.set()
+                if sys.exc_info()[0] is not None:
+                    writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
         if self._broken is not None:
             raise self._failure(self._broken)
@@ -532,11 +537,17 @@ class Pipeline:
 
     async def _writer(self) -> None:
         """Record outcomes as they come in, and keep the leases of what is held."""
-        while True:
+        while not self._closing:
             renew_in = self._confirmed_at + self._lease / 3 - self.options.clock()
             if renew_in > 0 and not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=renew_in)
+                # Not wait_for: on 3.11 it can swallow a cancel that lands as the event is set.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=renew_in)
+                finally:
+                    waiter.cancel()
+            if self._closing:
+                return
             if self._done and len(self._done) < self.options.batch:
                 await asyncio.sleep(FLUSH_LINGER)  # the answers arriving now join this batch
             self._wake.clear()

@@ -57,6 +57,11 @@ class Store:
         self.path = Path(path)
         self.conn = database.connect(self.path)
 
+    def wait_when_busy(self, seconds: float) -> None:
+        """How long a call waits for another process's write lock before it fails busy
+        (default database.BUSY_TIMEOUT); 0 fails at once, and nothing of the call is done."""
+        self.conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
