@@ -146,6 +146,9 @@ def test_a_resumed_worker_does_not_send_claims_another_has_finished(
     stale = hookctl("retry-loop", "--json", "-c", "10", "--per-host", "10", env=lease)
     try:
         wait_for(lambda: receiver.arrived() >= first_round + 15, what="the first worker's sends")
+        # Stop it while its requests wait for their answers (0.3 s), not between a check of
+        # its lease and the bytes leaving: that instant cannot be closed from inside.
+        time.sleep(0.1)
         stale.send_signal(signal.SIGSTOP)
         time.sleep(2.5)  # past its lease
         other = hookctl("retry-loop", "--json", "-c", "50", env=lease)
