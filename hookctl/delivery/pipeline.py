@@ -111,6 +111,8 @@ class Pipeline:
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
         self._closing = False  # the run is over: the writer stops
+        self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
+        self._healthy.set()
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -323,14 +325,20 @@ class Pipeline:
         pause = RETRY_PAUSE
         for attempt in range(1, STORE_RETRIES + 2):
             try:
-                return await self.db.call(method, *args, **kwargs)
+                result = await self.db.call(method, *args, **kwargs)
             except StoreError as exc:
                 if self._broken is not None or attempt > STORE_RETRIES:
                     self._broken = self._broken or exc
+                    self._healthy.set()  # the waiting sends see it broken, and send nothing
                     raise
+                # Nothing more goes out while outcomes cannot be recorded.
+                self._healthy.clear()
                 self.observer.notify(observe.StoreRetry(str(exc), attempt))
                 await asyncio.sleep(pause)
                 pause *= 2
+            else:
+                self._healthy.set()
+                return result
         raise AssertionError("unreachable")
 
     # --- attempts -------------------------------------------------------------------------------
@@ -385,6 +393,8 @@ class Pipeline:
     async def _still_ours(self, delivery_id: str) -> bool:
         """Whether this claim's lease still holds, cheaply: a clock read while the leases were
         confirmed recently; otherwise one re-extension for every claim held, shared."""
+        if not self._healthy.is_set():
+            await self._healthy.wait()  # a store call is failing: wait for it to go through
         if self._broken is not None:
             return False
         if self.options.clock() - self._confirmed_at >= self._lease / 2:
