@@ -17,8 +17,8 @@ re-extension for every claim waiting), and one another worker took over is dropp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets as _secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +117,9 @@ class Pipeline:
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
         self._event_ids = EventIds()
+        self._closing = False  # the run is over: the writer stops
+        self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
+        self._healthy.set()
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -328,7 +331,11 @@ class Pipeline:
             raise
         finally:
             if writer is not None:
-                writer.cancel()
+                # Told, not cancelled, in the ordinary case: it may be mid-write.
+                self._closing = True
+                self._wake.set()
+                if sys.exc_info()[0] is not None:
+                    writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
         if self._broken is not None:
             raise self._failure(self._broken)
@@ -358,14 +365,20 @@ class Pipeline:
         pause = RETRY_PAUSE
         for attempt in range(1, STORE_RETRIES + 2):
             try:
-                return await self.db.call(method, *args, **kwargs)
+                result = await self.db.call(method, *args, **kwargs)
             except StoreError as exc:
                 if self._broken is not None or attempt > STORE_RETRIES:
                     self._broken = self._broken or exc
+                    self._healthy.set()  # the waiting sends see it broken, and send nothing
                     raise
+                # Nothing more goes out while outcomes cannot be recorded.
+                self._healthy.clear()
                 self.observer.notify(observe.StoreRetry(str(exc), attempt))
                 await asyncio.sleep(pause)
                 pause *= 2
+            else:
+                self._healthy.set()
+                return result
         raise AssertionError("unreachable")
 
     # --- attempts -------------------------------------------------------------------------------
@@ -427,6 +440,8 @@ class Pipeline:
     async def _still_ours(self, delivery_id: str) -> bool:
         """Whether this claim's lease still holds, cheaply: a clock read while the leases were
         confirmed recently; otherwise one re-extension for every claim held, shared."""
+        if not self._healthy.is_set():
+            await self._healthy.wait()  # a store call is failing: wait for it to go through
         if self._broken is not None:
             return False
         if self.options.clock() - self._confirmed_at >= self._lease / 2:
@@ -581,11 +596,17 @@ class Pipeline:
 
     async def _writer(self) -> None:
         """Record outcomes as they come in, and keep the leases of what is held."""
-        while True:
+        while not self._closing:
             renew_in = self._confirmed_at + self._lease / 3 - self.options.clock()
             if renew_in > 0 and not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=renew_in)
+                # Not wait_for: on 3.11 it can swallow a cancel that lands as the event is set.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=renew_in)
+                finally:
+                    waiter.cancel()
+            if self._closing:
+                return
             if self._done and len(self._done) < self.options.batch:
                 await asyncio.sleep(FLUSH_LINGER)  # the answers arriving now join this batch
             self._wake.clear()
