@@ -207,6 +207,12 @@ class Store(Queue, Log, Events, Protocol):
         """The database as messages name it (a path; a URL with any password masked)."""
         ...
 
+    def wait_when_busy(self, seconds: float) -> None:
+        """How long a call waits for another client's lock before it raises DatabaseBusy
+        (0: at once, with nothing of the call done). The pipeline's store thread sets 0 so a
+        busy database moves its calls off the event loop instead of stalling it."""
+        ...
+
     def check_integrity(self) -> list[str]:
         """What the backend's own consistency checks find wrong (empty: healthy)."""
         ...

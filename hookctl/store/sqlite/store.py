@@ -124,7 +124,8 @@ class SQLiteStore:
     def wait_when_busy(self, seconds: float) -> None:
         """How long a call waits for another process's write lock before it fails busy
         (default database.BUSY_TIMEOUT); 0 fails at once, and nothing of the call is done."""
-        self.conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     def close(self) -> None:
         """Close the connection; a holder that holds nothing any more leaves lease_holders."""
