@@ -19,6 +19,7 @@ for _module in (
     "commands_tools",
     "commands_plan",
     "commands_store",
+    "commands_endpoints",
     "commands_listen",
     "commands_sign",
     "commands_serve",

@@ -133,7 +133,12 @@ def log(
                 printer.json(log_record(row, iso))
             return
         table = (
-            {**vars(row), "updated": short_time(row.updated_at), "attempts": _attempts(row)}
+            {
+                **vars(row),
+                "updated": short_time(row.updated_at),
+                "attempts": _attempts(row),
+                "error": waiting(row) or row.error,
+            }
             for row in rows
         )
         # A terminal gets the rich table even under NO_COLOR (rich drops the colour itself).
@@ -148,6 +153,15 @@ def _attempts(row: "Delivery") -> str:
     from hookctl.cli.output import plural
 
     return f"{row.attempts}" + (f" ({plural(row.replays, 'replay')})" if row.replays else "")
+
+
+def waiting(row: "Delivery") -> str | None:
+    """Why a pending delivery is not being sent, if its endpoint is paused (issue 15)."""
+    if row.status != "pending" or row.paused_since is None or row.endpoint is None:
+        return None
+    from hookctl.store.endpoint import paused_note
+
+    return paused_note(row.endpoint, row.paused_since)
 
 
 def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
@@ -168,6 +182,8 @@ def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
         "next_attempt_at": iso(row.next_attempt_at),
+        "endpoint": row.endpoint,
+        "waiting": waiting(row),  # why a pending one is not sent (its endpoint is paused)
     }
 
 
@@ -212,6 +228,8 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
     if row.next_attempt_at:
         out.write(f", next attempt {short_time(row.next_attempt_at)}")
     out.write("\n")
+    if held := waiting(row):
+        out.write(f"waiting: {safe(held)}\n")
     count = plural(row.attempts, "attempt")
     replays = row.replays
     out.write(count + (f", {plural(replays, 'replay')}" if replays else "") + "\n\n")

@@ -32,6 +32,7 @@ from hookctl.errors import RenderError, StoreError
 from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
+from hookctl.store.endpoint import endpoint_of, paused_note
 from hookctl.store.errors import DatabaseUnusable
 from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent
 from hookctl.transport.http import Outcome, Sender, host_key
@@ -246,12 +247,20 @@ class Pipeline:
         earlier = [delivery_id for delivery_id, inserted in results if not inserted]
         # What the earlier delivery became, so a duplicate says so (a failed one is no success).
         recorded = await self._store(self.db.store.statuses, earlier) if earlier else {}
+        # A paused endpoint's deliveries stay pending, unsent (issue 15): the retry-loop's
+        # claims skip them until it is resumed.
+        paused = await self._store(self.db.store.paused_endpoints) if claimed else {}
         for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
                 self._report(job, delivery_id, None, recorded.get(delivery_id))
                 continue
             if job.render_error is not None:
                 self._record(job, None, job.render_error)
+                continue
+            if paused and (endpoint := endpoint_of(job.claim.url)) in paused:
+                self._record(
+                    job, None, "held: " + paused_note(endpoint, *paused[endpoint]), held=True
+                )
                 continue
             await self._start(job)
         return [

@@ -15,6 +15,9 @@ backend must guarantee (tests/contract/ checks each on every backend):
 - Attempts: `AttemptResult(sent=False)` is no attempt: not logged, not counted.
 - Follow-ups: an on_failure notice is enqueued in the same transaction as the failure, once.
 - Replays keep the id; purge removes only finished deliveries.
+- Endpoints: every delivery belongs to the endpoint its URL names (store/endpoint.py); a
+  paused endpoint's deliveries are not claimed (nor counted due), keep their attempts and
+  schedule, and are claimable again once it is resumed, by every worker on the store.
 
 Calls are synchronous and each is one transaction; a store serializes its own calls, so a
 caller may run them in a worker thread to keep them off the event loop.
@@ -31,6 +34,7 @@ from hookctl.store.records import (
     Claim,
     Delivery,
     DeliveryDetail,
+    EndpointHealth,
     NewDelivery,
     NewEvent,
     RecordedRequest,
@@ -199,7 +203,28 @@ class Events(Protocol):
         ...
 
 
-class Store(Queue, Log, Events, Protocol):
+class Endpoints(Protocol):
+    """Per-endpoint state every worker shares (pause today), and the health `endpoints` lists."""
+
+    def pause_endpoint(self, endpoint: str, *, now: float, reason: str | None = None) -> bool:
+        """Hold `endpoint`'s deliveries (claims skip them) from `now`; False if already paused.
+        `endpoint` is a canonical name (store/endpoint.py); it need not have deliveries yet."""
+        ...
+
+    def resume_endpoint(self, endpoint: str, *, now: float) -> bool:
+        """Release a paused endpoint: its due deliveries are claimable again; False if not paused."""
+        ...
+
+    def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
+        """Every paused endpoint: (since, reason)."""
+        ...
+
+    def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
+        """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        ...
+
+
+class Store(Queue, Log, Events, Endpoints, Protocol):
     """A whole backend: the queue and the log over one database, opened by open_store()."""
 
     @property

@@ -141,6 +141,31 @@ class Delivery:
     next_attempt_at: float | None  # set exactly while pending
     lease_expires_at: float | None  # set while a process holds it
     unrendered: bool  # its request could not be rendered: never sent as stored
+    endpoint: str | None = None  # scheme://host:port it goes to (hookctl/store/endpoint.py)
+    paused_since: float | None = None  # its endpoint is paused (since then): not claimed
+
+
+@dataclass
+class EndpointHealth:
+    """One endpoint as `hookctl endpoints` lists it: its deliveries and how its attempts went.
+
+    Counts of deliveries are over all time (pending, failed); attempts over the window asked for.
+    """
+
+    endpoint: str
+    pending: int
+    failed: int
+    attempts: int  # in the window
+    successes: int  # attempts in the window answered with a status the rule accepts
+    p95_ms: float | None  # attempt duration, in the window
+    last_success_at: float | None
+    paused_since: float | None
+    paused_reason: str | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Successful attempts / attempts in the window (None: no attempts)."""
+        return self.successes / self.attempts if self.attempts else None
 
 
 @dataclass

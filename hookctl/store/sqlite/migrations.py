@@ -184,6 +184,34 @@ def m007_events(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def m008_endpoints(db: sqlite_utils.Database) -> None:
+    """Each delivery's endpoint (scheme://host:port, hookctl/store/endpoint.py) and the
+    per-endpoint state every worker on the file shares (issue 15): paused since when and why.
+
+    `endpoint` is filled at enqueue; rows from before get it from their `url` here (the same
+    function names both, so they agree). The breaker's state will join `endpoints` later.
+    """
+    from hookctl.store.endpoint import endpoint_of
+
+    conn = db.conn
+    conn.execute("ALTER TABLE deliveries ADD COLUMN endpoint TEXT")
+    conn.create_function("hookctl_endpoint_of", 1, endpoint_of, deterministic=True)
+    try:
+        conn.execute("UPDATE deliveries SET endpoint = hookctl_endpoint_of(url)")
+    finally:
+        conn.create_function("hookctl_endpoint_of", 1, None)
+    conn.execute(
+        """
+        CREATE TABLE endpoints (
+            endpoint TEXT PRIMARY KEY,
+            paused_since REAL,
+            paused_reason TEXT,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
@@ -191,6 +219,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m005_replays,
     m006_lease_holder,
     m007_events,
+    m008_endpoints,
 )
 
 

@@ -29,6 +29,7 @@ from hookctl.store.records import (
     Claim,
     Delivery,
     DeliveryDetail,
+    EndpointHealth,
     NewDelivery,
     NewEvent,
     RecordedRequest,
@@ -40,6 +41,7 @@ from hookctl.store.records import (
     new_delivery_id,
 )
 from hookctl.store.sqlite import database, history
+from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite import events as stored_events
 from hookctl.store.sqlite.rows import (
     APPLY_RESULT,
@@ -673,3 +675,29 @@ class SQLiteStore:
         """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
         with self._read() as conn:
             return history.stats(conn, since=since)
+
+    # --- endpoints (issue 15; SQL in endpoints.py) ---------------------------------------------
+
+    @_locked
+    def pause_endpoint(self, endpoint: str, *, now: float, reason: str | None = None) -> bool:
+        """Hold `endpoint`'s deliveries from `now` (claims skip them); False if already paused."""
+        with self._write() as conn:
+            return endpoint_state.pause(conn, endpoint, now=now, reason=reason)
+
+    @_locked
+    def resume_endpoint(self, endpoint: str, *, now: float) -> bool:
+        """Release a paused endpoint's deliveries; False if it was not paused."""
+        with self._write() as conn:
+            return endpoint_state.resume(conn, endpoint, now=now)
+
+    @_locked
+    def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
+        """Every paused endpoint: (since, reason)."""
+        with self._read() as conn:
+            return endpoint_state.paused(conn)
+
+    @_locked
+    def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
+        """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        with self._read() as conn:
+            return endpoint_state.health(conn, since=since)
