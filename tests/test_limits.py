@@ -21,6 +21,7 @@ from jinja2.sandbox import SecurityError
 from pytest_httpserver import HTTPServer
 
 from hookctl.errors import RenderError
+from hookctl.render import sandbox
 from hookctl.render.request import ResolvedRequest
 from hookctl.render.sandbox import Budget, limits, render_capped
 from hookctl.render.templates import WebhookTemplate, environment, render_request
@@ -30,6 +31,13 @@ from tests.conftest import attempts, deliveries, ndjson
 from tests.receivers import events_ndjson, rule_yaml
 
 LOCAL = AllowList.parse(["127.0.0.1"])
+
+
+@pytest.fixture
+def slow_machine_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render budget of 60 s instead of 1 s, so the limit a test expects (loop iterations,
+    sizes) is the one that trips even on a machine too loaded to reach it within 1 s."""
+    monkeypatch.setattr(sandbox, "RENDER_SECONDS", 60.0)
 
 
 def send(url: str, timeout: float, guard: Guard | None = None, **sender: float) -> Outcome:
@@ -222,6 +230,7 @@ def render(body: object, event: dict[str, object], **webhook: object) -> None:
         ("{{ ticket.s | replace('a', ticket.s) }}", {"s": "a" * 4096}, "replace"),
     ],
 )
+@pytest.mark.usefixtures("slow_machine_budget")
 def test_templates_cannot_explode(body: object, ticket: dict[str, object], message: str) -> None:
     with pytest.raises(RenderError, match="refused by the template sandbox") as info:
         render(body, {"ticket": ticket})
@@ -274,6 +283,7 @@ def test_max_body_setting(cli, rule_file, value: object, ok: bool) -> None:
     assert result.exit_code == (0 if ok else 3), result.stderr
 
 
+@pytest.mark.usefixtures("slow_machine_budget")
 def test_an_exploding_template_fails_its_delivery_and_nothing_else(
     cli, rule_file, event_file, httpserver: HTTPServer
 ) -> None:

@@ -42,12 +42,12 @@ class Budget:
         self,
         output: int = MAX_OUTPUT,
         iterations: int = MAX_ITERATIONS,
-        seconds: float = RENDER_SECONDS,
+        seconds: float | None = None,  # None: RENDER_SECONDS, read when the budget starts
     ) -> None:
         self.output = output
         self.iterations = iterations
-        self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
+        self.seconds = RENDER_SECONDS if seconds is None else seconds
+        self.deadline = time.monotonic() + self.seconds
         self.built = 0  # characters (or list items) template operations have built so far
 
     def tick(self) -> None:
