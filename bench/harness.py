@@ -282,6 +282,11 @@ class Receiver:
         """Requests counted since the last reset, with first/last arrival times."""
         return self._call("GET", "/_bench/stats")
 
+    def ids(self, *, every: bool = False) -> dict[str, Any]:
+        """Distinct webhook-ids received since the last reset and the re-sends among them;
+        `every`: also each id's arrivals."""
+        return self._call("GET", "/_bench/ids/all" if every else "/_bench/ids")
+
     def reset(self) -> None:
         """Zero the counters."""
         self._call("POST", "/_bench/reset")

@@ -13,6 +13,9 @@ Paths under /_bench/ are controls and are not counted:
   GET  /_bench/redirect       302 to /_bench/landed (counted under "redirects", for checks)
   GET  /_bench/landed         counted under "landed": only a client that follows redirects gets here
   GET  /_bench/big            a 1 MiB body, to check that capped reads leave the pool healthy
+  GET  /_bench/ids            {"distinct", "repeats"}: webhook-ids seen, and arrivals beyond
+                              each one's first (re-sends: crash.py, stall.py); /all adds
+                              {"ids": {webhook-id: arrivals}}
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class State:
         self.by_status: dict[int, int] = {}
         self.redirects = 0
         self.landed = 0
+        self.ids: dict[str, int] = {}  # arrivals per webhook-id
 
     def stats(self) -> dict[str, object]:
         """What /_bench/stats returns."""
@@ -79,7 +83,7 @@ class HttpProtocol(asyncio.Protocol):
         self.hang = hang
         self.buf = bytearray()
         self.need: int | None = None
-        self.head: tuple[str, str, bool] = ("", "", False)
+        self.head: tuple[str, str, bool, str | None] = ("", "", False, None)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -106,7 +110,7 @@ class HttpProtocol(asyncio.Protocol):
                 lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
                 del self.buf[: end + 4]
                 method, path, _ = ([*lines[0].split(" ", 2), "", ""])[:3]
-                length, close = 0, False
+                length, close, webhook_id = 0, False, None
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     name = name.strip().lower()
@@ -114,20 +118,24 @@ class HttpProtocol(asyncio.Protocol):
                         length = int(value.strip() or 0)
                     elif name == "connection" and value.strip().lower() == "close":
                         close = True
-                self.need, self.head = length, (method, path, close)
+                    elif name == "webhook-id":
+                        webhook_id = value.strip()
+                self.need, self.head = length, (method, path, close, webhook_id)
             if len(self.buf) < self.need:
                 return
             del self.buf[: self.need]
             self.need = None
             self._answer(*self.head)
 
-    def _answer(self, method: str, path: str, close: bool) -> None:
+    def _answer(self, method: str, path: str, close: bool, webhook_id: str | None) -> None:
         state = self.state
         if path.startswith("/_bench/"):
             self._send(self._control(method, path), close)
             return
         now = time.time()
         state.count += 1
+        if webhook_id is not None:
+            state.ids[webhook_id] = state.ids.get(webhook_id, 0) + 1
         state.first = now if state.first is None else state.first
         state.last = now
         status = state.status
@@ -156,6 +164,12 @@ class HttpProtocol(asyncio.Protocol):
         if path == "/_bench/landed":
             state.landed += 1
             return response(200, b"{}")
+        if path in ("/_bench/ids", "/_bench/ids/all"):
+            repeats = sum(n - 1 for n in state.ids.values())
+            data: dict[str, object] = {"distinct": len(state.ids), "repeats": repeats}
+            if path.endswith("/all"):
+                data["ids"] = state.ids
+            return response(200, json.dumps(data).encode())
         if path == "/_bench/big":
             return response(200, b"x" * (1 << 20))
         return response(404, b"{}")

@@ -13,6 +13,9 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line
     INVALID_RULES = 3  # rules did not load; nothing was sent
     DATABASE = 4  # the delivery database cannot be used (damaged, read-only, busy, not ours)
+    # `plan` only, as terraform's -detailed-exitcode: the new rules would send something
+    # differently. An alias of USAGE's value; plan's own errors exit 1 (see README).
+    DIFFERENCES = 2
 
 
 class HookctlError(Exception):

@@ -300,14 +300,17 @@ def test_the_cron_recipe_works_as_written(tmp_path, rule_file, event_file, https
     lines = cron_block()
     settings = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
     jobs = [re.split(r"\s+", line, maxsplit=5)[5] for line in lines if line[0] in "*0123456789"]
-    assert set(settings) >= {"HOOKCTL_DB", "HOOKCTL_ALLOW_NET"} and len(jobs) == 2
+    assert set(settings) >= {"HOOKCTL_DB", "HOOKCTL_CONFIG"} and len(jobs) == 2
     installed = re.search(r"(/\S+)/hookctl retry-loop", jobs[0])
     assert installed, "the recipe gives hookctl's absolute path"
     db = tmp_path / "var" / "hookctl.db"
     secrets = tmp_path / "secrets.env"
     secrets.write_text("DEMO_TOKEN=t0k3n\n")
+    config = tmp_path / "config.toml"
+    config.write_text('allow_net = ["127.0.0.1"]\n')  # the recipe's intranet, for the receiver
     swap = {
         settings["HOOKCTL_DB"]: str(db),
+        settings["HOOKCTL_CONFIG"]: str(config),
         "/etc/hookctl/secrets.env": str(secrets),
         installed[1]: str(BIN),
     }
@@ -331,7 +334,12 @@ def test_the_cron_recipe_works_as_written(tmp_path, rule_file, event_file, https
     )
     fired = subprocess.run(
         [str(BIN / "hookctl"), "fire", "-q", "-r", str(rule), str(event_file({"id": "e1"}))],
-        env={**os.environ, "HOOKCTL_DB": str(db), "DEMO_TOKEN": "t0k3n"},
+        env={
+            **os.environ,
+            "HOOKCTL_DB": str(db),
+            "DEMO_TOKEN": "t0k3n",
+            "HOOKCTL_CONFIG": str(config),
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -345,9 +353,6 @@ def test_the_cron_recipe_works_as_written(tmp_path, rule_file, event_file, https
         "LOGNAME": "cron",
     }
     cron_env.update({k: real(v) for k, v in settings.items()})
-    cron_env["HOOKCTL_ALLOW_NET"] = (
-        "127.0.0.1"  # the recipe's intranet range, for the test's receiver
-    )
     done = subprocess.run(
         ["/bin/sh", "-c", real(jobs[0])], env=cron_env, capture_output=True, text=True, timeout=60
     )

@@ -328,3 +328,152 @@ def test_expression_leaves_see_the_sandbox_helpers_and_the_requests_limits() -> 
     twice = WebhookTemplate("POST", "https://h.example/", body={"x": "{{ s ~ s }}"}, max_body=100)
     with pytest.raises(RenderError, match="larger than 100 characters"):
         render_request(twice, {"s": "x" * 80}, environ={})
+
+
+# --- size bombs: refused before they are built ------------------------------------------------
+
+# Each asks for about 300 MB through steps whose single results stay under the 1 MB cap, so
+# only a check made before building (or the render's running total of what it built) stops
+# it. bench/render_peak.py measures the same constructs at 1 GB.
+MB = "('x' * 1000000)"
+BOMBS = {
+    "join": ("{{ range(300) | join(" + MB + ") }}", "the result of join"),
+    "indent": ("{{ ('a\\n' * 300) | indent(1000000) }}", "the result of indent"),
+    "indent-string": ("{{ ('a\\n' * 300) | indent(" + MB + ") }}", "the result of indent"),
+    "str-multiply-in-loop": (
+        "{% set ns = namespace(l=[]) %}{% for i in range(300) %}"
+        "{% set ns.l = ns.l + ['x' * 1000000] %}{% endfor %}{{ ns.l | length }}",
+        "intermediate results",
+    ),
+    "format-method": ("{{ ('{0}' * 300).format(" + MB + ") }}", "the result of format"),
+    "format-width-from-arg": ("{{ '{:{}}'.format('x', 300000000) }}", "width in format()"),
+    "format-filter": (
+        "{{ ('%s' * 300) | format(*([" + MB + "] * 300)) }}",
+        "the result of % formatting",
+    ),
+    "percent-one-value": ("{{ ('%s' * 300) % " + MB + " }}", "the result of % formatting"),
+    "center": (
+        "{{ range(300) | map('string') | map('center', 1000000) | list | length }}",
+        "intermediate results",
+    ),
+    "ljust": (
+        "{% set ns = namespace(l=[]) %}{% for i in range(300) %}"
+        "{% set ns.l = ns.l + [(i | string).ljust(1000000)] %}{% endfor %}{{ ns.l | length }}",
+        "intermediate results",
+    ),
+    "replace": (
+        "{{ range(300) | map('string') | map('replace', '', 'x' * 250000) | list | length }}",
+        "intermediate results",
+    ),
+    "expandtabs": ("{{ ('\\t' * 300).expandtabs(1000000) }}", "the result of expandtabs"),
+    "wordwrap": ("{{ ('a ' * 300) | wordwrap(1, true, " + MB + ") }}", "the result of wordwrap"),
+    "list-multiply-join": ("{{ ([" + MB + "] * 300) | join }}", "the result of join"),
+    "list-multiply-str-join": ("{{ ''.join([" + MB + "] * 300) }}", "the result of join"),
+    "list-multiply-string": ("{{ ([" + MB + "] * 300) | string }}", "given to string"),
+    "list-multiply-tojson": ("{{ ([" + MB + "] * 300) | tojson }}", "given to tojson"),
+    "list-multiply-printed": ("x{{ [" + MB + "] * 300 }}", "the printed value"),
+    "list-multiply-leaf": ({"l": "{{ [" + MB + "] * 300 }}"}, "the expression's value"),
+    "list-in-concat": ("{{ ([" + MB + "] * 300) ~ '' }}", "the result of ~"),
+    "concat-in-loop": (
+        "{% set ns = namespace(l=[]) %}{% for i in range(300) %}"
+        "{% set ns.l = ns.l + [" + MB + " ~ i] %}{% endfor %}{{ ns.l | length }}",
+        "intermediate results",
+    ),
+    "batch-fill": ("{{ [1] | batch(300000000, 'x') | list | length }}", "argument of batch"),
+}
+
+_PEAK_CHILD = """
+import json, resource, sys
+from hookctl.errors import RenderError
+from hookctl.render.templates import WebhookTemplate, render_request
+body = json.loads(sys.argv[1])
+try:
+    render_request(WebhookTemplate("POST", "https://h.example/", body=body), {}, environ={})
+    outcome = "rendered"
+except RenderError as exc:
+    outcome = str(exc)
+print(json.dumps([outcome, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))
+"""
+
+
+def render_peak(body: object) -> tuple[str, int]:
+    """Render `body` in a fresh process: how it ended, and the process's peak RSS in MB."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, json.dumps(body)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    outcome, peak_mb = json.loads(done.stdout)
+    return outcome, peak_mb
+
+
+@pytest.fixture(scope="module")
+def ordinary_peak() -> int:
+    """The peak RSS (MB) of a process rendering an ordinary body, measured once."""
+    outcome, peak = render_peak({"text": "{{ 'printer' | upper }}"})
+    assert outcome == "rendered"
+    return peak
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_size_bombs_are_refused_before_they_are_built(name: str, ordinary_peak: int) -> None:
+    body, message = BOMBS[name]
+    outcome, peak = render_peak(body)
+    assert "refused by the template sandbox" in outcome and message in outcome, outcome
+    # Before the checks, each of these built ~300 MB (up to 600 MB) before being refused.
+    assert peak - ordinary_peak < 64, (
+        f"{name}: peak RSS {peak} MB (an ordinary render: {ordinary_peak} MB)"
+    )
+
+
+def test_big_but_legitimate_templates_still_render() -> None:
+    # Each step under the cap, a few caps' worth in all, text sizes near the cap: all allowed.
+    big = "word " * 150_000  # 750 KB
+    template = WebhookTemplate(
+        method="POST",
+        url="https://example.com/h",
+        body=(
+            "{{ ticket.text | replace('word', 'w0rd') | upper | wordwrap(79) | indent(2) | length }}"
+            " {{ ticket.tags | join(', ') }} {{ '{0}-{1}'.format(ticket.tags, 7) }}"
+            " {{ '%s/%s' % (ticket.tags, 3) }} {{ ticket.tags ~ '!' }} {{ ticket.tags | tojson }}"
+        ),
+    )
+    request = render_request(template, {"ticket": {"text": big, "tags": ["a", "b"]}}, environ={})
+    assert request.body is not None
+    assert request.body.endswith("a, b ['a', 'b']-7 ['a', 'b']/3 ['a', 'b']! [\"a\", \"b\"]"), (
+        request.body[-80:]
+    )
+
+
+def test_a_size_bomb_fails_its_delivery_and_the_batch_goes_on(
+    cli, rule_file, event_file, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    url = httpserver.url_for("/hook")
+    bomb = BOMBS["concat-in-loop"][0].replace("range(300)", "range(ticket.n)")
+    rules = rule_file(
+        f"- name: bomb\n  webhook: {{url: {url!r}, body: {bomb!r}}}\n"
+        f"- name: fine\n  webhook: {{url: {url!r}}}\n"
+    )
+    events = event_file(
+        events_ndjson(2).replace('"ticket": {"id": 0', '"ticket": {"n": 300, "id": 0')
+    )
+    result = cli("fire", "--json", "-r", rules, events)
+    assert result.exit_code == 1, result.stderr
+    reports = ndjson(result.stdout)
+    by_rule: dict[str, list[dict[str, object]]] = {}
+    for report in reports:
+        by_rule.setdefault(str(report["rule"]), []).append(report)
+    # Event 0 (n=300) is refused for the bomb rule; event 1 has no n: a clear render error too.
+    assert [r["status"] for r in by_rule["fine"]] == ["succeeded", "succeeded"]
+    assert by_rule["bomb"][0]["status"] == "failed"
+    assert "intermediate results" in str(by_rule["bomb"][0]["error"])
+    assert len(httpserver.log) == 2  # the fine rule's two requests; nothing from the bomb
+    shown = cli("log", by_rule["bomb"][0]["id"])
+    assert "refused by the template sandbox" in shown.stdout

@@ -14,11 +14,10 @@ from hookctl.delivery.policy import (
     RETRY_AFTER_CAP,
     RetryPolicy,
     classify,
-    format_duration,
     next_attempt_at,
-    parse_duration,
     parse_policy,
 )
+from hookctl.durations import format_duration, parse_duration
 
 T = 1_700_000_000.0  # first attempt
 

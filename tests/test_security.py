@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -304,3 +305,114 @@ def test_url_variable_that_is_not_a_url_is_a_clear_error(cli, rule_file, event_f
         == "held: webhook.url: environment variable HOOK_URL does not hold an http(s) URL"
     )
     assert "canary-xyz" not in result.stdout + result.stderr
+
+
+# --- event data in the URL (issue 11.6) -------------------------------------------------------
+
+
+class RawTarget:
+    """A receiver that records each request's target exactly as it came on the wire."""
+
+    def __init__(self, httpserver: HTTPServer) -> None:
+        self.targets: list[str] = []
+        self.args: list[dict[str, list[str]]] = []
+        httpserver.expect_request(re.compile(".*")).respond_with_handler(self._handle)
+
+    def _handle(self, request: Request) -> Response:
+        self.targets.append(request.environ["RAW_URI"])
+        self.args.append(request.args.to_dict(flat=False))
+        return Response("ok")
+
+
+HOSTILE_ID = "5/../../admin?x=1#frag"
+
+
+def url_rule(rule_file, url: str) -> Path:  # type: ignore[no-untyped-def]
+    return rule_file(f"name: crm\non: [ticket.created]\nwebhook: {{method: POST, url: {url!r}}}\n")
+
+
+def fire_one(cli, rules: Path, event_file, ticket: dict) -> dict:  # type: ignore[no-untyped-def]
+    event = {"event": "ticket.created", "id": "e1", "ticket": ticket}
+    result = cli("fire", "--json", "--force", "-r", rules, event_file(event))
+    (report,) = ndjson(result.stdout)
+    return dict(report)
+
+
+def test_event_data_cannot_rewrite_the_path_or_the_query(
+    cli, rule_file, event_file, httpserver: HTTPServer
+) -> None:
+    receiver = RawTarget(httpserver)
+    base = httpserver.url_for("").rstrip("/")
+    rules = url_rule(rule_file, base + "/t/{{ ticket.id }}?s=abc")
+    report = fire_one(cli, rules, event_file, {"id": HOSTILE_ID})
+    assert report["status"] == "succeeded", report
+    # The rule's own path and query: the value is one segment, `/ ? #` encoded in it (the
+    # client writes `=` back as itself: in a path it is only a character).
+    assert receiver.targets == ["/t/5%2F..%2F..%2Fadmin%3Fx=1%23frag?s=abc"]
+    assert receiver.args == [{"s": ["abc"]}]
+
+
+def test_event_data_in_the_query_stays_one_query_value(
+    cli, rule_file, event_file, httpserver: HTTPServer
+) -> None:
+    receiver = RawTarget(httpserver)
+    base = httpserver.url_for("").rstrip("/")
+    rules = url_rule(rule_file, base + "/search?q={{ ticket.subject }}&s=abc")
+    report = fire_one(cli, rules, event_file, {"subject": "a&s=evil+x #y"})
+    assert report["status"] == "succeeded", report
+    assert receiver.args == [{"q": ["a&s=evil+x #y"], "s": ["abc"]}]
+
+
+def test_raw_url_inserts_a_value_as_it_is_when_the_rule_says_so(
+    cli, rule_file, event_file, httpserver: HTTPServer
+) -> None:
+    receiver = RawTarget(httpserver)
+    base = httpserver.url_for("").rstrip("/")
+    rules = url_rule(rule_file, base + "/{{ ticket.path|raw_url }}")
+    report = fire_one(cli, rules, event_file, {"path": "api/v2/tickets?expand=1"})
+    assert report["status"] == "succeeded", report
+    assert receiver.targets == ["/api/v2/tickets?expand=1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "value", "error"),
+    [
+        ("/t/{{ ticket.v }}/x", "..", "is '..', which would move up the path"),
+        ("/t/{{ ticket.v }}", ".", "is '.', which would move up the path"),
+    ],
+)
+def test_a_dot_segment_value_fails_the_delivery(
+    cli, rule_file, event_file, httpserver: HTTPServer, url: str, value: str, error: str
+) -> None:
+    receiver = RawTarget(httpserver)
+    rules = url_rule(rule_file, httpserver.url_for("").rstrip("/") + url)
+    report = fire_one(cli, rules, event_file, {"v": value})
+    assert report["status"] == "failed" and report["attempts"] == 0
+    assert error in report["error"] and receiver.targets == []
+
+
+def test_a_host_value_cannot_carry_a_path_or_credentials(cli, rule_file, event_file) -> None:
+    rules = url_rule(rule_file, "https://{{ ticket.host }}/t")
+    for value, char in (("crm.example/admin?", "/"), ("evil.example@crm.example", "@")):
+        report = fire_one(cli, rules, event_file, {"host": value})
+        assert report["status"] == "failed" and report["attempts"] == 0
+        assert f"puts {char!r} into the URL's host" in report["error"]
+    ok = cli(
+        "fire",
+        "--dry-run",
+        "-r",
+        rules,
+        event_file({"event": "ticket.created", "ticket": {"host": "crm.example:8443"}}),
+    )
+    assert "POST https://crm.example:8443/t" in ok.stdout
+
+
+def test_placement_also_holds_inside_template_blocks(cli, rule_file, event_file) -> None:
+    rules = url_rule(
+        rule_file, "https://crm.example/t/{% if ticket.id %}{{ ticket.id }}{% endif %}?s=1"
+    )
+    dry = cli(
+        "fire", "--dry-run", "-r", rules,
+        event_file({"event": "ticket.created", "ticket": {"id": HOSTILE_ID}}),
+    )  # fmt: skip
+    assert "POST https://crm.example/t/5%2F..%2F..%2Fadmin%3Fx%3D1%23frag?s=1" in dry.stdout

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -298,7 +299,11 @@ def test_a_refusal_is_a_permanent_failure_with_the_reason(
     assert result.exit_code == 1
     (report,) = ndjson(result.stdout)
     assert report["status"] == "failed" and report["next_attempt_at"] is None
-    expected = "refused by the network guard: 10.0.0.5 is a private address; allow it with --allow-net 10.0.0.5"
+    config = Path(os.environ["HOOKCTL_HOME"]) / "config.toml"
+    expected = (
+        "refused by the network guard: 10.0.0.5 is a private address; allow it with "
+        f"--allow-net 10.0.0.5, or in allow_net in {config} for every command"
+    )
     assert report["error"] == expected
     (row,) = deliveries(db_file)
     assert row["status"] == "failed" and row["attempts"] == 1 and len(attempts(db_file)) == 1
@@ -390,3 +395,209 @@ def test_retry_loop_and_replay_take_the_allow_list_too(
     assert cli("replay", row["id"], "--now").exit_code == 1  # still refused: nothing allowed
     assert cli("replay", row["id"], "--now", "--allow-net", "127.0.0.1").exit_code == 0
     assert len(httpserver.log) == 1
+
+
+# --- Unicode spellings (issue 11.1) ---------------------------------------------------------
+# The HTTP client (yarl's IDNA) turns `１２７.０.０.１` into 127.0.0.1 and connects to it without
+# resolving: the guard must judge that host, not the one as written.
+
+_DOTS = (
+    "\u3002",
+    "\uff0e",
+    "\uff61",
+)  # ideographic, full-width and half-width ideographic full stops
+_DIGIT_SETS = {
+    "full-width": 0xFF10,
+    "math bold": 0x1D7CE,
+    "math double-struck": 0x1D7D8,
+    "math sans-serif": 0x1D7E2,
+    "math monospace": 0x1D7F6,
+    "subscript": 0x2080,
+    "arabic-indic": 0x0660,  # int() reads these; IDNA does not (a name, never an address)
+    "devanagari": 0x0966,
+    "thai": 0x0E50,
+}
+_CIRCLED = {str(n): chr(0x2460 + n - 1) for n in range(1, 10)} | {"0": "\u24ea"}
+
+
+def _digits(address: str, base: int) -> str:
+    return "".join(chr(base + int(c)) if c.isdigit() else c for c in address)
+
+
+def unicode_spellings(address: str) -> list[str]:
+    """Spellings of an IPv4 address that some Unicode normalisation reads as that address."""
+    found = [_digits(address, base) for base in _DIGIT_SETS.values()]
+    found.append("".join(_CIRCLED.get(c, c) for c in address))
+    found += [address.replace(".", dot) for dot in _DOTS]
+    found.append(_digits(address, 0xFF10).replace(".", "\uff0e"))  # all full-width
+    found.append(address[:-1] + _digits(address[-1], 0xFF10))  # one digit is enough
+    found.append(_digits(address, 0xFF10) + ".")  # a trailing dot
+    superscripts = dict(
+        zip(
+            "0123456789",
+            "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079",
+            strict=True,
+        )
+    )
+    found.append("".join(superscripts.get(c, c) for c in address))
+    # `⒎` (DIGIT SEVEN FULL STOP) is "7." to IDNA: the dot itself can be a Unicode character.
+    first, rest = address.split(".", 1)
+    found.append(first[:-1] + chr(0x2487 + int(first[-1]) - 1) + rest)
+    return found
+
+
+LOOPBACK_SPELLINGS = unicode_spellings("127.0.0.1")
+GUARDED_SPELLINGS = (
+    unicode_spellings("10.0.0.5")
+    + unicode_spellings("169.254.169.254")
+    + [
+        "\u2460\u2465\u2468.\u2461\u2464\u2463.\u2460\u2465\u2468.\u2461\u2464\u2463",  # ①⑥⑨.②⑤④.①⑥⑨.②⑤④
+        "\u2491" + "0.0.5",  # ⒑ is "10." to IDNA: ⒑0.0.5 is 10.0.0.5
+    ]
+)
+
+
+@pytest.fixture
+def counting_listener() -> Iterator[tuple[int, list[int]]]:
+    """A real listener on 127.0.0.1 that answers 200 and counts every connection it accepts."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    server.settimeout(0.2)
+    accepted: list[int] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(1)
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+
+
+def send_all(guard: Guard, urls: list[str]) -> list[Outcome]:
+    async def go() -> list[Outcome]:
+        async with Sender(guard=guard) as sender:
+            return [await sender.send(ResolvedRequest("GET", u), timeout=3.0) for u in urls]
+
+    return asyncio.run(go())
+
+
+def _never_reached(outcome: Outcome) -> bool:
+    error = outcome.error or ""
+    return outcome.status_code is None and (
+        error.startswith("refused by the network guard")
+        or error.startswith("invalid URL")
+        or error == "could not resolve host"
+    )
+
+
+def test_unicode_spellings_of_guarded_addresses_never_connect(
+    counting_listener: tuple[int, list[int]],
+) -> None:
+    port, accepted = counting_listener
+    urls = [f"http://{h}:{port}/t" for h in LOOPBACK_SPELLINGS]
+    urls += [f"http://{h}/t" for h in GUARDED_SPELLINGS]
+    outcomes = send_all(Guard(resolver=fake_dns({})), urls)  # names never leave the machine
+    wrong = [
+        (u, o.status_code, o.error)
+        for u, o in zip(urls, outcomes, strict=True)
+        if not _never_reached(o)
+    ]
+    assert wrong == []
+    assert accepted == []  # not one connection reached the loopback listener
+    # Those IDNA turns into an address are refused as that address, permanently.
+    for url, outcome in zip(urls, outcomes, strict=True):
+        if outcome.error != "could not resolve host":
+            assert outcome.permanent, url
+    full_width = outcomes[0]
+    assert full_width.error == (
+        "refused by the network guard: 127.0.0.1 is a loopback address; "
+        "allow it with --allow-net 127.0.0.1"
+    )
+
+
+def test_an_allowed_address_in_a_unicode_spelling_is_refused_as_an_unusual_spelling(
+    counting_listener: tuple[int, list[int]],
+) -> None:
+    port, accepted = counting_listener
+    guard = Guard(AllowList.parse(["127.0.0.1"]))
+    (plain, odd) = send_all(
+        guard, [f"http://127.0.0.1:{port}/t", f"http://１２７.０.０.１:{port}/t"]
+    )
+    assert plain.status_code == 200
+    assert (
+        odd.error
+        == "invalid URL: １２７.０.０.１ is an unusual spelling of 127.0.0.1; write 127.0.0.1"
+    )
+    assert odd.permanent and len(accepted) == 1
+
+
+def test_the_connect_time_backstop_refuses_a_peer_the_guard_did_not_clear(
+    counting_listener: tuple[int, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should some future path skip the checks before the request (simulated here by
+    # switching the literal check off), the socket factory still sees the peer and refuses it.
+    port, accepted = counting_listener
+
+    async def skipped(self: Sender, url: object, text: str) -> None:
+        return None
+
+    monkeypatch.setattr(Sender, "_check_literal", skipped)
+    (outcome,) = send_all(Guard(), [f"http://１２７.０.０.１:{port}/t"])
+    assert outcome.status_code is None and outcome.permanent
+    assert outcome.error == (
+        "refused by the network guard: 127.0.0.1 is a loopback address; "
+        "allow it with --allow-net 127.0.0.1"
+    )
+    assert accepted == []
+    allowed = send_all(Guard(AllowList.parse(["127.0.0.1"])), [f"http://１２７.０.０.１:{port}/t"])
+    assert (
+        allowed[0].status_code == 200 and len(accepted) == 1
+    )  # the backstop opens what is allowed
+
+
+def test_a_name_allowed_by_name_passes_the_backstop(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    guard = Guard(AllowList.parse(["crm.intranet"]), fake_dns({"crm.intranet": ["127.0.0.1"]}))
+    outcome = send(guard, f"http://crm.intranet:{httpserver.port}/hook")
+    assert outcome.status_code == 200, outcome.error
+
+
+def test_fire_with_a_unicode_host_from_the_event_reaches_nothing(
+    cli, rule_file, event_file, counting_listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, accepted = counting_listener
+    monkeypatch.delenv("HOOKCTL_ALLOW_NET")
+    rules = rule_file(rule(f"http://{{{{ ticket.host }}}}:{port}/t", retry="none"))
+    events = [
+        {"event": "ticket.created", "id": f"e{n}", "ticket": {"id": n, "host": host}}
+        for n, host in enumerate(LOOPBACK_SPELLINGS)
+    ]
+    result = cli("fire", "--json", "-r", rules, event_file(events))
+    reports = ndjson(result.stdout)
+    assert result.exit_code == 1 and len(reports) == len(events)
+    assert all(r["status"] == "failed" for r in reports)
+    assert accepted == []

@@ -267,7 +267,8 @@ def test_log_queries_use_indexes(store: Store) -> None:
     assert len(selects) >= len(filters) + 6
     for sql in selects:
         plan = store.query_plan(sql)
-        scans = [step for step in plan if step.startswith("SCAN")]
+        # `endpoints` has a row per receiving server (a handful): read whole, never a scan that grows.
+        scans = [step for step in plan if step.startswith("SCAN") and step != "SCAN endpoints"]
         if "WHERE" in sql:
             assert not scans, f"{sql}\n{plan}"
         else:  # the unfiltered log: walk the id index backwards and stop at the limit

@@ -78,7 +78,7 @@ def test_a_write_lock_held_past_the_busy_timeout_mid_fire_loses_no_outcome(
     rules = rule_file(rule_yaml(receiver.url, retry="{every: 1m, retries: 3}"))
     result = cli("fire", "-r", rules, event_file(events_ndjson(count)), "--json", "-c", "20")
     assert lock_at.is_set(), "the lock was never taken mid-run"
-    holder[0].wait(timeout=30)
+    holder[0].communicate(timeout=30)  # and closes its pipe
     assert result.exit_code == 0, result.stderr
     reports = ndjson(result.stdout)
     assert len(reports) == count and {r["status"] for r in reports} == {"succeeded"}, [
@@ -146,6 +146,9 @@ def test_a_resumed_worker_does_not_send_claims_another_has_finished(
     stale = hookctl("retry-loop", "--json", "-c", "10", "--per-host", "10", env=lease)
     try:
         wait_for(lambda: receiver.arrived() >= first_round + 15, what="the first worker's sends")
+        # Stop it while its requests wait for their answers (0.3 s), not between a check of
+        # its lease and the bytes leaving: that instant cannot be closed from inside.
+        time.sleep(0.1)
         stale.send_signal(signal.SIGSTOP)
         time.sleep(2.5)  # past its lease
         other = hookctl("retry-loop", "--json", "-c", "50", env=lease)

@@ -17,9 +17,12 @@ for _module in (
     "commands_send",
     "commands_rules",
     "commands_tools",
+    "commands_plan",
     "commands_store",
+    "commands_endpoints",
     "commands_listen",
     "commands_sign",
+    "commands_serve",
 ):
     importlib.import_module(f"hookctl.cli.{_module}")
 

@@ -149,7 +149,7 @@ def duration(value: str | None, option: str) -> float | None:
     """A duration option (30s, 5m, 2h) in seconds, or a usage error naming the option."""
     if value is None:
         return None
-    from hookctl.delivery.policy import parse_duration
+    from hookctl.durations import parse_duration
 
     try:
         return parse_duration(value)
@@ -207,16 +207,22 @@ def open_store(db: str | None, *, create: bool = False) -> "Store":
     return _open(store_path(db), create=create)
 
 
+def allow_entries(flags: list[str] | None) -> tuple[str, ...]:
+    """This process's network allow-list: the config file's allow_net, --allow-net, $HOOKCTL_ALLOW_NET."""
+    from hookctl.config import load_config
+
+    extra = (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", ""))
+    entries = [e.strip() for flag in extra for e in flag.split(",")]
+    return (*load_config().allow_net, *(e for e in entries if e))
+
+
 def network_guard(flags: list[str] | None) -> "Guard":
-    """The network guard for this run: --allow-net entries plus $HOOKCTL_ALLOW_NET."""
+    """The network guard for this run: the config file's allow_net, --allow-net, $HOOKCTL_ALLOW_NET."""
+    from hookctl.config import config_path
     from hookctl.transport.netguard import AllowList, Guard
 
-    entries = [
-        e
-        for flag in (*(flags or ()), os.environ.get("HOOKCTL_ALLOW_NET", ""))
-        for e in flag.split(",")
-    ]
     try:
-        return Guard(AllowList.parse(entries))
+        allow = AllowList.parse(allow_entries(flags))
     except ValueError as exc:
         raise UsageError(f"--allow-net: {exc}") from None
+    return Guard(allow, config_file=str(config_path()))

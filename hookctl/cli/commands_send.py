@@ -13,6 +13,7 @@ from hookctl.cli.app import (
     JsonOption,
     QuietOption,
     RulesOption,
+    allow_entries,
     app,
     duration,
     exit_with,
@@ -25,7 +26,7 @@ from hookctl.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from hookctl.delivery.reports import Summary
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard
 
 ConcurrencyOption = Annotated[
@@ -57,7 +58,9 @@ AllowNetOption = Annotated[
     typer.Option(
         "--allow-net",
         help="Let requests reach this private network or host, e.g. 10.1.2.0/24 or crm.intranet "
-        "(repeatable; also $HOOKCTL_ALLOW_NET, comma-separated). Everything else private stays refused.",
+        "(repeatable; also $HOOKCTL_ALLOW_NET, comma-separated), on top of allow_net in "
+        "~/.config/hookctl/config.toml ($HOOKCTL_CONFIG), which every command reads. "
+        "Everything else private stays refused.",
         show_default=False,
     ),
 ]
@@ -92,6 +95,15 @@ def fire(
     quiet: QuietOption = False,
     lease: LeaseOption = None,
     allow_net: AllowNetOption = None,
+    keep_events: Annotated[
+        bool,
+        typer.Option(
+            "--keep-events/--no-keep-events",
+            envvar="HOOKCTL_KEEP_EVENTS",
+            help="Keep every event read in the database, for `hookctl plan` "
+            "(also $HOOKCTL_KEEP_EVENTS=0/1).",
+        ),
+    ] = True,
 ) -> None:
     """Match events against rules and send the webhooks.
 
@@ -137,6 +149,9 @@ def fire(
                 force=force,
                 dry_run=dry_run,
                 lease_seconds=duration(lease, "--lease"),
+                # Recorded with each delivery: a later process without it holds, not fails.
+                allow_net=tuple(dict.fromkeys(allow_entries(allow_net))),
+                keep_events=keep_events,
             )
         )
     finally:

@@ -12,6 +12,7 @@ from hookctl.cli.app import (
     DbOption,
     JsonOption,
     RulesOption,
+    allow_entries,
     app,
     exit_with,
     handle_errors,
@@ -132,7 +133,12 @@ def log(
                 printer.json(log_record(row, iso))
             return
         table = (
-            {**vars(row), "updated": short_time(row.updated_at), "attempts": _attempts(row)}
+            {
+                **vars(row),
+                "updated": short_time(row.updated_at),
+                "attempts": _attempts(row),
+                "error": waiting(row) or row.error,
+            }
             for row in rows
         )
         # A terminal gets the rich table even under NO_COLOR (rich drops the colour itself).
@@ -147,6 +153,15 @@ def _attempts(row: "Delivery") -> str:
     from hookctl.cli.output import plural
 
     return f"{row.attempts}" + (f" ({plural(row.replays, 'replay')})" if row.replays else "")
+
+
+def waiting(row: "Delivery") -> str | None:
+    """Why a pending delivery is not being sent, if its endpoint is paused (issue 15)."""
+    if row.status != "pending" or row.paused_since is None or row.endpoint is None:
+        return None
+    from hookctl.store.endpoint import paused_note
+
+    return paused_note(row.endpoint, row.paused_since)
 
 
 def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
@@ -167,6 +182,8 @@ def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
         "next_attempt_at": iso(row.next_attempt_at),
+        "endpoint": row.endpoint,
+        "waiting": waiting(row),  # why a pending one is not sent (its endpoint is paused)
     }
 
 
@@ -188,6 +205,9 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
         record = log_record(row, iso)
         record["request"] = masked.to_dict() if masked else None
         record["unrendered"] = row.unrendered
+        # The network allow-list the delivery was fired with (what a later process is held to).
+        record["allow_net"] = list(stored.get("allow_net") or ())
+        record["stored_event"] = detail.event_ref  # the evt_... `plan` replays, if kept
         record["attempts_detail"] = [
             {
                 "number": a.number,
@@ -208,6 +228,8 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
     if row.next_attempt_at:
         out.write(f", next attempt {short_time(row.next_attempt_at)}")
     out.write("\n")
+    if held := waiting(row):
+        out.write(f"waiting: {safe(held)}\n")
     count = plural(row.attempts, "attempt")
     replays = row.replays
     out.write(count + (f", {plural(replays, 'replay')}" if replays else "") + "\n\n")
@@ -292,6 +314,13 @@ def replay(
             ids=ids or (), status=_status(status), rule=rule, since=window_start(since)
         )
         rendered, refused, notes = _render_again(store.unrendered(selected), rules_paths)
+        for delivery_id, new in rendered.items():
+            # Rendered anew: keep the allow-list it was fired with (and add this run's).
+            detail = store.get(delivery_id)
+            old = (detail.request if detail else None) or {}
+            kept = dict.fromkeys([*(old.get("allow_net") or ()), *allow_entries(allow_net)])
+            if kept:
+                new.request["allow_net"] = list(kept)
         for delivery_id, reason in refused.items():
             sys.stderr.write(f"{delivery_id}: not replayed: {reason}\n")
         chosen = [i for i in selected if i not in refused]
@@ -386,6 +415,8 @@ def purge(
 ) -> None:
     """Delete succeeded and failed deliveries (and their attempts) older than a window. Pending ones stay.
 
+    Stored events (what `hookctl plan` replays) received before the window go too.
+
     Example: hookctl purge --older-than 30d
     """
     cutoff = window_start(older_than, "--older-than")
@@ -393,6 +424,8 @@ def purge(
     store = open_store(db)
     try:
         count = store.purge(older_than=cutoff)
+        events = store.purge_events(older_than=cutoff)
     finally:
         store.close()
-    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted\n")
+    gone = f", {events} stored event{'' if events == 1 else 's'} deleted" if events else ""
+    sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted{gone}\n")

@@ -87,10 +87,6 @@ def _plain_lines(node: _Node, indent: str) -> list[str]:
     return lines
 
 
-def _paint(text: str, code: str, on: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if on else text
-
-
 def _pick(rules: "list[Rule]", name: str | None) -> "list[Rule]":
     if name is None:
         return rules
@@ -264,7 +260,9 @@ def test_rules(
             "Error: no test cases found (add tests: to a rule, or files under tests/)\n"
         )
         raise typer.Exit(int(ExitCode.FAILED))
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    from hookctl.cli.output import use_color
+
+    color = use_color(sys.stdout)
     passed = failed = 0
     for result in ruletest.run(rules, cases):
         passed, failed = passed + result.passed, failed + (not result.passed)
@@ -285,10 +283,10 @@ def test_rules(
 
 
 def _case_text(result: "CaseResult", color: bool) -> None:
-    from hookctl.cli.output import safe
+    from hookctl.cli.output import paint, safe
 
     case = result.case
-    mark = _paint("PASS", "32", color) if result.passed else _paint("FAIL", "31;1", color)
+    mark = paint("PASS", "green", color) if result.passed else paint("FAIL", "bold red", color)
     lines = [f"{mark}  {safe(case.rule)}: {safe(case.name)}  ({safe(case.where)})"]
     for problem in result.problems:
         lines += ["      " + safe(line) for line in problem.splitlines()]
@@ -392,6 +390,14 @@ def stats(
     ] = None,
     db: DbOption = None,
     json_lines: JsonOption = False,
+    prometheus: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus",
+            help="Print the store's gauges in the Prometheus text format (as `serve`'s /metrics "
+            "has them), for node_exporter's textfile collector.",
+        ),
+    ] = False,
 ) -> None:
     """A health check: deliveries by status and rule, success rate, latency, failing endpoints.
 
@@ -404,6 +410,14 @@ def stats(
 
     start = window_start(since)
     store = open_store(db)
+    if prometheus:
+        from hookctl.serve.metrics import store_text
+
+        try:
+            sys.stdout.write(store_text(store).decode())
+        finally:
+            store.close()
+        return
     try:
         found = store.stats(since=start)
     finally:

@@ -17,6 +17,9 @@ from hookctl.render.request import MaskedRequest
 
 PROGRESS_AFTER = 0.5  # seconds a batch runs before a progress bar appears
 
+# Colours are named as rich names them ("bold red"): rich draws tables, trees and progress
+# with these names, and `paint` writes the same names as ANSI codes for plain lines, where
+# importing rich would cost more than the line (fire prints one per delivery).
 STATUS_STYLE = {
     "succeeded": "green",
     "pending": "yellow",
@@ -24,6 +27,7 @@ STATUS_STYLE = {
     "duplicate": "dim",
     "dry-run": "cyan",
 }
+_ANSI = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 
 
 # Characters a terminal acts on rather than shows: C0 controls (ESC starts CSI and OSC
@@ -79,6 +83,13 @@ def use_color(stream: TextIO) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
 
+def paint(text: str, style: str, on: bool = True) -> str:
+    """`text` in a rich style name ("green", "bold red") as ANSI codes, or as is when `on` is false."""
+    if not on or not style:
+        return text
+    return f"\x1b[{';'.join(_ANSI[word] for word in style.split())}m{text}\x1b[0m"
+
+
 class Printer:
     """Writes reports as NDJSON or human lines; summaries and diagnostics go to stderr.
 
@@ -95,12 +106,6 @@ class Printer:
         self.err = sys.stderr
         self.color = use_color(self.out) if color is None else color
         self.unset: set[str] = set()  # variables dry-run requests read that are not set here
-
-    def _style(self, text: str, style: str) -> str:
-        if not self.color:
-            return text
-        codes = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "cyan": "36", "bold": "1"}
-        return f"\x1b[{codes[style]}m{text}\x1b[0m"
 
     def notify(self, event: observe.PipelineEvent) -> None:
         """The pipeline's events this printer shows: decided deliveries, unreadable events, and
@@ -134,7 +139,7 @@ class Printer:
         if self.quiet and not needs_attention(report):
             return
         label = "held" if held(report) else report.status
-        status = self._style(f"{label:<9}", STATUS_STYLE.get(report.status, "bold"))
+        status = paint(f"{label:<9}", STATUS_STYLE.get(report.status, "bold"), self.color)
         ticket = f" ticket {report.ticket}" if report.ticket else ""
         line = f"{report.rule}{ticket}  {report.method} {report.url}  {describe(report)}"
         line = f"{status} {safe(line)}"

@@ -17,8 +17,8 @@ re-extension for every claim waiting), and one another worker took over is dropp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets as _secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,11 +29,14 @@ from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
-from hookctl.events.intake import batches, dedupe_key
+from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
-from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery
+from hookctl.store.endpoint import endpoint_of, paused_note
+from hookctl.store.errors import DatabaseUnusable
+from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent
 from hookctl.transport.http import Outcome, Sender, host_key
+from hookctl.transport.netguard import allowed_by
 
 if TYPE_CHECKING:
     from hookctl.delivery.prepare import Planner
@@ -61,6 +64,10 @@ class Options:
     dry_run: bool = False
     lease_seconds: float | None = None  # None: the attempt's timeout plus LEASE_MARGIN
     batch: int = BATCH
+    # This process's network allow-list; fire records it with each delivery, so a later
+    # process refused where this one was allowed holds the delivery instead of failing it.
+    allow_net: tuple[str, ...] = ()
+    keep_events: bool = True  # store every event read (for `plan`), with its deliveries
 
 
 @dataclass
@@ -78,7 +85,7 @@ class _Done:
     result: AttemptResult
 
 
-class StoreFailed(StoreError):
+class StoreFailed(DatabaseUnusable):
     """The store stayed unwritable: the run stopped sending, and says what was not recorded."""
 
 
@@ -110,6 +117,10 @@ class Pipeline:
         self._wake = asyncio.Event()  # outcomes wait to be written
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
+        self._event_ids = EventIds()
+        self._closing = False  # the run is over: the writer stops
+        self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
+        self._healthy.set()
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -137,6 +148,7 @@ class Pipeline:
         async def run() -> None:
             async for batch in batches(events, self.options.batch):
                 jobs: list[tuple[NewDelivery, _Job]] = []
+                kept: list[NewEvent] = []  # stored with the batch's deliveries (issue 17)
                 for n, item in enumerate(batch, 1):
                     if n % YIELD_EVERY == 0:
                         # Rendering holds the loop: let answers that came in start the next sends.
@@ -146,6 +158,7 @@ class Pipeline:
                         self.observer.notify(observe.Unreadable(item))
                         continue
                     self.summary.events += 1
+                    ref = self._keep(item, kept)
                     matched = [rule for rule in rules if rule.matches(item.name, item.data)]
                     if not matched:
                         continue
@@ -155,9 +168,11 @@ class Pipeline:
                     for rule in matched:
                         planned = self._plan(rule, item, key)
                         if planned is not None:
+                            planned[0].event_ref = ref
                             jobs.append(planned)
-                if jobs:
-                    await self._submit(jobs)
+                stored = await self._submit(jobs, kept) if jobs or kept else []
+                # The batch is committed (`serve` answers its requests' 202 now).
+                self.observer.notify(observe.Committed(batch, stored))
                 if self._broken is not None:
                     return
 
@@ -185,13 +200,37 @@ class Pipeline:
             self._tell(report)
             return None
         new = self._planner.delivery(rule, event, key, request, ticket, render_error)
+        if self.options.allow_net:
+            new.request["allow_net"] = list(self.options.allow_net)
         job = _Job(_claim_of(new, self.token), event.source, event.line, render_error, request)
         return new, job
 
-    async def _submit(self, jobs: list[tuple[NewDelivery, _Job]]) -> None:
+    def _keep(self, event: Event, kept: list[NewEvent]) -> str | None:
+        """Add the event to those the batch stores (unless events are not kept); its id."""
+        if not self.options.keep_events or self.options.dry_run or self.db is None:
+            return None
+        now = self.options.clock()
+        new = NewEvent(
+            id=self._event_ids.next(now),
+            received_at=now,
+            source=event.source,
+            line=event.line,
+            event_id=event.event_id,
+            event_name=event.name,
+            ticket=event_ticket(event.data),
+            data=event.data,
+        )
+        kept.append(new)
+        return new.id
+
+    async def _submit(
+        self, jobs: list[tuple[NewDelivery, _Job]], kept: Sequence[NewEvent] = ()
+    ) -> list[tuple[int | None, str, bool]]:
+        """Store the batch (claimed) and start it; each delivery's (event line, id, inserted)."""
         assert self.db is not None
         now = self.options.clock()
-        lease = self.options.lease_seconds or (max(n.timeout for n, _ in jobs) + LEASE_MARGIN)
+        slowest = max((n.timeout for n, _ in jobs), default=0.0)
+        lease = self.options.lease_seconds or (slowest + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
         results = await self._store(
             self.db.store.enqueue,
@@ -199,6 +238,7 @@ class Pipeline:
             now=now,
             claim_token=self.token,
             lease_seconds=lease,
+            events=kept,
         )
         claimed = [delivery_id for delivery_id, inserted in results if inserted]
         self._held.update(claimed)
@@ -207,6 +247,9 @@ class Pipeline:
         earlier = [delivery_id for delivery_id, inserted in results if not inserted]
         # What the earlier delivery became, so a duplicate says so (a failed one is no success).
         recorded = await self._store(self.db.store.statuses, earlier) if earlier else {}
+        # A paused endpoint's deliveries stay pending, unsent (issue 15): the retry-loop's
+        # claims skip them until it is resumed.
+        paused = await self._store(self.db.store.paused_endpoints) if claimed else {}
         for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
             if not inserted:
                 self._report(job, delivery_id, None, recorded.get(delivery_id))
@@ -214,7 +257,16 @@ class Pipeline:
             if job.render_error is not None:
                 self._record(job, None, job.render_error)
                 continue
+            if paused and (endpoint := endpoint_of(job.claim.url)) in paused:
+                self._record(
+                    job, None, "held: " + paused_note(endpoint, *paused[endpoint]), held=True
+                )
+                continue
             await self._start(job)
+        return [
+            (job.line, delivery_id, inserted)
+            for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True)
+        ]
 
     # --- retry-loop ---------------------------------------------------------------------------
 
@@ -288,7 +340,11 @@ class Pipeline:
             raise
         finally:
             if writer is not None:
-                writer.cancel()
+                # Told, not cancelled, in the ordinary case: it may be mid-write.
+                self._closing = True
+                self._wake.set()
+                if sys.exc_info()[0] is not None:
+                    writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
         if self._broken is not None:
             raise self._failure(self._broken)
@@ -318,14 +374,20 @@ class Pipeline:
         pause = RETRY_PAUSE
         for attempt in range(1, STORE_RETRIES + 2):
             try:
-                return await self.db.call(method, *args, **kwargs)
+                result = await self.db.call(method, *args, **kwargs)
             except StoreError as exc:
                 if self._broken is not None or attempt > STORE_RETRIES:
                     self._broken = self._broken or exc
+                    self._healthy.set()  # the waiting sends see it broken, and send nothing
                     raise
+                # Nothing more goes out while outcomes cannot be recorded.
+                self._healthy.clear()
                 self.observer.notify(observe.StoreRetry(str(exc), attempt))
                 await asyncio.sleep(pause)
                 pause *= 2
+            else:
+                self._healthy.set()
+                return result
         raise AssertionError("unreachable")
 
     # --- attempts -------------------------------------------------------------------------------
@@ -370,6 +432,13 @@ class Pipeline:
                 claim.id, claim.rule, host, outcome.status_code, outcome.error, outcome.duration_ms
             )
         )
+        recorded = claim.request.get("allow_net")
+        if outcome.refused is not None and recorded and allowed_by(recorded, outcome.refused):
+            # Refused by this process's allow-list, not by the one the delivery was fired with:
+            # a setting to fix here, so held (nothing was sent), never failed for good.
+            reason = self._sender.guard.held_reason(outcome.refused, recorded)
+            self._record(job, None, reason, held=True)
+            return
         self._record(job, outcome, outcome.error)
 
     def _drop(self, delivery_id: str) -> None:
@@ -380,6 +449,8 @@ class Pipeline:
     async def _still_ours(self, delivery_id: str) -> bool:
         """Whether this claim's lease still holds, cheaply: a clock read while the leases were
         confirmed recently; otherwise one re-extension for every claim held, shared."""
+        if not self._healthy.is_set():
+            await self._healthy.wait()  # a store call is failing: wait for it to go through
         if self._broken is not None:
             return False
         if self.options.clock() - self._confirmed_at >= self._lease / 2:
@@ -526,17 +597,25 @@ class Pipeline:
         new, error = failure_notice(
             claim, result, environ=self.options.environ, now=self.options.clock()
         )
+        if self.options.allow_net:
+            new.request["allow_net"] = list(self.options.allow_net)
         return new, _Job(_claim_of(new, self.token), render_error=error)
 
     # --- the writer ------------------------------------------------------------------------------
 
     async def _writer(self) -> None:
         """Record outcomes as they come in, and keep the leases of what is held."""
-        while True:
+        while not self._closing:
             renew_in = self._confirmed_at + self._lease / 3 - self.options.clock()
             if renew_in > 0 and not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=renew_in)
+                # Not wait_for: on 3.11 it can swallow a cancel that lands as the event is set.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=renew_in)
+                finally:
+                    waiter.cancel()
+            if self._closing:
+                return
             if self._done and len(self._done) < self.options.batch:
                 await asyncio.sleep(FLUSH_LINGER)  # the answers arriving now join this batch
             self._wake.clear()
@@ -597,12 +676,15 @@ class Pipeline:
             task.add_done_callback(self._notices.discard)
 
     async def _finish(self) -> None:
-        while self._admission or self._notices:
+        while True:
+            # Write first: a write in flight (the writer task's) may start on_failure notices,
+            # and _write waits it out, so the check below sees every notice it started.
+            await self._write()
+            if not (self._admission or self._notices):
+                return
             if self._admission.closed or self._broken is not None:
                 await self._hand_back()  # what was held back after the stop goes back too
             await asyncio.gather(*self._admission.tasks, *self._notices)
-            await self._write()
-        await self._write()
 
     async def _hand_back_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

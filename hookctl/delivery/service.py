@@ -26,7 +26,7 @@ from hookctl.transport.http import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
 if TYPE_CHECKING:
     from hookctl.events.read import BadEvent, Event
     from hookctl.rules.load import Rule
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard
 
 
@@ -43,9 +43,22 @@ async def fire(
     force: bool = False,
     dry_run: bool = False,
     lease_seconds: float | None = None,
+    allow_net: tuple[str, ...] = (),
+    keep_events: bool = True,
 ) -> Summary:
-    """Match, store, send and record `events`; a dry run (no store) only renders them."""
-    options = Options(environ=environ, force=force, dry_run=dry_run, lease_seconds=lease_seconds)
+    """Match, store, send and record `events`; a dry run (no store) only renders them.
+
+    `allow_net` (this process's network allow-list) is recorded with each delivery;
+    `keep_events` stores every event read (for `plan`) with the deliveries it led to.
+    """
+    options = Options(
+        environ=environ,
+        force=force,
+        dry_run=dry_run,
+        lease_seconds=lease_seconds,
+        allow_net=allow_net,
+        keep_events=keep_events,
+    )
     if dry_run or store is None:
         return await Pipeline(None, options, observer).fire(events, rules, None)
     from hookctl.transport.http import Sender
@@ -89,7 +102,14 @@ async def drain(
                     )
                     observer.notify(observe.Due(due))
                 pipeline = Pipeline(
-                    db, Options(environ=environ, lease_seconds=lease_seconds), observer
+                    db,
+                    Options(
+                        environ=environ,
+                        lease_seconds=lease_seconds,
+                        # Recorded with the on_failure notices this pass creates.
+                        allow_net=guard.allow.entries if guard is not None else (),
+                    ),
+                    observer,
                 )
                 total.merge(await pipeline.drain(sender, stop=stop, ids=ids))
                 if every is None or stop.is_set():

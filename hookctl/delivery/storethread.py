@@ -1,53 +1,94 @@
-"""The store, off the event loop: every call runs on one worker thread of its own.
+"""The store, off the event loop whenever it would wait: calls that would block go to a thread.
 
-SQLite waits for another process's write lock (up to its busy timeout, 30 s) and for the
-disk inside the call. Made on the event loop, that wait froze every attempt in flight, so
-their measured durations grew by the stall and their answers went unread. Here the loop
-awaits a future while the thread waits: sending, reading answers and the timers go on.
+SQLite waits for another process's write lock (up to its busy timeout, 30 s) inside the call.
+Made on the event loop, that wait froze every attempt in flight: their measured durations grew
+by the stall, their answers went unread, leases went unrenewed. Here the connection is told
+never to wait (busy timeout 0) while a StoreThread has it, and each call is first made inline,
+on the loop, where an uncontended write costs what it always did. A call that finds the
+database busy has done nothing; it goes to a worker thread of its own, which retries it
+(5 ms, doubling to 100 ms apart) until it goes through or the busy timeout has passed, while
+the loop goes on sending. Once a call is on the thread, the next ones queue behind it there,
+so calls still run one at a time in the order they were made.
 
-One thread, so the calls run one at a time in the order they were made, as they did on the
-loop; the connection is used by that thread alone while a StoreThread wraps it (the caller
-makes no store calls of its own meanwhile). A remote database (PostgreSQL) fits the same
-shape: a blocking driver on its own thread.
+Why not every call on the thread: each SQLite statement releases and retakes the GIL, and
+under load every retake waits for the loop's thread; a 256-row transaction paid that 256
+times, and outcomes reached the store later (more re-sends after a crash). Measured in
+bench/crash.py; see the README's design section.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+from hookctl.errors import StoreError
+from hookctl.store.sqlite import database
+
 if TYPE_CHECKING:
-    from hookctl.store.sqlite.store import Store
+    from hookctl.store.contract import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
+FIRST_PAUSE = 0.005
+LONGEST_PAUSE = 0.1
 
 
 class StoreThread:
-    """Runs a Store's methods on a thread of its own; `await db.call(store.claim, ...)`."""
+    """Makes a Store's calls without blocking the loop; `await db.call(store.claim, ...)`."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookctl-store")
+        self._queued = 0  # calls on the thread or waiting for it: later calls go there too
+        store.wait_when_busy(0)
 
     async def call(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """`method(*args, **kwargs)` on the store's thread; the event loop runs meanwhile.
+        """`method(*args, **kwargs)`, inline if the database is free, else on the thread.
 
         A cancelled caller stops waiting, but a call that has begun runs to its end (a
         transaction is never cut in half); close() waits for it.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(method, *args, **kwargs))
+        if not self._queued:
+            try:
+                return method(*args, **kwargs)
+            except StoreError as exc:
+                if not database.is_busy(exc):
+                    raise
+        self._queued += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool, functools.partial(_until_free, method, *args, **kwargs)
+            )
+        finally:
+            self._queued -= 1
 
     def close(self) -> None:
-        """Wait for the call in progress, if any, and stop the thread (the store stays open)."""
+        """Wait for the call in progress, if any, stop the thread, and let the store wait
+        for busy locks again (it stays open)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.store.wait_when_busy(database.BUSY_TIMEOUT)
 
     def __enter__(self) -> StoreThread:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _until_free(method: Callable[..., R], *args: object, **kwargs: object) -> R:
+    """On the thread: retry a call the database was too busy for, until the busy timeout."""
+    deadline = time.monotonic() + database.BUSY_TIMEOUT
+    pause = FIRST_PAUSE
+    while True:
+        try:
+            return method(*args, **kwargs)
+        except StoreError as exc:
+            if not database.is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE)

@@ -46,8 +46,14 @@ async def batches(
     """Read events in a thread (stdin may block) and yield what is ready, up to `size` at once.
 
     The first batches are small and double up to `size`, so the first requests go out after a
-    few events are rendered and stored, not after a whole batch is.
+    few events are rendered and stored, not after a whole batch is. A source that has its own
+    `ready_batches(size)` (serve's in-loop feed) is read with it instead, with no thread.
     """
+    ready = getattr(events, "ready_batches", None)
+    if ready is not None:
+        async for prepared in ready(size):
+            yield prepared
+        return
     q: queue.Queue[Any] = queue.Queue(maxsize=size * 4)
     failure: list[BaseException] = []
 

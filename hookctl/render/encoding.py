@@ -86,10 +86,12 @@ def encode_body(data: Any, fmt: str, xml_root: str = "payload") -> str:
 
 
 def form_encode(pairs: list[tuple[str, Any]]) -> str:
+    """Form fields as `application/x-www-form-urlencoded` text."""
     return urlencode([(clean(k), clean(scalar(v))) for k, v in pairs])
 
 
 def scalar(value: Any) -> str:
+    """The text a value is sent as in a form field or an XML element (`true`, `""` for null)."""
     if value is None:
         return ""
     if value is True or value is False:
@@ -97,18 +99,21 @@ def scalar(value: Any) -> str:
     return str(value)
 
 
-def form_pairs(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Flatten to form fields: lists repeat the key, nested mappings use `parent[child]`."""
+def form_pairs(data: Any, prefix: str | None = None) -> list[tuple[str, Any]]:
+    """Flatten to form fields: lists repeat the key, nested mappings use `parent[child]`.
+
+    The one flattener: the form encoder sends these pairs, and `hookctl test` compares an
+    expected form body by them.
+    """
     if isinstance(data, Mapping):
         pairs: list[tuple[str, Any]] = []
         for key, value in data.items():
-            name = f"{prefix}[{key}]" if prefix else str(key)
-            pairs.extend(form_pairs(value, name))
+            pairs.extend(form_pairs(value, str(key) if prefix is None else f"{prefix}[{key}]"))
         return pairs
+    if prefix is None:
+        raise RenderError("webhook.body: a form body must be a mapping")
     if isinstance(data, list):
         return [pair for item in data for pair in form_pairs(item, prefix)]
-    if not prefix:
-        raise RenderError("webhook.body: a form body must be a mapping")
     return [(prefix, data)]
 
 

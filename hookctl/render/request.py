@@ -8,17 +8,16 @@ just before an attempt; the result is never stored or printed.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 from hookctl.errors import RenderError
 from hookctl.render.encoding import clean as _clean
 from hookctl.render.encoding import tojson, xml_escape
+from hookctl.render.scrub import forms_of
 from hookctl.render.signing import decode_secret
 
 # Controls a header value cannot carry (tab is allowed): CR/LF would split the request.
@@ -161,7 +160,8 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
     basic = request.basic_auth
     sign = list(request.sign)
     encode_body = _encoder(request.format)
-    sensitive: set[str] = set()
+    values: list[str] = []
+    wire: set[str] = set()  # the forms they take in this request, beside their echo forms
     for name in request.secrets:
         if name not in environ:
             raise RenderError(f"environment variable {name} is not set")
@@ -169,7 +169,8 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         token = placeholder(request.nonce, name)
         in_url = quote(_clean(value), safe=":@!$'()*,~")
         in_body = encode_body(value)
-        sensitive.update(_echo_forms(value), (in_url, in_body))
+        values.append(value)
+        wire.update((in_url, in_body))
         if url.startswith(token):
             # A variable that starts the URL holds a base or whole URL (Slack-style): as is.
             url = _url_from_env(name, value) + url[len(token) :]
@@ -185,10 +186,19 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         if basic:
             basic = (basic[0].replace(token, value), basic[1].replace(token, value))
         sign = [s.replace(token, value) for s in sign]
+    if url != request.url:
+        try:
+            check_url(url)
+        except RenderError:
+            # Not the URL in the message: it holds the secrets' values now.
+            names = ", ".join(request.secrets)
+            raise RenderError(
+                f"webhook.url: with the value of {names} filled in, it is not a valid URL"
+            ) from None
     if basic:
         credentials = base64.b64encode(_clean(f"{basic[0]}:{basic[1]}").encode()).decode()
         headers.insert(0, ("Authorization", f"Basic {credentials}"))
-        sensitive.add(credentials)
+        wire.add(credentials)
     keys = []
     for secret in sign:
         try:
@@ -201,21 +211,44 @@ def resolve(request: Request, environ: Mapping[str, str]) -> ResolvedRequest:
         headers=[(k, _clean(v)) for k, v in headers],
         content=body.encode() if body is not None else None,
         sign_keys=tuple(keys),
-        # Encoded forms of short values (a chat id like 42) would blank out unrelated text.
-        # The raw values themselves are still scrubbed: the pipeline passes them to the sender.
-        sensitive=tuple(sorted((s for s in sensitive if len(s) >= 4), key=len, reverse=True)),
+        # Forms of short values (a chat id like 42) are left out (they would blank out
+        # unrelated text); the raw values are still scrubbed: the pipeline passes them on.
+        sensitive=forms_of(tuple(values), frozenset(wire)),
     )
 
 
-@lru_cache(maxsize=64)  # the same few secrets on every delivery
-def _echo_forms(value: str) -> frozenset[str]:
-    """Forms a receiver may echo a secret back in; best effort, scrubbed from what is kept."""
-    text = _clean(value)
-    forms = {text, tojson(text)[1:-1], json.dumps(text)[1:-1], xml_escape(text)}
-    forms |= {quote(text, safe=safe) for safe in ("", "/", ":@!$'()*,~", "/:@!$'()*,~")}
-    forms |= {quote_plus(text, safe=safe) for safe in ("", "/")}
-    forms.add(base64.b64encode(text.encode()).decode())
-    return frozenset(forms)
+def check_url(url: str, where: str = "webhook.url", *, shown: str | None = None) -> None:
+    """Refuse a URL the sender could not send: parsed as the HTTP client will parse it.
+
+    An event value can make a URL unparseable (`[bad` in the host, a port of 99999, a host
+    IDNA refuses); that is this delivery's failure (RenderError), never an exception that
+    stops the batch. `shown` is the URL as an error may show it (secrets masked).
+    """
+    from yarl import URL
+
+    shown = url if shown is None else shown
+    try:
+        parts = urlsplit(url)
+        parsed = URL(url)
+    except ValueError as exc:  # UnicodeError (IDNA) is a ValueError too
+        raise RenderError(f"{where}: rendered URL is not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parsed.raw_host:
+        raise RenderError(f"{where}: rendered URL is not an http(s) URL: {shown!r}")
+    for part in (parsed.user, parsed.password):
+        # The client sends URL credentials as Basic auth, in latin-1.
+        if part and not _latin1(part):
+            raise RenderError(
+                f"{where}: the user name or password in the URL is not latin-1 text; "
+                "use webhook.auth (basic) instead"
+            )
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _url_from_env(name: str, value: str) -> str:

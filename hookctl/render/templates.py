@@ -16,12 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
 
 from hookctl.errors import RenderError
+from hookctl.events.fields import describe_missing
 from hookctl.render.encoding import CONTENT_TYPES as CONTENT_TYPES
 from hookctl.render.encoding import clean as _clean
 from hookctl.render.encoding import encode_body, form_encode, form_pairs, tojson
@@ -31,6 +32,8 @@ from hookctl.render.request import (
     HEADER_CONTROL,
     URL_UNSAFE,
     Request,
+    check_url,
+    mask,
     placeholder,
 )
 from hookctl.render.sandbox import (
@@ -40,7 +43,6 @@ from hookctl.render.sandbox import (
     make_environment,
     render_capped,
 )
-from hookctl.rules.fields import describe_missing
 
 METHODS_WITH_DEFAULT_BODY = frozenset({"POST", "PUT", "PATCH"})
 MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body changes it
@@ -64,6 +66,12 @@ def environment() -> SandboxEnvironment:
             "tojson": tojson,
             "xml_escape": xml_escape,
             "urlencode_plus": lambda v: quote_plus(_clean(str(v))),
+            # In webhook.url: insert the value as it is, not encoded for its place (render_url).
+            "raw_url": lambda v: v,
+            **{
+                f"_url_{place}": _url_filter(place)
+                for place in ("host", "path", "query", "fragment")
+            },
         }
     )
 
@@ -369,10 +377,127 @@ def _render_request(
         return _render_parts(r, webhook, event, nonce, env)
 
 
+# --- the URL: each value encoded for the place it stands in --------------------------------
+
+UrlPlace = str  # "base" (starts the URL: as is), "host", "path", "query" or "fragment"
+_RAW_URL = re.compile(r"\|\s*raw_url\s*$")
+_URL_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_BLOCK = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
+# Safe characters per place (RFC 3986), minus what would end the part or split it: a path
+# value cannot carry `/ ? # & = + ;`, a query value not `& = + ; #`, so neither escapes.
+_SAFE = {"path": "!$'()*,:@~", "query": "!$'()*,:@/?~", "fragment": "!$&'()*+,;=:@/?~"}
+_HOST_REFUSED = re.compile(r"[/?#@\\\s]")
+
+
+def url_place(before: str, starts_with_value: bool) -> UrlPlace:
+    """Where a `{{ }}` stands in a URL template, from the literal text before it."""
+    if starts_with_value:
+        before = "http://base/" + before  # a value that starts the URL gives scheme and host
+    scheme_end = before.find("://")
+    if scheme_end < 0:
+        return "base"
+    rest = before[scheme_end + 3 :]
+    if "#" in rest:
+        return "fragment"
+    if "?" in rest:
+        return "query"
+    return "path" if "/" in rest else "host"
+
+
+@lru_cache(maxsize=1024)
+def _url_parts(source: str) -> tuple[tuple[str, str, UrlPlace, bool], ...] | None:
+    """A URL template as (literal, expression, place, raw) pieces; None: no `{{ }}` in it.
+
+    The place of each value is decided by the rule's own text, never by values: a `?` that
+    an event puts into a path segment is encoded there, it does not start a query.
+    """
+    pieces = _INTERPOLATION.split(source)
+    if len(pieces) == 1:
+        return None
+    starts = pieces[0] == ""
+    parts: list[tuple[str, str, UrlPlace, bool]] = []
+    literal = ""
+    for k in range(1, len(pieces), 2):
+        literal += _BLOCK.sub("", pieces[k - 1])
+        expression = pieces[k]
+        raw = _RAW_URL.search(expression) is not None
+        place = "base" if k == 1 and starts else url_place(literal, starts)
+        parts.append((pieces[k - 1], expression, place, raw))
+    parts.append((pieces[-1], "", "", False))
+    return tuple(parts)
+
+
+def _url_value(text: str, place: UrlPlace, expression: str) -> str:
+    """A value encoded for its place in the URL (RenderError if it cannot stand there)."""
+    if _URL_CONTROL.search(text):
+        raise RenderError(
+            f"webhook.url: rendered URL contains whitespace or control characters: the value "
+            f"of {{{{{expression}}}}} has a line break or control character"
+        )
+    if place == "host":
+        bad = _HOST_REFUSED.search(text)
+        if bad:
+            raise RenderError(
+                f"webhook.url: the value of {{{{{expression}}}}} puts {bad[0]!r} into the URL's "
+                "host; a host value cannot change the path, query or credentials "
+                "(write |raw_url after it to insert it as it is)"
+            )
+        return text
+    if place == "path" and text and not text.strip("."):
+        raise RenderError(
+            f"webhook.url: the value of {{{{{expression}}}}} is {text!r}, which would move up the "
+            "path; a path value cannot be '.' or '..'"
+        )
+    return quote(text, safe=_SAFE[place])
+
+
+def render_url(r: _Renderer, source: str) -> str:
+    """The rule's webhook.url for this event, each value percent-encoded for where it stands.
+
+    A value that starts the URL (a base URL from `env` or the event) and one marked
+    `|raw_url` go in as they are. A template with `{% %}` blocks renders whole, its values
+    then placed by the filters _url_path, _url_query... (same rules, done by jinja).
+    """
+    parts = _url_parts(source)
+    if parts is None:
+        return r.text(source, "webhook.url")
+    if "{%" in source or "{#" in source:
+        return r.text(_with_url_filters(source, parts), "webhook.url")
+    out: list[str] = []
+    for literal, expression, place, raw in parts:
+        out.append(literal)
+        if not expression:
+            continue
+        text = r.text("{{" + expression + "}}", "webhook.url")
+        out.append(text if raw or place == "base" else _url_value(text, place, expression))
+    return "".join(out)
+
+
+def _with_url_filters(source: str, parts: tuple[tuple[str, str, UrlPlace, bool], ...]) -> str:
+    rewritten = []
+    for literal, expression, place, raw in parts:
+        rewritten.append(literal)
+        if not expression:
+            continue
+        if raw or place == "base":
+            rewritten.append("{{" + expression + "}}")
+        else:
+            rewritten.append("{{ (" + expression + ")|_url_" + place + " }}")
+    return "".join(rewritten)
+
+
+def _url_filter(place: UrlPlace) -> Any:
+    def encode(value: Any) -> str:
+        text = "" if value is None else value if isinstance(value, str) else str(value)
+        return _url_value(_clean(text), place, " value ")
+
+    return encode
+
+
 def _render_parts(
     r: _Renderer, webhook: WebhookTemplate, event: Mapping[str, Any], nonce: str, env: _SecretEnv
 ) -> Request:
-    url = r.text(webhook.url, "webhook.url").strip()
+    url = render_url(r, webhook.url).strip()
     headers: list[tuple[str, str]] = []
     for name, template in webhook.headers:
         headers.append((name, _header_value(r.text(template, f"webhook.headers.{name}"), name)))
@@ -453,9 +578,13 @@ def _check_url(url: str, nonce: str = "", secrets: Iterable[str] = ()) -> None:
         raise RenderError(
             f"webhook.url: rendered URL contains whitespace or control characters: {url!r}"
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RenderError(f"webhook.url: rendered URL is not an http(s) URL: {url!r}")
+    names = tuple(secrets)
+    probe = url
+    for name in names:
+        # A variable's value is only known when sending (resolve checks it then): stand in a
+        # value that is valid anywhere in a URL, a port included.
+        probe = probe.replace(placeholder(nonce, name), "0")
+    check_url(probe, shown=mask(url, nonce, names) if names else url)
 
 
 def _add_query(url: str, pairs: list[tuple[str, Any]]) -> str:

@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from hookctl.rules.fields import ABSENT, FieldPath, parse_path, resolve, walk
+from hookctl.events.fields import ABSENT, FieldPath, parse_path, resolve, walk
 from hookctl.rules.operators import (
     BUILDERS,
     OP_HINTS,

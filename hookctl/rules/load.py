@@ -9,15 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hookctl.delivery.policy import (
-    DEFAULT_POLICY,
-    RetryPolicy,
-    format_duration,
-    parse_duration,
-    parse_policy,
-)
+from hookctl.delivery.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
+from hookctl.durations import format_duration, parse_duration
 from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.render.templates import (
     WebhookTemplate,
@@ -27,7 +20,6 @@ from hookctl.rules.trust import (
     ENV_NAME,
     credential_templates,
     env_reference,
-    expansion_problem,
     secret_name,
 )
 from hookctl.rules.webhook import (
@@ -35,6 +27,7 @@ from hookctl.rules.webhook import (
     SpecChecker,
     plain,
 )
+from hookctl.rules.yamlfile import LineMapping, read_yaml
 
 DEFAULT_TIMEOUT = 3.0  # Movidesk: a webhook must answer within 3 seconds
 MAX_TIMEOUT = 120.0  # Movidesk's hard cap: "The operation was cancelled" after 2 minutes
@@ -97,44 +90,6 @@ class Rule:
         return format_duration(self.timeout)
 
 
-# --- YAML with line numbers and no silent duplicates ------------------------------------------
-
-
-class _Mapping(dict[str, Any]):
-    """A YAML mapping that remembers the line of each key."""
-
-    lines: dict[str, int]
-    line: int
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
-    mapping = _Mapping()
-    mapping.lines = {}
-    mapping.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        # YAML 1.1 reads a bare `on` as True; in a rule it can only mean the `on:` key.
-        if key is True and key_node.value in ("on", "On", "ON"):
-            key = "on"
-        if key in mapping:
-            raise yaml.MarkedYAMLError(
-                "while reading a mapping",
-                node.start_mark,
-                f"duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[str(key)] = key_node.start_mark.line + 1
-    return mapping
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 # --- loading -------------------------------------------------------------------------------
 
 
@@ -192,25 +147,9 @@ def load_rules(paths: Iterable[Path]) -> list[Rule]:
 
 def load_file(path: Path) -> list[Rule]:
     """Load the rule or list of rules in one YAML file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RuleErrors([RuleError(f"cannot read: {exc}", file=str(path))]) from None
-    try:
-        doc = yaml.load(text, Loader=_Loader)
-    except RecursionError:
-        raise RuleErrors([RuleError("invalid YAML: nested too deeply", file=str(path))]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        # The problem only, never str(exc): that quotes the lines around the error.
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=where)]) from None
+    doc = read_yaml(path)
     if doc is None:
         raise RuleErrors([RuleError("the file is empty", file=str(path))])
-    problem = expansion_problem(doc)
-    if problem:
-        raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=str(path))])
     items = doc if isinstance(doc, list) else [doc]
     rules, errors = [], []
     for index, item in enumerate(items):
@@ -369,7 +308,7 @@ def webhook_accept(spec: Any) -> str:
 
 def _build_rule(item: Any, path: Path, index: int | None) -> Rule:
     where = f"rule #{index + 1}" if index is not None else "the rule"
-    if not isinstance(item, _Mapping):
+    if not isinstance(item, LineMapping):
         raise RuleErrors(
             [RuleError(f"{where} is not a mapping (got {type(item).__name__})", file=str(path))]
         )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from hookctl.rules.fields import ABSENT
+from hookctl.events.fields import ABSENT
 
 Test = Callable[[Any], bool]
 

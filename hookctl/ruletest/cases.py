@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hookctl.errors import RuleError, RuleErrors
 from hookctl.events.read import BadEvent, Event, read_events
 from hookctl.render.request import MaskedRequest
 from hookctl.rules.load import Rule
 from hookctl.rules.webhook import METHODS
+from hookctl.rules.yamlfile import read_yaml
 from hookctl.ruletest.expectations import body_problems, differ, header_problems
 from hookctl.ruletest.explain import explain_rule, plain, show, trace_lines
 
@@ -85,49 +84,6 @@ class CaseResult:
         return not self.problems
 
 
-# --- YAML that remembers lines ---------------------------------------------------------------
-
-
-class _Lines(dict[str, Any]):
-    """A YAML mapping with the line of the mapping and of each key."""
-
-    line: int
-    lines: dict[str, int]
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct(loader: _Loader, node: yaml.MappingNode) -> _Lines:
-    mapping = _Lines()
-    mapping.line = node.start_mark.line + 1
-    mapping.lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        # YAML 1.1 reads a bare `on` as True; in a rule or an event it is the key "on".
-        key = "on" if key is True and key_node.value in ("on", "On", "ON") else str(key)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct)
-
-
-def _load(path: Path) -> Any:
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader subclass
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RuleErrors([RuleError(f"cannot read: {exc}", file=str(path))]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        # The problem only, never str(exc): that quotes the lines around the error.
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise RuleErrors([RuleError(f"invalid YAML: {problem}", file=where)]) from None
-
-
 # --- collecting cases ------------------------------------------------------------------------
 
 
@@ -153,7 +109,7 @@ def collect(rules: Sequence[Rule], case_files: Iterable[Path] = ()) -> list[Case
             _collect(_inline_cases(rule), Path(rule.source), rule.name, by_name, cases, errors)
     for path in case_files:
         try:
-            doc = _load(path)
+            doc = read_yaml(path)
         except RuleErrors as exc:
             errors.extend(exc.errors)
             continue
@@ -170,7 +126,7 @@ def collect(rules: Sequence[Rule], case_files: Iterable[Path] = ()) -> list[Case
 
 def _inline_cases(rule: Rule) -> list[Any]:
     """The rule's `tests:` as read again with line numbers (Rule.tests holds plain data)."""
-    doc = _load(Path(rule.source))
+    doc = read_yaml(Path(rule.source))
     items = doc if isinstance(doc, list) else [doc]
     for item in items:
         if isinstance(item, Mapping) and item.get("name", Path(rule.source).stem) == rule.name:

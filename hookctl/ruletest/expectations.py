@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
+from hookctl.render.encoding import form_pairs, scalar
 from hookctl.ruletest.explain import show
 
 
@@ -133,18 +134,10 @@ def _subset(expected: Any, actual: Any, path: str, problems: list[str], *, loose
 def _same(expected: Any, actual: Any, loose: bool) -> bool:
     if loose:
         # XML and form fields are text: compare the text a YAML scalar would be sent as.
-        return isinstance(actual, str) and _text(expected) == actual
+        return isinstance(actual, str) and scalar(expected) == actual
     if type(expected) is bool or type(actual) is bool:
         return expected is actual
     return bool(expected == actual)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _form_subset(expected: Any, actual: Mapping[str, list[str]], problems: list[str]) -> None:
@@ -152,8 +145,8 @@ def _form_subset(expected: Any, actual: Mapping[str, list[str]], problems: list[
         problems.append("body: a form body is compared against a mapping of fields")
         return
     wanted: dict[str, list[str]] = {}
-    for key, value in _form_pairs(expected, ""):
-        wanted.setdefault(key, []).append(_text(value))
+    for key, value in form_pairs(expected):
+        wanted.setdefault(key, []).append(scalar(value))
     for key, values in wanted.items():
         got = actual.get(key)
         if got is None:
@@ -166,16 +159,3 @@ def _form_subset(expected: Any, actual: Mapping[str, list[str]], problems: list[
                 problems.append(differ(f"body.{key}", want, have))
             else:
                 problems.append(_mismatch(f"body.{key}", want, have))
-
-
-def _form_pairs(data: Any, prefix: str) -> list[tuple[str, Any]]:
-    """Flatten like the form encoder: nested mappings as `parent[child]`, lists repeat the key."""
-    if isinstance(data, Mapping):
-        return [
-            pair
-            for key, value in data.items()
-            for pair in _form_pairs(value, f"{prefix}[{key}]" if prefix else str(key))
-        ]
-    if isinstance(data, list):
-        return [pair for item in data for pair in _form_pairs(item, prefix)]
-    return [(prefix, data)]

@@ -15,6 +15,9 @@ backend must guarantee (tests/contract/ checks each on every backend):
 - Attempts: `AttemptResult(sent=False)` is no attempt: not logged, not counted.
 - Follow-ups: an on_failure notice is enqueued in the same transaction as the failure, once.
 - Replays keep the id; purge removes only finished deliveries.
+- Endpoints: every delivery belongs to the endpoint its URL names (store/endpoint.py); a
+  paused endpoint's deliveries are not claimed (nor counted due), keep their attempts and
+  schedule, and are claimable again once it is resumed, by every worker on the store.
 
 Calls are synchronous and each is one transaction; a store serializes its own calls, so a
 caller may run them in a worker thread to keep them off the event loop.
@@ -31,8 +34,12 @@ from hookctl.store.records import (
     Claim,
     Delivery,
     DeliveryDetail,
+    EndpointHealth,
     NewDelivery,
+    NewEvent,
+    RecordedRequest,
     Stats,
+    StoredEvent,
     Unrendered,
 )
 
@@ -47,9 +54,11 @@ class Queue(Protocol):
         now: float,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        events: Sequence[NewEvent] = (),
     ) -> list[tuple[str, bool]]:
         """Durably add deliveries as pending; (id, inserted) each, the earlier id for a
-        duplicate. With claim_token they are inserted already leased to the caller."""
+        duplicate. With claim_token they are inserted already leased to the caller.
+        `events` (the events they came from, matched or not) are stored in the same transaction."""
         ...
 
     def claim(
@@ -162,12 +171,71 @@ class Log(Protocol):
         ...
 
 
-class Store(Queue, Log, Protocol):
+class Events(Protocol):
+    """The stored events `fire` and `serve` keep (written with enqueue's `events=`), for `plan`."""
+
+    def stored_events(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stored events received in [since, until), oldest first."""
+        ...
+
+    def stored_event_rules(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> set[str]:
+        """The rules with a delivery on record for an event stored in [since, until)."""
+        ...
+
+    def stored_event(self, event_ref: str) -> StoredEvent | None:
+        """One stored event by its id ("evt_..."), or None."""
+        ...
+
+    def event_of(self, delivery_id: str) -> StoredEvent | None:
+        """The stored event a delivery was made for; None if not kept (or purged)."""
+        ...
+
+    def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
+        """The stored request of each delivery in `ids` still on record, by id."""
+        ...
+
+    def purge_events(self, *, older_than: float) -> int:
+        """Delete stored events received before `older_than`."""
+        ...
+
+
+class Endpoints(Protocol):
+    """Per-endpoint state every worker shares (pause today), and the health `endpoints` lists."""
+
+    def pause_endpoint(self, endpoint: str, *, now: float, reason: str | None = None) -> bool:
+        """Hold `endpoint`'s deliveries (claims skip them) from `now`; False if already paused.
+        `endpoint` is a canonical name (store/endpoint.py); it need not have deliveries yet."""
+        ...
+
+    def resume_endpoint(self, endpoint: str, *, now: float) -> bool:
+        """Release a paused endpoint: its due deliveries are claimable again; False if not paused."""
+        ...
+
+    def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
+        """Every paused endpoint: (since, reason)."""
+        ...
+
+    def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
+        """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        ...
+
+
+class Store(Queue, Log, Events, Endpoints, Protocol):
     """A whole backend: the queue and the log over one database, opened by open_store()."""
 
     @property
     def location(self) -> str:
         """The database as messages name it (a path; a URL with any password masked)."""
+        ...
+
+    def wait_when_busy(self, seconds: float) -> None:
+        """How long a call waits for another client's lock before it raises DatabaseBusy
+        (0: at once, with nothing of the call done). The pipeline's store thread sets 0 so a
+        busy database moves its calls off the event loop instead of stalling it."""
         ...
 
     def check_integrity(self) -> list[str]:

@@ -67,6 +67,7 @@ class NewDelivery:
     on_failure: dict[str, Any] | None = None
     event: dict[str, Any] | None = None
     unrendered: bool = False  # the request could not be rendered: stored bare, never sent
+    event_ref: str | None = None  # the stored event (NewEvent.id) this delivery was made for
 
 
 @dataclass
@@ -140,6 +141,31 @@ class Delivery:
     next_attempt_at: float | None  # set exactly while pending
     lease_expires_at: float | None  # set while a process holds it
     unrendered: bool  # its request could not be rendered: never sent as stored
+    endpoint: str | None = None  # scheme://host:port it goes to (hookctl/store/endpoint.py)
+    paused_since: float | None = None  # its endpoint is paused (since then): not claimed
+
+
+@dataclass
+class EndpointHealth:
+    """One endpoint as `hookctl endpoints` lists it: its deliveries and how its attempts went.
+
+    Counts of deliveries are over all time (pending, failed); attempts over the window asked for.
+    """
+
+    endpoint: str
+    pending: int
+    failed: int
+    attempts: int  # in the window
+    successes: int  # attempts in the window answered with a status the rule accepts
+    p95_ms: float | None  # attempt duration, in the window
+    last_success_at: float | None
+    paused_since: float | None
+    paused_reason: str | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Successful attempts / attempts in the window (None: no attempts)."""
+        return self.successes / self.attempts if self.attempts else None
 
 
 @dataclass
@@ -168,6 +194,7 @@ class DeliveryDetail:
     on_failure: dict[str, Any] | None
     event: dict[str, Any] | None
     attempt_log: list[Attempt] = field(default_factory=list)
+    event_ref: str | None = None  # the stored event ("evt_...") it was made for, if kept
 
 
 @dataclass
@@ -222,3 +249,93 @@ class Stats:
         """Succeeded out of finished deliveries (None when none finished)."""
         finished = self.by_status["succeeded"] + self.by_status["failed"]
         return round(self.by_status["succeeded"] / finished, 4) if finished else None
+
+
+# --- stored events (issue 17: `fire` and `serve` keep what they read, for `plan`) ------------
+
+EVENT_ID_PREFIX = "evt_"
+EVENT_ID_PATTERN = re.compile(rf"^{EVENT_ID_PREFIX}[0-7][{_CROCKFORD}]{{25}}$")
+
+
+def new_event_id(now: float) -> str:
+    """A new "evt_" + ULID for a stored event: time-sortable like delivery ids."""
+    return EVENT_ID_PREFIX + new_delivery_id(now).removeprefix(ID_PREFIX)
+
+
+class EventIds:
+    """Monotonic stored-event ids: within one millisecond each is the last one plus one, so
+    events read in the same millisecond keep the order they were read in."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self, now: float) -> str:
+        """The next id for an event received at `now`."""
+        millis = math.floor(now * 1000)
+        if not 0 <= millis < 1 << 48:
+            raise ValueError(f"cannot make an event id for time {now!r}")
+        value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+        if value >> 80 <= self._last >> 80 and self._last + 1 < 1 << 128:
+            value = self._last + 1  # same (or an earlier) millisecond: just after the last
+        self._last = value
+        return EVENT_ID_PREFIX + _encode(value)
+
+
+def event_id_floor(when: float) -> str:
+    """The smallest stored-event id that could have been minted at `when`."""
+    return EVENT_ID_PREFIX + id_floor(when).removeprefix(ID_PREFIX)
+
+
+@dataclass
+class NewEvent:
+    """An event as read, to keep in the store with the deliveries it led to (same transaction).
+
+    `id` comes from new_event_id(received_at); a delivery made for this event names it in
+    NewDelivery.event_ref. `source` is where it came from: a file path, `<stdin>`, or
+    `http:<source>` for `serve`.
+    """
+
+    id: str
+    received_at: float
+    source: str
+    line: int | None
+    event_id: str | None  # the event's own `id` (or Movidesk's `Id`)
+    event_name: str | None
+    ticket: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class StoredEvent:
+    """An event read back from the store.
+
+    `data` is None when the event was larger than the stored-event limit: then `text` holds
+    its first bytes of JSON and `truncated` is True (it cannot be replayed). `deliveries`
+    maps each rule that matched it to the delivery on record for it (for a duplicate, the
+    earlier delivery that the event was recognised as).
+    """
+
+    id: str
+    received_at: float
+    source: str
+    line: int | None
+    event_id: str | None
+    event_name: str | None
+    ticket: str | None
+    size: int  # bytes of the event's compact JSON
+    truncated: bool
+    data: dict[str, Any] | None
+    deliveries: dict[str, str]
+    text: str | None = None  # the stored prefix of a truncated event
+
+
+@dataclass
+class RecordedRequest:
+    """What a delivery on record sent (or would send): its request as stored, placeholders kept."""
+
+    id: str
+    rule: str
+    status: Literal["pending", "succeeded", "failed"]
+    ticket: str | None
+    request: dict[str, Any]
+    unrendered: bool

@@ -3,7 +3,10 @@
 Every connection goes through the network guard (netguard.py): host names are resolved and
 checked by the connector's resolver, literal addresses are checked before the request, and the
 socket is opened to a checked address, while TLS still verifies the certificate against the
-host name in the URL.
+host name in the URL. The host judged is the one the client will use: the URL is parsed once,
+by yarl (IDNA and all: `１２７.０.０.１` is 127.0.0.1 to it), and that parsed URL is what is
+sent. A socket factory checks every peer address at connect time as well, so a connection
+that reached an address some other way than through the guard is still refused.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from hookctl import __version__
-from hookctl.delivery.policy import format_duration
+from hookctl.durations import format_duration
 from hookctl.render.request import ResolvedRequest
+from hookctl.render.scrub import scrub as _scrub
 from hookctl.render.signing import sign_headers
 from hookctl.transport.netguard import Guard, Refused, Unresolvable, parse_literal
 
@@ -48,6 +54,7 @@ class Outcome:
     response_body: str | None = None
     retry_after: float | None = None
     permanent: bool = False  # retrying cannot help (the network guard refused the address)
+    refused: Refused | None = None  # the guard's refusal: another allow-list might allow it
 
 
 class _GuardedResolver(AbstractResolver):
@@ -76,8 +83,10 @@ class _GuardedResolver(AbstractResolver):
         """Nothing to release."""
 
 
-class _OddSpelling(Exception):
-    """An IPv4 address written in an old BSD form (`2130706433`, `127.1`): aiohttp will not send it."""
+class _BadURL(Exception):
+    """A URL that will never be sent (permanent): one the client cannot parse, or an address
+    in an unusual form: an old BSD one (`2130706433`, `127.1`), which aiohttp will not send,
+    or non-ASCII characters (`１２７.０.０.１`) that IDNA turns into one."""
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -126,6 +135,7 @@ class Sender:
             limit_per_host=0,  # send() holds the per-host limit, before a global slot is taken
             resolver=_GuardedResolver(self.guard),
             use_dns_cache=False,  # the guard caches lookups, and checks every one
+            socket_factory=self._open_socket,  # the backstop: every peer address is checked
         )
         self._client = aiohttp.ClientSession(
             connector=connector,
@@ -167,19 +177,30 @@ class Sender:
                 return None
             return await self._attempt(request, timeout, (*request.sensitive, *secrets), webhook_id)
 
-    async def _check_literal(self, url: str) -> None:
-        """Check an address written in the URL: aiohttp connects to those without resolving."""
-        host = urlsplit(url).hostname or ""
-        if host in self._checked:
+    def _open_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """aiohttp's socket factory: refuse a peer the guard did not clear (raises PeerRefused)."""
+        family, type_, proto, _, sockaddr = addr_info
+        self.guard.check_peer(str(sockaddr[0]))
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    async def _check_literal(self, url: URL, text: str) -> None:
+        """Check an address in the URL: aiohttp connects to those without resolving.
+
+        `url` is the parsed URL aiohttp will use, so its host is the one the connection goes
+        to (yarl has applied IDNA); `text` is the URL as rendered, to spot unusual spellings.
+        """
+        written = urlsplit(text).hostname or ""
+        if written in self._checked:
             return
+        host = url.raw_host or ""
         literal = parse_literal(host)
         if literal is not None:
             await self.guard.addresses(host)  # raises Refused
-            if literal.version == 4 and host != str(literal):
-                raise _OddSpelling(
-                    f"invalid URL: {host} is an unusual spelling of {literal}; write {literal}"
+            if not written.isascii() or (literal.version == 4 and host != str(literal)):
+                raise _BadURL(
+                    f"invalid URL: {written} is an unusual spelling of {literal}; write {literal}"
                 )
-        self._checked.add(host)
+        self._checked.add(written)
 
     async def _attempt(
         self,
@@ -196,14 +217,21 @@ class Sender:
         body = b""
         error: str | None = None
         permanent = False
+        refused: Refused | None = None
         capped = timeout >= self.max_timeout
         timeout = min(timeout, self.max_timeout)
         try:
             async with asyncio.timeout(timeout):
-                await self._check_literal(request.url)
+                # Parsed once: the URL whose host the guard judges is the one that is sent.
+                try:
+                    url = URL(request.url)
+                    urlsplit(request.url)
+                except ValueError as exc:
+                    raise _BadURL(f"invalid URL: {exc}") from None
+                await self._check_literal(url, request.url)
                 async with self._client.request(
                     request.method,
-                    request.url,
+                    url,
                     headers=_wire_headers(request, webhook_id, int(started)),
                     data=request.content or None,
                     allow_redirects=False,
@@ -221,10 +249,19 @@ class Sender:
             error = f"timed out after {format_duration(timeout)}"
             if capped:
                 error = f"the operation was cancelled: no answer within {format_duration(timeout)} (the hard cap)"
-        except (Refused, _OddSpelling) as exc:
+        except Refused as exc:
+            error, permanent, refused = str(exc), True, exc
+        except _BadURL as exc:
             error, permanent = str(exc), True
         except Unresolvable:
             error = "could not resolve host"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, Refused):
+                error, permanent, refused = str(exc.os_error), True, exc.os_error
+            else:
+                error = describe_error(exc)
+        except aiohttp.InvalidURL as exc:
+            error, permanent = describe_error(exc), True  # the same URL is refused every time
         except aiohttp.ClientError as exc:
             error = describe_error(exc)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -237,7 +274,13 @@ class Sender:
             error = _scrub(error, secrets)
             status_reason = error if status is None else f"HTTP {status}, then {error}"
             return Outcome(
-                started, duration_ms, status, status_reason, headers, permanent=permanent
+                started,
+                duration_ms,
+                status,
+                status_reason,
+                headers,
+                permanent=permanent,
+                refused=refused,
             )
         assert status is not None
         return Outcome(
@@ -318,14 +361,12 @@ def _decode(body: bytes, secrets: tuple[str, ...]) -> str:
     return text if len(text) <= STORED_CAP else text[:STORED_CAP] + "…"
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text
-
-
 def host_key(url: str) -> str:
-    """The scheme, host and port of a URL: what per-host limits count by."""
-    parts = urlsplit(url)
+    """The scheme, host and port of a URL: what per-host limits count by (never raises)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable (`http://[bad/`): the attempt will say why; the key only groups it.
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
     return f"{parts.scheme}://{parts.netloc}"

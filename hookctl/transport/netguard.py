@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,13 +67,28 @@ BLOCKED = _nets(
 )
 # NAT64 carries an IPv4 address in its last 32 bits: that address is what gets reached.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_UNSPECIFIED = ipaddress.ip_address("0.0.0.0")
 _HOST_NAME = re.compile(
     r"^(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$"
 )
 
 
 class Refused(Exception):
-    """The guard will not connect to this host; permanent: retrying cannot change the answer."""
+    """The guard will not connect to this host: retrying with the same allow-list cannot help.
+
+    `address` is the address refused and `host` the name it was reached through (None for an
+    address written in the URL), so a caller can ask whether another allow-list would allow it.
+    """
+
+    def __init__(self, message: str, address: IPAddress, host: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+        self.host = host
+
+
+class PeerRefused(Refused, OSError):
+    """The connect-time backstop refused a socket's peer address (an OSError, so the HTTP
+    client's connection machinery passes it through as the reason the connection failed)."""
 
 
 class Unresolvable(OSError):
@@ -110,6 +126,11 @@ class AllowList:
             hosts.add(name)
         return cls(tuple(networks), frozenset(hosts))
 
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """The list in canonical form (`10.0.0.5/32`, `crm.intranet`), as a delivery records it."""
+        return (*(str(net) for net in self.networks), *sorted(self.hosts))
+
     def allows(self, address: IPAddress, host: str | None = None) -> bool:
         """True when an entry opens this address (reached through `host`, if by name)."""
         if is_metadata(address):
@@ -118,6 +139,20 @@ class AllowList:
         if host is not None and _normal_name(host) in self.hosts:
             return True
         return any(address in net for net in self.networks)
+
+
+@lru_cache(maxsize=64)
+def _parsed(entries: tuple[str, ...]) -> AllowList | None:
+    try:
+        return AllowList.parse(entries)
+    except ValueError:
+        return None
+
+
+def allowed_by(entries: Iterable[str], refused: Refused) -> bool:
+    """Whether an allow-list (one a delivery recorded, say) would let a refused address through."""
+    allow = _parsed(tuple(entries))
+    return allow is not None and allow.allows(refused.address, refused.host)
 
 
 def blocked_reason(address: IPAddress) -> str | None:
@@ -193,13 +228,18 @@ class Guard:
         *,
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        config_file: str | None = None,
     ) -> None:
         self.allow = allow or AllowList()
+        self.config_file = config_file  # named in refusals: where an allowance lasts
         self._resolver = resolver
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._pending: dict[str, asyncio.Task[tuple[str, ...]]] = {}
+        # Refused-by-default addresses this guard let through for a host (an allow-listed
+        # name): the connect-time backstop (check_peer) lets exactly these through too.
+        self._approved: set[IPAddress] = set()
 
     async def addresses(self, host: str) -> list[str]:
         """The checked addresses to connect to for `host`; raises Refused or Unresolvable."""
@@ -228,6 +268,7 @@ class Guard:
         named = host if by_name else None
         usable = [a for a in plain if blocked_reason(a) is None or self.allow.allows(a, named)]
         if usable:
+            self._approved.update(a for a in usable if blocked_reason(a) is not None)
             return usable
         address = plain[0]
         reason = blocked_reason(address)
@@ -235,7 +276,49 @@ class Guard:
         hint = f"--allow-net {address}" + (
             f" (or --allow-net {_normal_name(host)})" if by_name else ""
         )
-        raise Refused(f"refused by the network guard: {what}; allow it with {hint}")
+        hint += self._where()
+        raise Refused(f"refused by the network guard: {what}; allow it with {hint}", address, named)
+
+    def check_peer(self, peer: str) -> None:
+        """The backstop at connect time: refuse a socket to an address the guard did not clear.
+
+        Every connection the HTTP client opens passes through here, whatever path its address
+        took (a host the client normalised to an IP literal and never resolved, say), so no
+        spelling of a host can reach a refused address without an allow-list entry for it.
+        """
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            raise PeerRefused(
+                f"refused by the network guard: {peer!r} is not an address", _UNSPECIFIED
+            ) from None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        reason = blocked_reason(address)
+        if reason is None or address in self._approved or self.allow.allows(address):
+            return
+        raise PeerRefused(
+            f"refused by the network guard: {address} is {reason}; "
+            f"allow it with --allow-net {address}{self._where()}",
+            address,
+        )
+
+    def held_reason(self, refused: Refused, recorded: Iterable[str]) -> str:
+        """Why a delivery is held: this guard refuses what it was fired allowed to reach."""
+        address, host = refused.address, refused.host
+        reason = blocked_reason(address) or "not allowed"
+        what = f"{host} resolves to {address}, {reason}" if host else f"{address} is {reason}"
+        where = f"in allow_net in {self.config_file}, or " if self.config_file else ""
+        return (
+            f"held: refused by the network guard here: {what}, which the delivery was fired "
+            f"allowed to reach (allow_net {', '.join(recorded)}); allow it for every command "
+            f"{where}with --allow-net {host or address}"
+        )
+
+    def _where(self) -> str:
+        if self.config_file is None:
+            return ""
+        return f", or in allow_net in {self.config_file} for every command"
 
     async def _resolve(self, host: str) -> tuple[str, ...]:
         now = self._clock()

@@ -564,3 +564,70 @@ def test_records_have_one_name_per_field(store: Store) -> None:
         "attempt_count",
         "last_status_code",
     }
+
+
+# --- endpoints: pause and resume (issue 15) ----------------------------------------------------
+
+HOOKS = "https://hooks.example.com:443"
+
+
+def test_a_paused_endpoints_deliveries_are_not_claimed_by_any_client(backend: Backend) -> None:
+    one, other = backend(), backend()
+    held = enqueue_one(one, url="https://HOOKS.example.com/a?x=1")
+    free = enqueue_one(one, url="http://other.example:8080/b")
+    assert one.pause_endpoint(HOOKS, now=NOW, reason="maintenance")
+    assert other.paused_endpoints() == {HOOKS: (NOW, "maintenance")}
+    assert other.due_count(NOW + 10) == 1
+    assert [c.id for c in other.claim(now=NOW + 10, limit=10, lease_seconds=60, token="t")] == [
+        free
+    ]
+    assert other.claim(now=NOW + 20, limit=10, lease_seconds=60, token="t2", ids=[held]) == []
+    waiting = detail(one, held).delivery
+    assert (waiting.status, waiting.attempts, waiting.next_attempt_at) == ("pending", 0, NOW)
+    assert (waiting.endpoint, waiting.paused_since) == (HOOKS, NOW)
+    assert [d.paused_since for d in one.query() if d.id == held] == [NOW]
+    assert detail(one, free).delivery.paused_since is None
+
+
+def test_resume_makes_a_paused_endpoints_deliveries_claimable_again(backend: Backend) -> None:
+    one, other = backend(), backend()
+    held = enqueue_one(one, url="https://hooks.example.com/a")
+    assert one.pause_endpoint(HOOKS, now=NOW)
+    assert not one.pause_endpoint(HOOKS, now=NOW + 5)  # already paused: since stays NOW
+    assert one.paused_endpoints() == {HOOKS: (NOW, None)}
+    assert other.claim(now=NOW + 1, limit=10, lease_seconds=60, token="t") == []
+    assert other.resume_endpoint(HOOKS, now=NOW + 2)
+    assert not other.resume_endpoint(HOOKS, now=NOW + 3)
+    assert one.paused_endpoints() == {}
+    assert claim_one(one, "t3", now=NOW + 4).id == held
+    assert detail(one, held).delivery.paused_since is None
+
+
+def test_an_endpoint_can_be_paused_before_it_has_deliveries(store: Store) -> None:
+    assert store.pause_endpoint(HOOKS, now=NOW)
+    later = enqueue_one(store, now=NOW + 1, url="https://hooks.example.com/new")
+    assert store.claim(now=NOW + 2, limit=5, lease_seconds=60, token="t") == []
+    assert detail(store, later).delivery.paused_since == NOW
+
+
+def test_endpoint_health_counts_deliveries_and_attempts(store: Store) -> None:
+    ok = enqueue_one(store, url="https://hooks.example.com/a")
+    bad = enqueue_one(store, url="https://hooks.example.com/b")
+    enqueue_one(store, url="http://other.example/c")
+    store.complete([outcome(claim_one(store, "t", ids=[ok]))], now=NOW + 1)
+    store.complete(
+        [outcome(claim_one(store, "t", ids=[bad]), status="failed", code=500)], now=NOW + 1
+    )
+    store.pause_endpoint("http://paused.example:80", now=NOW)
+    found = {h.endpoint: h for h in store.endpoint_health(since=NOW - 60)}
+    assert sorted(found) == ["http://other.example:80", "http://paused.example:80", HOOKS]
+    hooks = found[HOOKS]
+    assert (hooks.pending, hooks.failed, hooks.attempts, hooks.successes) == (0, 1, 2, 1)
+    assert hooks.success_rate == 0.5 and hooks.p95_ms == 12.5
+    assert hooks.last_success_at == NOW + 1 and hooks.paused_since is None
+    assert (
+        found["http://other.example:80"].pending,
+        found["http://other.example:80"].attempts,
+    ) == (1, 0)
+    assert found["http://paused.example:80"].paused_since == NOW
+    assert store.endpoint_health(since=NOW + 3600)[-1].attempts == 0

@@ -25,13 +25,14 @@ from hookctl.store.records import (
     UrlTiming,
     id_floor,
 )
+from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite.rows import dicts
 
 # What the log lists: the row without its request, event or policy (no JSON to parse).
 DELIVERY_COLUMNS = (
     "id, rule, status, attempts, replays, method, url, last_status_code AS status_code, error, "
     "ticket, event_id, event_name, dedupe_key, created_at, updated_at, first_attempt_at, "
-    "next_attempt_at, lease_expires_at, unrendered"
+    "next_attempt_at, lease_expires_at, unrendered, endpoint"
 )
 ATTEMPT_COLUMNS = (
     "delivery_id, number, started_at, duration_ms, status_code, error, response_headers, "
@@ -169,7 +170,8 @@ def query(
             + " ORDER BY id DESC LIMIT ?"
         )
         page_params = [*params, before] if before is not None else params
-        rows = [delivery(row) for row in conn.execute(sql, [*page_params, page_size])]
+        held = endpoint_state.paused(conn)  # a handful of rows: read with each page
+        rows = [delivery(row, held) for row in conn.execute(sql, [*page_params, page_size])]
         yield from rows
         if len(rows) < page_size:
             return
@@ -178,16 +180,18 @@ def query(
             remaining -= len(rows)
 
 
-def delivery(row: Sequence[Any]) -> Delivery:
-    """A row of DELIVERY_COLUMNS as a Delivery."""
+def delivery(row: Sequence[Any], paused: dict[str, tuple[float, str | None]]) -> Delivery:
+    """A row of DELIVERY_COLUMNS as a Delivery; `paused` (endpoints.paused) says if it is held."""
     (id_, rule, status, attempts, replays, method, url, status_code, error, ticket, event_id,
-     event_name, dedupe_key, created, updated, first, next_at, lease, unrendered) = row  # fmt: skip
+     event_name, dedupe_key, created, updated, first, next_at, lease, unrendered,
+     endpoint) = row  # fmt: skip
     return Delivery(
         id=id_, rule=rule, status=status, attempts=attempts, replays=replays, method=method,
         url=url, status_code=status_code, error=error, ticket=ticket, event_id=event_id,
         event_name=event_name, dedupe_key=dedupe_key, created_at=created, updated_at=updated,
         first_attempt_at=first, next_attempt_at=next_at, lease_expires_at=lease,
-        unrendered=bool(unrendered),
+        unrendered=bool(unrendered), endpoint=endpoint,
+        paused_since=paused[endpoint][0] if endpoint in paused else None,
     )  # fmt: skip
 
 
@@ -201,7 +205,8 @@ def get(conn: sqlite3.Connection, delivery_id: str) -> DeliveryDetail | None:
     ).fetchall()
     (stored,) = dicts(
         conn.execute(
-            "SELECT request, body, policy, timeout, accept, on_failure, event FROM deliveries "
+            "SELECT request, body, policy, timeout, accept, on_failure, event, event_ref "
+            "FROM deliveries "
             "WHERE id = ?",
             (full_id,),
         )
@@ -213,7 +218,9 @@ def get(conn: sqlite3.Connection, delivery_id: str) -> DeliveryDetail | None:
         )
     )
     return DeliveryDetail(
-        delivery=delivery(summary), **stored, attempt_log=[Attempt(**a) for a in log]
+        delivery=delivery(summary, endpoint_state.paused(conn)),
+        **stored,
+        attempt_log=[Attempt(**a) for a in log],
     )
 
 

@@ -154,12 +154,72 @@ def m006_lease_holder(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def m007_events(db: sqlite_utils.Database) -> None:
+    """Every event `fire` (and `serve`) reads, matched or not, for `hookctl plan` (issue 17).
+
+    `id` is an "evt_" ULID minted from `received_at`, so a time window is an id range and
+    purge needs no other index. `data` is the event's compact JSON, or its first
+    MAX_STORED_EVENT_BYTES with `truncated` = 1 when it was bigger (`size` is the whole size).
+    `deliveries` maps each matched rule to the delivery on record for the event (JSON).
+    `deliveries.event_ref` is the way back from a delivery to the stored event it came from.
+    """
+    for sql in (
+        """
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            received_at REAL NOT NULL,
+            source TEXT NOT NULL,
+            line INTEGER,
+            event_id TEXT,
+            event_name TEXT,
+            ticket TEXT,
+            size INTEGER NOT NULL,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            data TEXT NOT NULL,
+            deliveries TEXT
+        )
+        """,
+        "ALTER TABLE deliveries ADD COLUMN event_ref TEXT",
+    ):
+        db.execute(sql)
+
+
+def m008_endpoints(db: sqlite_utils.Database) -> None:
+    """Each delivery's endpoint (scheme://host:port, hookctl/store/endpoint.py) and the
+    per-endpoint state every worker on the file shares (issue 15): paused since when and why.
+
+    `endpoint` is filled at enqueue; rows from before get it from their `url` here (the same
+    function names both, so they agree). The breaker's state will join `endpoints` later.
+    """
+    from hookctl.store.endpoint import endpoint_of
+
+    conn = db.conn
+    conn.execute("ALTER TABLE deliveries ADD COLUMN endpoint TEXT")
+    conn.create_function("hookctl_endpoint_of", 1, endpoint_of, deterministic=True)
+    try:
+        conn.execute("UPDATE deliveries SET endpoint = hookctl_endpoint_of(url)")
+    finally:
+        conn.create_function("hookctl_endpoint_of", 1, None)
+    conn.execute(
+        """
+        CREATE TABLE endpoints (
+            endpoint TEXT PRIMARY KEY,
+            paused_since REAL,
+            paused_reason TEXT,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
     m002_request_body,
     m005_replays,
     m006_lease_holder,
+    m007_events,
+    m008_endpoints,
 )
 
 

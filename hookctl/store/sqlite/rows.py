@@ -9,6 +9,7 @@ import json
 import sqlite3
 from typing import Any
 
+from hookctl.store.endpoint import endpoint_of
 from hookctl.store.records import NewDelivery
 
 _JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
@@ -17,8 +18,8 @@ INSERT_DELIVERY = """
 INSERT INTO deliveries (
     id, rule, event_id, event_name, ticket, dedupe_key, status, attempts, url, method, request,
     body, policy, timeout, accept, on_failure, event, created_at, updated_at, next_attempt_at,
-    lease_token, lease_expires_at, fence, unrendered, lease_holder
-) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    lease_token, lease_expires_at, fence, unrendered, lease_holder, event_ref, endpoint
+) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # A follow-up whose (rule, dedupe_key) exists already was enqueued by someone else: skip it.
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
@@ -28,9 +29,13 @@ CLAIM_COLUMNS = (
 )
 # INDEXED BY because, without statistics, the planner prefers the equality on
 # deliveries_status and then sorts every pending row.
+# A paused endpoint's deliveries are not ready: held, their attempts and schedule untouched.
+# NOT EXISTS, not NOT IN: a row with no endpoint must stay claimable.
 READY = (
     "status = 'pending' AND next_attempt_at <= :due "
-    "AND (lease_expires_at IS NULL OR lease_expires_at <= :now)"
+    "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
+    "AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.endpoint = deliveries.endpoint "
+    "AND endpoints.paused_since IS NOT NULL)"
 )
 DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"
 # The attempt is recorded even when the lease was lost: the request did happen. Numbers run
@@ -78,7 +83,7 @@ def dumps_shared(value: Any, memo: dict[int, str | None]) -> str | None:
 REPLACE_REQUEST = """
 UPDATE deliveries SET
     url = ?, method = ?, request = ?, body = ?, policy = ?, timeout = ?, accept = ?,
-    on_failure = ?, event = ?, ticket = ?, unrendered = 0
+    on_failure = ?, event = ?, ticket = ?, unrendered = 0, endpoint = ?
 WHERE id = ?
 """
 
@@ -98,7 +103,8 @@ def request_columns(
     request, body = _request_and_body(d.request)
     return (
         d.url, d.method, request, body, dumps_shared(d.policy, shared), d.timeout, d.accept,
-        dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), d.ticket, delivery_id,
+        dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), d.ticket,
+        endpoint_of(d.url), delivery_id,
     )  # fmt: skip
 
 
@@ -119,7 +125,7 @@ def delivery_row(
         request, body, dumps_shared(d.policy, shared), d.timeout, d.accept,
         dumps_shared(d.on_failure, shared), dumps_shared(d.event, shared), now, now,
         now, claim_token, lease_until, fence, int(d.unrendered),
-        holder if claim_token is not None else None,
+        holder if claim_token is not None else None, d.event_ref, endpoint_of(d.url),
     )  # fmt: skip
 
 

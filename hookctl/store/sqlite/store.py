@@ -29,13 +29,20 @@ from hookctl.store.records import (
     Claim,
     Delivery,
     DeliveryDetail,
+    EndpointHealth,
     NewDelivery,
+    NewEvent,
+    RecordedRequest,
     Stats,
+    StoredEvent,
     Unrendered,
+    event_id_floor,
     id_floor,
     new_delivery_id,
 )
 from hookctl.store.sqlite import database, history
+from hookctl.store.sqlite import endpoints as endpoint_state
+from hookctl.store.sqlite import events as stored_events
 from hookctl.store.sqlite.rows import (
     APPLY_RESULT,
     CLAIM_COLUMNS,
@@ -115,6 +122,12 @@ class SQLiteStore:
     def location(self) -> str:
         """The database, as messages name it."""
         return str(self.path)
+
+    def wait_when_busy(self, seconds: float) -> None:
+        """How long a call waits for another process's write lock before it fails busy
+        (default database.BUSY_TIMEOUT); 0 fails at once, and nothing of the call is done."""
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     def close(self) -> None:
         """Close the connection; a holder that holds nothing any more leaves lease_holders."""
@@ -210,15 +223,18 @@ class SQLiteStore:
         now: float,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        events: Sequence[NewEvent] = (),
     ) -> list[tuple[str, bool]]:
         """Durably add deliveries as pending, in one transaction; (id, False) for a duplicate.
 
         With claim_token they are inserted already leased to the caller, so a concurrent
-        retry-loop leaves them alone while this process sends them.
+        retry-loop leaves them alone while this process sends them. `events` are the events
+        read (matched or not) to keep, in the same transaction: a delivery names its event
+        in `event_ref`.
         """
         if claim_token is not None and lease_seconds <= 0:
             raise ValueError("claiming on enqueue needs lease_seconds greater than 0")
-        if not deliveries:
+        if not deliveries and not events:
             return []
         lowest, beyond = id_floor(now - ID_CLOCK_SLACK), id_floor(now + ID_CLOCK_SLACK + 0.001)
         for d in deliveries:
@@ -231,6 +247,7 @@ class SQLiteStore:
         # Encoded before the transaction, so the write lock is held only for the inserts.
         holder = self._holder.key
         rows = [delivery_row(d, now, claim_token, lease_until, shared, holder) for d in deliveries]
+        event_rows = [stored_events.encode(e) for e in events]
         results: list[tuple[str, bool]] = []
         new_rows = []
         with self._write() as conn:
@@ -247,6 +264,8 @@ class SQLiteStore:
                 results.append((d.id, True))
                 new_rows.append(row)
             conn.executemany(INSERT_DELIVERY, new_rows)
+            if event_rows:
+                stored_events.insert(conn, event_rows, deliveries, results)
         if claim_token is not None:
             self._registered = True
             self._leased.update(i for i, inserted in results if inserted)
@@ -602,8 +621,83 @@ class SQLiteStore:
             ]
         return problems
 
+    # --- stored events (issue 17; SQL in events.py) --------------------------------------------
+
+    @_locked
+    def stored_events(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stored events received in [since, until), oldest first, read a page at a time."""
+        return stored_events.iterate(self._read, since=since, until=until)
+
+    @_locked
+    def stored_event_rules(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> set[str]:
+        """The rules with a delivery on record for an event stored in [since, until)."""
+        after, before = stored_events.window_bounds(since, until)
+        with self._read() as conn:
+            return stored_events.rule_names(conn, after=after, before=before)
+
+    @_locked
+    def stored_event(self, event_ref: str) -> StoredEvent | None:
+        """One stored event by its id ("evt_..."), or None."""
+        with self._read() as conn:
+            return stored_events.get(conn, event_ref)
+
+    @_locked
+    def event_of(self, delivery_id: str) -> StoredEvent | None:
+        """The stored event a delivery was made for; None if it was not kept (or is purged)."""
+        with self._read() as conn:
+            ref = stored_events.ref_of(conn, delivery_id)
+            return stored_events.get(conn, ref) if ref else None
+
+    @_locked
+    def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
+        """The stored request of each delivery in `ids` still on record, by id."""
+        with self._read() as conn:
+            return stored_events.recorded(conn, ids)
+
+    @_locked
+    def purge_events(self, *, older_than: float) -> int:
+        """Delete stored events received before `older_than` (the deliveries' retention)."""
+        deleted = 0
+        before = event_id_floor(older_than)
+        while True:
+            with self._write() as conn:
+                ids = stored_events.purge_ids(conn, before=before, limit=_PURGE_CHUNK)
+            deleted += len(ids)
+            if len(ids) < _PURGE_CHUNK:
+                return deleted
+
     @_locked
     def stats(self, *, since: float | None = None) -> Stats:
         """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
         with self._read() as conn:
             return history.stats(conn, since=since)
+
+    # --- endpoints (issue 15; SQL in endpoints.py) ---------------------------------------------
+
+    @_locked
+    def pause_endpoint(self, endpoint: str, *, now: float, reason: str | None = None) -> bool:
+        """Hold `endpoint`'s deliveries from `now` (claims skip them); False if already paused."""
+        with self._write() as conn:
+            return endpoint_state.pause(conn, endpoint, now=now, reason=reason)
+
+    @_locked
+    def resume_endpoint(self, endpoint: str, *, now: float) -> bool:
+        """Release a paused endpoint's deliveries; False if it was not paused."""
+        with self._write() as conn:
+            return endpoint_state.resume(conn, endpoint, now=now)
+
+    @_locked
+    def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
+        """Every paused endpoint: (since, reason)."""
+        with self._read() as conn:
+            return endpoint_state.paused(conn)
+
+    @_locked
+    def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
+        """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        with self._read() as conn:
+            return endpoint_state.health(conn, since=since)

@@ -1,0 +1,192 @@
+"""`hookctl serve`'s intake: events/s accepted and committed, and the 202's p99 latency, next to a
+bare aiohttp server that reads the body and answers 202 without storing it (same run).
+
+    python bench/serve.py [--requests 4000] [--concurrency 50] [--rounds 3] [--src DIR]
+
+Both servers run as their own process on 127.0.0.1 and get the same load, interleaved (bare,
+serve, bare, serve, ...): POSTs of one ~1 KB `ticket.created` event each from one aiohttp
+client session holding `--concurrency` connections (50 concurrent posters). `serve` stores
+every event before its 202 (SQLite, synchronous=FULL) and then sends its delivery to
+bench/receiver.py, as in production: the sending runs on the same two cores. Throughput is
+202s over the client's wall-clock time, first request to last answer; p99 is over every
+request's own time. The median of the rounds counts. Goal: serve >= 0.5x the bare server's
+throughput at a p99 under 50 ms. Nothing here asserts on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Receiver
+
+BARE = """
+import sys
+from aiohttp import web
+
+async def events(request):
+    await request.read()
+    return web.Response(status=202, body=b'{"accepted": 1}', content_type="application/json")
+
+app = web.Application()
+app.router.add_post("/events", events)
+runner = web.AppRunner(app, access_log=None)
+
+async def main():
+    import asyncio, socket
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    sys.stderr.write(f"listening on http://127.0.0.1:{sock.getsockname()[1]}\\n")
+    sys.stderr.flush()
+    await asyncio.Event().wait()
+
+import asyncio
+asyncio.run(main())
+"""
+RULE = """name: bench
+on: [ticket.created]
+webhook:
+  method: POST
+  url: "{url}"
+  body:
+    ticket: "{{{{ ticket.id }}}}"
+    subject: "{{{{ ticket.subject }}}}"
+retry: none
+"""
+MAX_SECONDS = 300  # a round that takes longer is stopped
+
+
+def body(n: int) -> bytes:
+    return json.dumps(
+        {
+            "event": "ticket.created",
+            "id": f"evt_{n}",
+            "ticket": {"id": n, "subject": "Printer on fire " * 20, "tags": ["a", "b"]},
+            "text": "x" * 600,
+        }
+    ).encode()
+
+
+def start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server; return it and its URL (from the line saying where it listens)."""
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        seen += line
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        if match:
+            return proc, match[1]
+        if not line:
+            break
+    proc.kill()
+    raise SystemExit(f"server did not start: {seen}")
+
+
+async def load(url: str, requests: int, concurrency: int, offset: int) -> tuple[float, float]:
+    """Post `requests` events, `concurrency` at a time: (202s per second, p99 in ms)."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    bodies = [body(offset + n) for n in range(requests)]
+    async with aiohttp.ClientSession(connector=connector) as session:
+        queue = iter(bodies)
+
+        async def worker() -> None:
+            for data in queue:
+                sent = time.perf_counter()
+                async with session.post(
+                    url + "/events", data=data, headers={"Content-Type": "application/json"}
+                ) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - sent)
+                codes[response.status] = codes.get(response.status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), timeout=MAX_SECONDS
+        )
+        took = time.perf_counter() - started
+    if codes != {202: requests}:
+        raise SystemExit(f"unexpected answers: {codes}")
+    latencies.sort()
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    return requests / took, p99 * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--src", type=Path, help="run the hookctl package in this directory")
+    args = parser.parse_args()
+    env = dict(os.environ, HOOKCTL_ALLOW_NET="127.0.0.1")
+    if args.src:
+        env["PYTHONPATH"] = str(args.src.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
+    names = ("bare aiohttp", "hookctl serve")
+    rate: dict[str, list[float]] = {n: [] for n in names}
+    p99: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as work, Receiver() as receiver:
+        rules = Path(work) / "rules.yaml"
+        rules.write_text(RULE.format(url=receiver.url), encoding="utf-8")
+        db = Path(work) / "serve.db"
+        cmds = {
+            "bare aiohttp": [sys.executable, "-c", BARE],
+            "hookctl serve": [sys.executable, "-m", "hookctl", "serve", "--port", "0",
+                              "-r", str(rules), "--db", str(db)],
+        }  # fmt: skip
+        for round_no in range(args.rounds):
+            for name, cmd in cmds.items():
+                proc, url = start(cmd, env)
+                try:
+                    r, p = asyncio.run(
+                        load(url, args.requests, args.concurrency, round_no * args.requests)
+                    )
+                finally:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                rate[name].append(r)
+                p99[name].append(p)
+                print(f"round {round_no + 1} {name}: {r:,.0f} events/s, p99 {p:.1f} ms", flush=True)
+        sent = receiver.stats()["count"]
+    bare, serve = (statistics.median(rate[n]) for n in names)
+    bare_p99, serve_p99 = (statistics.median(p99[n]) for n in names)
+    ratio = serve / bare
+    ok = ratio >= 0.5 and serve_p99 < 50
+    print()
+    print("| server | events/s (202s) | p99 of the 202 |")
+    print("| --- | --- | --- |")
+    print(f"| bare aiohttp (reads, answers 202) | {bare:,.0f} | {bare_p99:.1f} ms |")
+    print(f"| hookctl serve (stored, then sent) | {serve:,.0f} | {serve_p99:.1f} ms |")
+    print(
+        f"\nratio {ratio:.2f}x (goal >= 0.5x at p99 < 50 ms): {'pass' if ok else 'FAIL'}; "
+        f"{args.requests} posts x {args.rounds} rounds at concurrency {args.concurrency}; "
+        f"the receiver got {sent} deliveries from serve"
+    )
+
+
+if __name__ == "__main__":
+    main()

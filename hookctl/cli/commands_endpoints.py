@@ -1,0 +1,173 @@
+"""`endpoints`, `endpoints pause`, `endpoints resume`: each receiving server's health, and holding it."""
+
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from hookctl.cli.app import DbOption, JsonOption, app, duration, handle_errors, open_store
+from hookctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from hookctl.store.contract import Store
+    from hookctl.store.records import EndpointHealth
+
+ENDPOINT_COLUMNS = [
+    ("endpoint", "Endpoint"),
+    ("state", "State"),
+    ("pending", "Pending"),
+    ("failed", "Failed"),
+    ("success", "Success"),
+    ("p95", "p95"),
+    ("last_success", "Last success"),
+]
+DEFAULT_WINDOW = "1h"
+
+endpoints_app = typer.Typer(
+    help="Each endpoint (scheme://host:port) deliveries go to: health, pause, resume.",
+    invoke_without_command=True,
+)
+app.add_typer(endpoints_app, name="endpoints")
+
+EndpointArgument = Annotated[
+    str,
+    typer.Argument(
+        help="An endpoint as `hookctl endpoints` names it, a URL, or host:port.",
+        show_default=False,
+    ),
+]
+
+
+@endpoints_app.callback()
+@handle_errors
+def endpoints(
+    ctx: typer.Context,
+    window: Annotated[
+        str,
+        typer.Option(
+            "--window", help="Success rate and p95 over attempts in this window, e.g. 1h or 1d."
+        ),
+    ] = DEFAULT_WINDOW,
+    db: DbOption = None,
+    json_lines: JsonOption = False,
+) -> None:
+    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not.
+
+    An endpoint is the scheme, host and port of a delivery's URL. With --json, one record per endpoint.
+
+    Example: hookctl endpoints --window 1d
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from hookctl.cli.output import Printer, iso, rows_table, short_time
+
+    seconds = duration(window, "--window")
+    assert seconds is not None
+    store = open_store(db)
+    try:
+        found = store.endpoint_health(since=time.time() - seconds)
+    finally:
+        store.close()
+    if json_lines:
+        printer = Printer(json_lines=True)
+        for h in found:
+            printer.json(endpoint_record(h, iso, window))
+        return
+    rows = (
+        {
+            "endpoint": h.endpoint,
+            "state": f"paused since {short_time(h.paused_since)}" if h.paused_since else "active",
+            "pending": str(h.pending),
+            "failed": str(h.failed),
+            "success": "-" if h.success_rate is None else f"{h.success_rate:.0%} of {h.attempts}",
+            "p95": "-" if h.p95_ms is None else f"{h.p95_ms:.0f} ms",
+            "last_success": short_time(h.last_success_at),
+        }
+        for h in found
+    )
+    rows_table(rows, ENDPOINT_COLUMNS, color=sys.stdout.isatty(), whole=("endpoint",))
+
+
+def endpoint_record(h: "EndpointHealth", iso: Any, window: str) -> dict[str, Any]:
+    """One endpoint as `endpoints --json` prints it."""
+    return {
+        "endpoint": h.endpoint,
+        "paused": h.paused_since is not None,
+        "paused_since": iso(h.paused_since),
+        "paused_reason": h.paused_reason,
+        "pending": h.pending,
+        "failed": h.failed,
+        "window": window,
+        "attempts": h.attempts,
+        "successes": h.successes,
+        "success_rate": None if h.success_rate is None else round(h.success_rate, 4),
+        "p95_ms": None if h.p95_ms is None else round(h.p95_ms, 1),
+        "last_success_at": iso(h.last_success_at),
+    }
+
+
+def resolve_endpoint(store: "Store", given: str) -> str:
+    """The endpoint the user means. A URL or a listed name names itself; `host:port` (no
+    scheme) means the listed endpoint on that host and port, or, if none is listed yet, https
+    for port 443 and http otherwise."""
+    from hookctl.store.endpoint import endpoints_at, parse_endpoint
+
+    try:
+        name = parse_endpoint(given)
+    except ValueError as exc:
+        raise UsageError(f"ENDPOINT: {exc}") from None
+    if "://" in given:
+        return name
+    known = [h.endpoint for h in store.endpoint_health(since=time.time())]
+    host_port = name.partition("://")[2]
+    matches = endpoints_at(host_port, known)
+    if len(matches) > 1:
+        raise UsageError(f"ENDPOINT: {given!r} matches {', '.join(matches)}; give the one you mean")
+    if matches:
+        return matches[0]
+    return ("https://" if host_port.endswith(":443") else "http://") + host_port
+
+
+@endpoints_app.command("pause")
+@handle_errors
+def pause(
+    endpoint: EndpointArgument,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why, shown by `log` and `endpoints`.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Hold an endpoint's deliveries: none is sent (by any worker on the database) until it is resumed; none fails or spends an attempt meanwhile.
+
+    A request already on the wire when you pause finishes.
+
+    Example: hookctl endpoints pause https://hooks.example.com --reason "maintenance"
+    """
+    store = open_store(db, create=True)
+    try:
+        name = resolve_endpoint(store, endpoint)
+        if store.pause_endpoint(name, now=time.time(), reason=reason):
+            sys.stderr.write(f"Paused {name}: its deliveries wait until it is resumed.\n")
+        else:
+            sys.stderr.write(f"{name} was paused already.\n")
+    finally:
+        store.close()
+
+
+@endpoints_app.command("resume")
+@handle_errors
+def resume(endpoint: EndpointArgument, db: DbOption = None) -> None:
+    """Release a paused endpoint: its waiting deliveries are due again, for the next retry-loop pass.
+
+    Example: hookctl endpoints resume hooks.example.com:443
+    """
+    store = open_store(db)
+    try:
+        name = resolve_endpoint(store, endpoint)
+        if store.resume_endpoint(name, now=time.time()):
+            sys.stderr.write(f"Resumed {name}: retry-loop sends its due deliveries.\n")
+        else:
+            sys.stderr.write(f"{name} was not paused.\n")
+    finally:
+        store.close()

@@ -1,0 +1,139 @@
+"""Prometheus figures: what `serve` counts as it runs, and what the store holds at a scrape.
+
+Live counters are fed from one place, `Metrics.notify(event)`, with the pipeline's observer
+events; the store's gauges are read at each scrape by `StoreCollector`, which `hookctl stats
+--prometheus` uses alone, so cron users get the same queue figures in the same format.
+Encoding is prometheus_client's, never hand-written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hookctl.delivery import observe
+from hookctl.serve import reads
+
+if TYPE_CHECKING:
+    from hookctl.store.contract import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Attempt latency buckets in seconds: around Movidesk's 3 s answer limit and the 2 min cap.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class StoreCollector(Collector):
+    """Gauges read from the store at each scrape: deliveries by rule and status, the queue."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        figures = reads.queue_figures(self.store, self.clock())
+        stored = GaugeMetricFamily(
+            "hookctl_stored_deliveries",
+            "Deliveries in the store, by rule and status.",
+            labels=["rule", "status"],
+        )
+        for rule, counts in sorted(figures.by_rule.items()):
+            for status, count in counts.items():
+                stored.add_metric([rule, status], count)
+        yield stored
+        yield GaugeMetricFamily(
+            "hookctl_queue_depth", "Pending deliveries (due or scheduled).", value=figures.pending
+        )
+        yield GaugeMetricFamily(
+            "hookctl_queue_due",
+            "Pending deliveries due now, waiting to be sent.",
+            value=figures.due,
+        )
+        yield GaugeMetricFamily(
+            "hookctl_oldest_due_age_seconds",
+            "How long the longest-waiting due delivery has been due (0: none waits).",
+            value=figures.oldest_due_age,
+        )
+
+
+class Metrics:
+    """The registry `serve` exposes on /metrics."""
+
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.events_received = Counter(
+            "hookctl_events_received",
+            "Events accepted and stored, by source.",
+            ["source"],
+            registry=self.registry,
+        )
+        self.events_refused = Counter(
+            "hookctl_events_refused",
+            "Requests refused (nothing stored), by source and reason.",
+            ["source", "reason"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "hookctl_deliveries",
+            "Delivery outcomes recorded by this process, by rule and outcome.",
+            ["rule", "outcome"],
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "hookctl_attempts",
+            "Attempts made (requests sent), by host and HTTP status class.",
+            ["host", "status_class"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hookctl_attempt_duration_seconds",
+            "How long attempts took, by host.",
+            ["host"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(StoreCollector(store))
+
+    def notify(self, event: observe.PipelineEvent) -> None:
+        """The pipeline's events (the one feed of delivery figures): outcomes and attempts."""
+        if isinstance(event, observe.Reported):
+            self.deliveries.labels(event.report.rule, event.report.status).inc()
+        elif isinstance(event, observe.AttemptFinished):
+            code = event.status_code
+            host = _host(event.host)
+            self.attempts.labels(host, f"{code // 100}xx" if code else "error").inc()
+            self.latency.labels(host).observe(event.duration_ms / 1000)
+
+    def refused(self, source: str, reason: str) -> None:
+        """Count a refused request."""
+        self.events_refused.labels(source, reason).inc()
+
+    def received(self, source: str, count: int) -> None:
+        """Count events stored."""
+        self.events_received.labels(source).inc(count)
+
+    def text(self) -> bytes:
+        """The Prometheus text format of everything."""
+        return generate_latest(self.registry)
+
+
+def _host(url: str) -> str:
+    """scheme://host[:port] of a URL, without any user or password in it."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a masked ${PORT}: the host alone
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+def store_text(store: Store) -> bytes:
+    """The store's gauges alone in the text format (for `hookctl stats --prometheus`)."""
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    return generate_latest(registry)

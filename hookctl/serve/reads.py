@@ -1,0 +1,176 @@
+"""Every read `serve` makes of the store, turned into the plain records its pages and metrics use.
+
+The one module of `serve` that knows the store's records (Delivery, DeliveryDetail, Stats); the
+server runs these functions on the store's own thread (`StoreThread.call`), never on the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hookctl.delivery.prepare import reveal
+from hookctl.render.request import MaskedRequest, Request
+from hookctl.store.records import STATUSES
+
+if TYPE_CHECKING:
+    from hookctl.store.contract import Store
+    from hookctl.store.records import Delivery
+
+__all__ = ["STATUSES", "AttemptView", "DeliveryView", "LogRow", "QueueFigures"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One line of the execution log."""
+
+    id: str
+    updated_at: float
+    created_at: float
+    status: str
+    attempts: int
+    url: str
+    method: str
+    error: str | None
+    rule: str
+    ticket: str | None
+    event_id: str | None
+    status_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    """One attempt of a delivery, as the page shows it."""
+
+    number: int
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """One delivery with its request (secrets masked) and every attempt."""
+
+    row: LogRow
+    request: MaskedRequest | None
+    unrendered: bool
+    next_attempt_at: float | None
+    replays: int
+    attempts: tuple[AttemptView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """What the store holds now, for gauges: by rule and status, and the queue's state."""
+
+    by_rule: dict[str, dict[str, int]]
+    pending: int
+    due: int
+    oldest_due_age: float  # seconds the longest-waiting due delivery has been due; 0 if none
+
+
+def _row(d: Delivery) -> LogRow:
+    return LogRow(
+        id=d.id,
+        updated_at=d.updated_at,
+        created_at=d.created_at,
+        status=d.status,
+        attempts=d.attempts,
+        url=d.url,
+        method=d.method,
+        error=d.error,
+        rule=d.rule,
+        ticket=d.ticket,
+        event_id=d.event_id,
+        status_code=d.status_code,
+    )
+
+
+def log_rows(
+    store: Store,
+    *,
+    status: str | None = None,
+    rule: str | None = None,
+    ticket: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[LogRow]:
+    """The newest deliveries that pass the filters."""
+    found = store.query(status=status, rule=rule, ticket=ticket, since=since, limit=limit)
+    return [_row(d) for d in found]
+
+
+def delivery(store: Store, delivery_id: str) -> DeliveryView | None:
+    """One delivery by id, its request masked as `hookctl log ID` shows it; None if absent."""
+    detail = store.get(delivery_id)
+    if detail is None:
+        return None
+    stored = detail.request or {}
+    masked = (
+        reveal(Request.from_dict(stored), stored.get("shown")) if stored.get("method") else None
+    )
+    attempts = tuple(
+        AttemptView(
+            number=a.number,
+            started_at=a.started_at,
+            duration_ms=a.duration_ms,
+            status_code=a.status_code,
+            error=a.error,
+            response_body=a.response_body,
+        )
+        for a in detail.attempt_log
+    )
+    d = detail.delivery
+    return DeliveryView(
+        row=_row(d),
+        request=masked,
+        unrendered=d.unrendered,
+        next_attempt_at=d.next_attempt_at,
+        replays=d.replays,
+        attempts=attempts,
+    )
+
+
+def queue_figures(store: Store, now: float) -> QueueFigures:
+    """Counts by rule and status, pending and due now, and how long the oldest due one waits.
+
+    The oldest-due age walks the pending deliveries (the store has no query for it yet): fine
+    for a scrape every few seconds over a queue of thousands, not of millions.
+    """
+    stats = store.stats(since=None)
+    by_rule = {
+        rule: {str(status): int(counts.get(status, 0)) for status in STATUSES}
+        for rule, counts in stats.by_rule.items()
+    }
+    oldest: float | None = None
+    for d in store.query(status="pending", limit=None):
+        due_at = d.next_attempt_at
+        if due_at is not None and due_at <= now and (oldest is None or due_at < oldest):
+            oldest = due_at
+    return QueueFigures(
+        by_rule=by_rule,
+        pending=int(stats.by_status.get("pending", 0)),
+        due=store.due_count(now),
+        oldest_due_age=0.0 if oldest is None else max(0.0, now - oldest),
+    )
+
+
+def replay(store: Store, delivery_id: str, now: float) -> str | None:
+    """Queue one delivery again, due now; None when done, else why not."""
+    view = delivery(store, delivery_id)
+    if view is None:
+        return "no such delivery"
+    if view.unrendered:
+        # Rendering it again needs the rules as they are now: `hookctl replay` does that.
+        return "its request was never rendered: replay it with `hookctl replay ID`"
+    if store.requeue(ids=[view.row.id], now=now):
+        return None
+    return "not queued again (it may be being sent right now)"
+
+
+def due_count(store: Store, now: float) -> int:
+    """Deliveries a claim could take now (a read that proves the store answers)."""
+    return store.due_count(now)

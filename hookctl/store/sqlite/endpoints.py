@@ -1,0 +1,106 @@
+"""Endpoint state and health in SQLite: pause and resume, and the listing `hookctl endpoints` shows.
+
+The `endpoints` table (migration m008_endpoints) holds what every worker on the file shares
+about an endpoint; the claim SQL (rows.READY) skips a paused one's deliveries. Health is read
+from the deliveries and their attempts: pending and failed counts over all time, attempts,
+successes (2xx answers) and the p95 duration over a window, the latest success.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import defaultdict
+
+from hookctl.store.records import EndpointHealth
+
+
+def pause(conn: sqlite3.Connection, endpoint: str, *, now: float, reason: str | None) -> bool:
+    """Pause `endpoint` (known or not yet); False if it was paused already (left as it was)."""
+    row = conn.execute(
+        "SELECT paused_since FROM endpoints WHERE endpoint = ?", (endpoint,)
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        return False
+    conn.execute(
+        "INSERT INTO endpoints (endpoint, paused_since, paused_reason, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (endpoint) DO UPDATE SET "
+        "paused_since = excluded.paused_since, paused_reason = excluded.paused_reason, "
+        "updated_at = excluded.updated_at",
+        (endpoint, now, reason, now),
+    )
+    return True
+
+
+def resume(conn: sqlite3.Connection, endpoint: str, *, now: float) -> bool:
+    """Resume `endpoint`; False if it was not paused."""
+    cursor = conn.execute(
+        "UPDATE endpoints SET paused_since = NULL, paused_reason = NULL, updated_at = ? "
+        "WHERE endpoint = ? AND paused_since IS NOT NULL",
+        (now, endpoint),
+    )
+    return cursor.rowcount == 1
+
+
+def paused(conn: sqlite3.Connection) -> dict[str, tuple[float, str | None]]:
+    """Every paused endpoint: since when, and why (None: no reason given)."""
+    return {
+        endpoint: (since, reason)
+        for endpoint, since, reason in conn.execute(
+            "SELECT endpoint, paused_since, paused_reason FROM endpoints "
+            "WHERE paused_since IS NOT NULL"
+        )
+    }
+
+
+def health(conn: sqlite3.Connection, *, since: float) -> list[EndpointHealth]:
+    """Every endpoint with a delivery or a state on record, by name. Reads every delivery
+    and the window's attempts (no per-endpoint index: this is a report, not the hot path)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    last_success: dict[str, float] = {}
+    for endpoint, status, n, last in conn.execute(
+        "SELECT endpoint, status, count(*), max(updated_at) FROM deliveries "
+        "WHERE endpoint IS NOT NULL GROUP BY endpoint, status"
+    ):
+        counts[endpoint][status] = n
+        if status == "succeeded":
+            last_success[endpoint] = last
+    durations: dict[str, list[float]] = defaultdict(list)
+    successes: dict[str, int] = defaultdict(int)
+    for endpoint, duration, code in conn.execute(
+        "SELECT d.endpoint, a.duration_ms, a.status_code FROM attempts a "
+        "JOIN deliveries d ON d.id = a.delivery_id "
+        "WHERE a.started_at >= ? AND d.endpoint IS NOT NULL",
+        (since,),
+    ):
+        durations[endpoint].append(float(duration or 0))
+        if code is not None and 200 <= code <= 299:
+            successes[endpoint] += 1
+    state = paused(conn)
+    for (known,) in conn.execute("SELECT endpoint FROM endpoints"):
+        counts.setdefault(known, defaultdict(int))
+    found = []
+    for endpoint in sorted(counts):
+        taken = sorted(durations.get(endpoint, []))
+        since_, reason = state.get(endpoint, (None, None))
+        found.append(
+            EndpointHealth(
+                endpoint=endpoint,
+                pending=counts[endpoint]["pending"],
+                failed=counts[endpoint]["failed"],
+                attempts=len(taken),
+                successes=successes.get(endpoint, 0),
+                p95_ms=_percentile(taken, 0.95),
+                last_success_at=last_success.get(endpoint),
+                paused_since=since_,
+                paused_reason=reason,
+            )
+        )
+    return found
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of sorted values (None for none)."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

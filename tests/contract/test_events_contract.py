@@ -1,0 +1,120 @@
+"""The stored-events part of the store contract (issue 17), through the protocol alone.
+
+Every backend keeps the events `fire` and `serve` hand to `enqueue(events=...)` in the same
+transaction as their deliveries, reads them back by time window, links deliveries and events
+both ways, and purges them by age. No SQL here: state is read back through the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from hookctl.store.contract import Store
+from hookctl.store.records import EventIds, NewDelivery, NewEvent, new_delivery_id
+
+from .test_store_contract import NOW, new
+
+Backend = Callable[..., Store]
+DAY = 86400.0
+
+
+def event(ids: EventIds, at: float = NOW, n: int = 1, **data: Any) -> NewEvent:
+    payload = {"event": "ticket.created", "id": f"e{n}", "ticket": {"id": n}, **data}
+    return NewEvent(
+        ids.next(at), at, "events.ndjson", n, f"e{n}", "ticket.created", str(n), payload
+    )
+
+
+def linked(kept: NewEvent, now: float = NOW, **fields: Any) -> NewDelivery:
+    d = new(now, event_id=kept.event_id, ticket=kept.ticket, **fields)
+    d.event_ref = kept.id
+    return d
+
+
+def test_events_are_stored_with_their_deliveries_matched_or_not(store: Store) -> None:
+    ids = EventIds()
+    first, second, unmatched = event(ids, n=1), event(ids, n=2), event(ids, n=3)
+    deliveries = [linked(first), linked(first, rule="audit"), linked(second)]
+    results = store.enqueue(deliveries, now=NOW, events=[first, second, unmatched])
+    assert all(inserted for _, inserted in results)
+    back = list(store.stored_events())
+    assert [e.id for e in back] == [first.id, second.id, unmatched.id]  # read order kept
+    a, b, c = back
+    assert (a.source, a.line, a.event_id, a.event_name, a.ticket) == (
+        "events.ndjson", 1, "e1", "ticket.created", "1",
+    )  # fmt: skip
+    assert a.received_at == NOW and a.data == first.data and not a.truncated
+    assert a.deliveries == {"urgent": results[0][0], "audit": results[1][0]}
+    assert b.deliveries == {"urgent": results[2][0]} and c.deliveries == {}
+    assert store.stored_event(b.id) == b
+    assert store.stored_event("evt_01NOSUCHEVENT000000000000") is None
+    event_of = store.event_of(results[2][0])
+    assert event_of is not None and event_of.id == second.id
+    assert store.stored_event_rules() == {"urgent", "audit"}
+
+
+def test_a_duplicate_points_at_the_earlier_delivery(store: Store) -> None:
+    ids = EventIds()
+    once, again = event(ids, n=1), event(ids, n=1)
+    [(earlier, _)] = store.enqueue([linked(once, dedupe_key="id:e1")], now=NOW, events=[once])
+    [(same, inserted)] = store.enqueue([linked(again, dedupe_key="id:e1")], now=NOW, events=[again])
+    assert (same, inserted) == (earlier, False)
+    assert [e.deliveries for e in store.stored_events()] == [{"urgent": earlier}] * 2
+    found = store.event_of(earlier)
+    assert found is not None and found.id == once.id  # the delivery names its own event
+
+
+def test_events_alone_are_stored_and_another_client_sees_them(backend: Backend) -> None:
+    ids = EventIds()
+    writer, reader = backend(), backend()
+    assert writer.enqueue([], now=NOW, events=[event(ids, n=n) for n in range(3)]) == []
+    assert [e.event_id for e in reader.stored_events()] == ["e0", "e1", "e2"]
+
+
+def test_a_refused_batch_stores_neither_events_nor_deliveries(store: Store) -> None:
+    ids = EventIds()
+    kept = event(ids)
+    bad = linked(kept)
+    bad.id = "msg_not-a-real-id"
+    with pytest.raises(ValueError):
+        store.enqueue([linked(kept), bad], now=NOW, events=[kept])
+    assert list(store.stored_events()) == []
+    assert list(store.query(limit=None)) == []
+
+
+def test_a_time_window_is_half_open_and_pages_through_many(store: Store) -> None:
+    ids = EventIds()
+    at = [NOW - 10 * DAY, NOW - 5 * DAY, NOW - DAY]
+    store.enqueue([], now=NOW, events=[event(ids, when, n) for n, when in enumerate(at)])
+    assert [e.event_id for e in store.stored_events(since=NOW - 7 * DAY)] == ["e1", "e2"]
+    assert [e.event_id for e in store.stored_events(until=NOW - 5 * DAY)] == ["e0"]
+    assert [e.event_id for e in store.stored_events(since=at[1], until=at[2])] == ["e1"]
+    many = [event(ids, NOW, n) for n in range(1200)]  # more than one page of a read
+    store.enqueue([], now=NOW, events=many)
+    assert [e.id for e in store.stored_events(since=NOW)] == [e.id for e in many]
+
+
+def test_recorded_requests_are_the_stored_ones(store: Store) -> None:
+    ids = EventIds()
+    kept = event(ids)
+    [(delivery_id, _)] = store.enqueue([linked(kept)], now=NOW, events=[kept])
+    found = store.recorded_requests([delivery_id, new_delivery_id(NOW)])
+    assert list(found) == [delivery_id]
+    recorded = found[delivery_id]
+    assert (recorded.rule, recorded.status, recorded.ticket, recorded.unrendered) == (
+        "urgent", "pending", "1", False,
+    )  # fmt: skip
+    assert recorded.request == new().request
+
+
+def test_purge_events_removes_only_those_received_before_the_cutoff(store: Store) -> None:
+    ids = EventIds()
+    old = [event(ids, NOW - 40 * DAY + n, n) for n in range(3)]
+    recent = event(ids, NOW, 9)
+    store.enqueue([], now=NOW, events=[*old, recent])
+    assert store.purge_events(older_than=NOW - 30 * DAY) == 3
+    assert [e.id for e in store.stored_events()] == [recent.id]
+    assert store.purge_events(older_than=NOW - 30 * DAY) == 0

@@ -1,0 +1,79 @@
+"""`serve`'s GET /metrics and `stats --prometheus`, read back with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.receivers import Receiver, event, rule_yaml, wait_for
+from tests.serving import log_json, serving
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample by name and labels."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def test_metrics_count_events_deliveries_attempts_and_the_queue(cli, rule_file, receiver, db_file):
+    rules = rule_file(rule_yaml(receiver.url, name="to-crm"))
+    rule_file(
+        "name: dead\non: [ticket.created]\n"
+        "webhook: {method: POST, url: 'http://127.0.0.1:9/hook'}\n"
+        "retry: {every: 1h, retries: 3}\n"
+    )
+    with serving("-r", rules.parent) as server, server.client() as http:
+        assert http.post("/events/zendesk", json=[event(1), event(2)]).status_code == 202
+        assert http.post("/events", content="{bad").status_code == 400
+        wait_for(lambda: receiver.arrived() >= 2, what="2 deliveries")
+        wait_for(lambda: len(log_json(cli, db_file)) == 4, what="4 deliveries recorded")
+        wait_for(
+            lambda: (
+                samples(http.get("/metrics").text).get(
+                    ("hookctl_deliveries_total", (("outcome", "pending"), ("rule", "dead")))
+                )
+                == 2
+            ),
+            what="the dead host's attempts counted",
+        )
+        response = http.get("/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    got = samples(response.text)
+    assert got[("hookctl_events_received_total", (("source", "zendesk"),))] == 2
+    assert (
+        got[("hookctl_events_refused_total", (("reason", "bad_request"), ("source", "http")))] == 1
+    )
+    assert got[("hookctl_deliveries_total", (("outcome", "succeeded"), ("rule", "to-crm")))] == 2
+    host = receiver.url.rsplit("/", 1)[0]
+    assert got[("hookctl_attempts_total", (("host", host), ("status_class", "2xx")))] == 2
+    assert (
+        got[("hookctl_attempts_total", (("host", "http://127.0.0.1:9"), ("status_class", "error")))]
+        == 2
+    )
+    assert got[("hookctl_attempt_duration_seconds_count", (("host", host),))] == 2
+    assert got[("hookctl_stored_deliveries", (("rule", "dead"), ("status", "pending")))] == 2
+    assert got[("hookctl_queue_depth", ())] == 2
+    assert got[("hookctl_queue_due", ())] == 0  # retried in an hour
+    assert got[("hookctl_oldest_due_age_seconds", ())] == 0
+    # The same store figures for cron users, in the same format.
+    result = cli("stats", "--db", db_file, "--prometheus")
+    assert result.exit_code == 0
+    offline = samples(result.stdout)
+    for key in (
+        ("hookctl_stored_deliveries", (("rule", "to-crm"), ("status", "succeeded"))),
+        ("hookctl_stored_deliveries", (("rule", "dead"), ("status", "pending"))),
+        ("hookctl_queue_depth", ()),
+        ("hookctl_queue_due", ()),
+    ):
+        assert offline[key] == got[key], key
+    assert not any(name.startswith("hookctl_events") for name, _ in offline)
