@@ -112,8 +112,8 @@ def setup_sql(path: Path, *statements: str) -> None:
 
 def test_open_twice_migrates_once(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "hookctl.db"  # parent directories are created
-    Store(path).close()
-    with Store(path) as store:
+    open_store(path).close()
+    with open_store(path) as store:
         enqueue_one(store)
         settings = store.file_settings()
         assert len(list(store.query())) == 1
@@ -139,7 +139,7 @@ def test_an_already_migrated_database_opens_without_sqlite_utils(tmp_path: Path)
 
 def test_database_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "hookctl.db"
-    Store(path).close()
+    open_store(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -147,7 +147,7 @@ def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_text("these are not the rows you are looking for\n" * 200)
     with pytest.raises(DatabaseDamaged, match="is not a SQLite database"):
-        Store(path)
+        open_store(path)
     assert path.read_text() == "these are not the rows you are looking for\n" * 200
 
 
@@ -157,29 +157,29 @@ def test_someone_elses_sqlite_database(tmp_path: Path) -> None:
     setup_sql(path, "CREATE TABLE notes (body TEXT)", "INSERT INTO notes VALUES ('keep me')")
     before = path.read_bytes()
     with pytest.raises(ForeignDatabase, match="is a SQLite database but not a hookctl database"):
-        Store(path)
+        open_store(path)
     assert path.read_bytes() == before  # left untouched
 
 
 @pytest.mark.sqlite
 def test_database_from_a_newer_hookctl(tmp_path: Path) -> None:
     path = tmp_path / "hookctl.db"
-    Store(path).close()
+    open_store(path).close()
     setup_sql(path, "INSERT INTO _migrations VALUES ('m999_from_the_future', 0)")
     with pytest.raises(NewerDatabase, match="newer hookctl"):
-        Store(path)
+        open_store(path)
 
 
 def test_directory_is_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
-        Store(tmp_path)
+        open_store(tmp_path)
 
 
 @pytest.mark.sqlite
 def test_busy_database_is_a_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("hookctl.store.sqlite.database.BUSY_TIMEOUT", 0.2)
     path = tmp_path / "hookctl.db"
-    with Store(path) as store:
+    with open_store(path) as store:
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process mid-write, for longer than we wait
         try:
@@ -310,7 +310,7 @@ print(json.dumps(taken))
 
 def test_processes_never_claim_the_same_delivery(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    with Store(path) as store:
+    with open_store(path) as store:
         ids = [i for i, _ in store.enqueue([new() for _ in range(500)], now=NOW)]
     go = tmp_path / "go"
     workers = [
@@ -338,7 +338,7 @@ def test_processes_never_claim_the_same_delivery(tmp_path: Path) -> None:
     everything = [i for t in taken for i in t]
     assert sorted(everything) == sorted(ids)  # every delivery claimed exactly once
     assert sum(1 for t in taken if t) >= 2, "the workers did not overlap"
-    with Store(path) as store:
+    with open_store(path) as store:
         rows = list(store.query(limit=None))
         assert {(d.attempts, d.status) for d in rows} == {(1, "succeeded")}
         assert store.stats(since=None).attempts == 500
@@ -347,14 +347,14 @@ def test_processes_never_claim_the_same_delivery(tmp_path: Path) -> None:
 
 @pytest.mark.sqlite
 def test_a_new_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
-    Store(tmp_path / "new.db").close()
+    open_store(tmp_path / "new.db").close()
     old = tmp_path / "old.db"
     setup_sql(old, "PRAGMA page_size = 4096", "VACUUM")
-    with Store(old) as store:
+    with open_store(old) as store:
         store.enqueue([new()], now=NOW)
         assert len(list(store.query(limit=None))) == 1
     for path, size in ((tmp_path / "new.db", 8192), (old, 4096)):
-        with Store(path) as store:
+        with open_store(path) as store:
             settings = store.file_settings()
         assert (settings["page_size"], settings["journal_mode"]) == (size, "wal")
 
@@ -378,7 +378,7 @@ def test_a_body_is_stored_apart_and_comes_back_in_its_request(tmp_path: Path) ->
     with_body = new(request={"method": "POST", "url": "https://x.example/h", "body": body})
     no_body = new(request={"method": "GET", "url": "https://x.example/h", "body": None})
     no_key = new(request={"method": "GET", "url": "https://x.example/h"})
-    with Store(db) as store:
+    with open_store(db) as store:
         store.enqueue([with_body, no_body, no_key], now=NOW)
         # A row written before migration m002 keeps its body inside the request's JSON.
         old = new(request={"method": "POST", "url": "https://x.example/h", "body": "old"})
