@@ -8,7 +8,7 @@ from hookctl.delivery.policy import PRESETS
 from hookctl.errors import RenderError
 from hookctl.render.templates import render_request, unrendered_request
 from hookctl.rules.webhook import webhook_from_dict
-from hookctl.store.sqlite.store import AttemptResult, Claim, NewDelivery, new_delivery_id
+from hookctl.store.records import AttemptResult, Claim, NewDelivery, new_delivery_id
 
 
 def failure_notice(
