@@ -78,6 +78,47 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _children() -> dict[int, tuple[str, bool]]:
+    """This process's child processes: command line, and whether it has exited unreaped (Linux)."""
+    import os
+
+    found: dict[int, tuple[str, bool]] = {}
+    me = os.getpid()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == me and fields[0] != "Z":
+                found[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """A test that starts a process stops it and waits for it: one left running outlives the
+    test, and a Popen never waited for fails the whole run with a ResourceWarning when it is
+    garbage collected, long after, with no test to blame."""
+    import os
+    import signal
+    import time
+
+    before = set(_children())
+    yield
+    deadline = time.monotonic() + 10
+    while (left := {p: c for p, c in _children().items() if p not in before}) and (
+        time.monotonic() < deadline and not all(exited for _, exited in left.values())
+    ):
+        time.sleep(0.05)
+    for pid, (_, exited) in left.items():
+        if not exited:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"the test left processes running or never waited for: {sorted(left.values())}"
+
+
 @pytest.fixture(scope="session")
 def httpserver_listen_address() -> tuple[str, int]:
     """pytest-httpserver on 127.0.0.1 (not `localhost`, which may also mean ::1)."""
