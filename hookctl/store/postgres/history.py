@@ -1,0 +1,208 @@
+"""Reading the execution log on PostgreSQL: filters, id prefixes, newest first, one in full, stats.
+
+Plain functions over a cursor, as sqlite/history.py is; `PostgresStore` wraps them in its API
+(and its transactions and reconnects). The answers are the SQLite store's, key for key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from hookctl.errors import UsageError
+from hookctl.store.postgres.rows import ATTEMPT_COLUMNS, DELIVERY_COLUMNS, dicts
+from hookctl.store.records import ID_CLOCK_SLACK, ID_PREFIX, id_floor
+
+STATUSES = ("pending", "succeeded", "failed")
+PAGE = 500  # rows per keyset page of the log
+
+Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver
+
+_DELIVERY_NAMES = [c.strip() for c in DELIVERY_COLUMNS.split(",")]
+_ATTEMPT_NAMES = [c.strip() for c in ATTEMPT_COLUMNS.split(",")]
+
+
+def filters(
+    *,
+    status: str | None = None,
+    rule: str | None = None,
+    ticket: str | None = None,
+    since: float | None = None,
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and their parameters for the log's filters; `since` is creation time."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("status", status), ("rule", rule), ("ticket", ticket)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(str(value))
+    if since is not None:
+        # The id bound lets the index seek; created_at keeps the answer exact.
+        where.append("id >= %s AND created_at >= %s")
+        params.extend([id_floor(since - ID_CLOCK_SLACK), since])
+    return where, params
+
+
+def resolve_id(cur: Cursor, delivery_id: str) -> str | None:
+    """The full id for an id or a unique prefix of one (case-insensitive, "msg_" optional)."""
+    cur.execute("SELECT 1 FROM deliveries WHERE id = %s", (delivery_id,))
+    if cur.fetchone():
+        return delivery_id
+    prefix = delivery_id.strip()
+    if prefix[: len(ID_PREFIX)].lower() == ID_PREFIX:
+        prefix = prefix[len(ID_PREFIX) :]
+    prefix = ID_PREFIX + prefix.upper()
+    cur.execute(
+        "SELECT id FROM deliveries WHERE id >= %s AND id < %s ORDER BY id LIMIT 2",
+        (prefix, prefix + "~"),
+    )
+    matches = cur.fetchall()
+    if len(matches) > 1:
+        raise UsageError(f"{delivery_id!r} matches more than one delivery; give more of the id")
+    return str(matches[0][0]) if matches else None
+
+
+def select_ids(
+    cur: Cursor,
+    *,
+    ids: Sequence[str] = (),
+    status: str | None = None,
+    rule: str | None = None,
+    since: float | None = None,
+) -> list[str]:
+    """Full ids, sorted, for ids or unique prefixes (UsageError for an unknown one) or filters."""
+    if ids and (status is not None or rule is not None or since is not None):
+        raise UsageError("select deliveries by id or by filters, not both")
+    if not ids and status is None and rule is None and since is None:
+        raise UsageError("nothing to requeue: give delivery ids or a filter")
+    if ids:
+        selected = []
+        for given in ids:
+            full_id = resolve_id(cur, given)
+            if full_id is None:
+                raise UsageError(f"no delivery {given!r}")
+            selected.append(full_id)
+        return sorted(set(selected))
+    where, params = filters(status=status, rule=rule, since=since)
+    cur.execute(f"SELECT id FROM deliveries WHERE {' AND '.join(where)} ORDER BY id", params)
+    return [row[0] for row in cur]
+
+
+def unrendered(cur: Cursor, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The deliveries among `ids` whose request could not be rendered: rule, event and ticket."""
+    if not ids:
+        return []
+    names = ["id", "rule", "status", "ticket", "event_id", "event_name", "event", "error"]
+    cur.execute(
+        f"SELECT {', '.join(names)} FROM deliveries WHERE unrendered AND id = ANY(%s) ORDER BY id",
+        (list(ids),),
+    )
+    return dicts(names, cur.fetchall())
+
+
+def statuses(cur: Cursor, ids: Sequence[str]) -> dict[str, str]:
+    """The status of each of `ids` that exists."""
+    if not ids:
+        return {}
+    cur.execute("SELECT id, status FROM deliveries WHERE id = ANY(%s)", (list(ids),))
+    return dict(cur.fetchall())
+
+
+def page(
+    cur: Cursor, where: list[str], params: list[Any], before: str | None, size: int
+) -> list[dict[str, Any]]:
+    """One keyset page of the log: up to `size` deliveries newest first, older than `before`."""
+    clauses = [*where, "id < %s"] if before is not None else where
+    sql = (
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries"
+        + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        + " ORDER BY id DESC LIMIT %s"
+    )
+    cur.execute(sql, [*params, *([before] if before is not None else []), size])
+    return dicts(_DELIVERY_NAMES, cur.fetchall())
+
+
+def get(cur: Cursor, delivery_id: str) -> dict[str, Any] | None:
+    """One delivery by id or unique prefix, with its "attempts" in order; None if absent."""
+    full_id = resolve_id(cur, delivery_id)
+    if full_id is None:
+        return None
+    cur.execute(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = %s", (full_id,))
+    (delivery,) = dicts(_DELIVERY_NAMES, cur.fetchall())
+    # The count (over the delivery's life, as the log numbers them) moves aside for the log.
+    delivery["attempt_count"] = delivery["attempts"]
+    cur.execute(
+        f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = %s ORDER BY number",
+        (full_id,),
+    )
+    delivery["attempts"] = dicts(_ATTEMPT_NAMES, cur.fetchall())
+    return delivery
+
+
+def stats(cur: Cursor, *, since: float | None = None) -> dict[str, Any]:
+    """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
+    where, params = filters(since=since)
+    where_sql = f" WHERE {' AND '.join(where)}" if where else ""
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_rule: dict[str, dict[str, int]] = {}
+    cur.execute(
+        f"SELECT rule, status, count(*) FROM deliveries{where_sql} GROUP BY rule, status", params
+    )
+    for rule, status, count in cur.fetchall():
+        by_status[status] += count
+        counts = by_rule.setdefault(rule, {**dict.fromkeys(STATUSES, 0), "total": 0})
+        counts[status] += count
+        counts["total"] += count
+    cur.execute(
+        "SELECT url, count(*), count(*) FILTER (WHERE status = 'failed') "
+        f"FROM deliveries{where_sql} GROUP BY url",
+        params,
+    )
+    urls: dict[str, dict[str, Any]] = {
+        url: {"url": url, "deliveries": n, "failed": failed, "failed_attempts": 0}
+        for url, n, failed in cur.fetchall()
+    }
+    cur.execute(
+        "SELECT d.url, a.duration_ms, a.error IS NOT NULL FROM attempts a "
+        f"JOIN (SELECT id, url FROM deliveries{where_sql}) d ON d.id = a.delivery_id",
+        params,
+    )
+    attempts = cur.fetchall()
+    durations = sorted(a[1] for a in attempts)
+    timing: dict[str, list[float]] = defaultdict(list)
+    for url, duration, failed in attempts:
+        timing[url].append(duration)
+        urls[url]["failed_attempts"] += int(failed)
+    slowest: list[dict[str, Any]] = sorted(
+        (
+            {"url": u, "attempts": len(d), "avg_ms": sum(d) / len(d), "max_ms": max(d)}
+            for u, d in timing.items()
+        ),
+        key=lambda s: float(s["avg_ms"]),
+        reverse=True,
+    )
+    failing = sorted(
+        (u for u in urls.values() if u["failed"] or u["failed_attempts"]),
+        key=lambda u: (-u["failed"], -u["failed_attempts"]),
+    )
+    return {
+        "since": since,
+        "deliveries": sum(by_status.values()),
+        "by_status": by_status,
+        "by_rule": by_rule,
+        "attempts": len(durations),
+        "duration_ms": {f"p{p}": _percentile(durations, p) for p in (50, 95, 99)},
+        "slowest_urls": slowest[:5],
+        "failing_urls": failing[:5],
+    }
+
+
+def _percentile(ordered: list[float], pct: int) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
