@@ -172,10 +172,42 @@ def store_path(db: str | None) -> Path:
     return path
 
 
+def postgres_url(db: str | None) -> str | None:
+    """The PostgreSQL URL that --db / $HOOKCTL_DB names, or None for a SQLite file."""
+    from hookctl.store.postgres import is_postgres_url
+
+    chosen = db or os.environ.get("HOOKCTL_DB")
+    return chosen if chosen and is_postgres_url(chosen) else None
+
+
+def store_location(db: str | None) -> str:
+    """What `db path` prints: the SQLite file, or the PostgreSQL URL with its password masked."""
+    url = postgres_url(db)
+    if url is not None:
+        from hookctl.store.postgres.connection import masked_url
+
+        return masked_url(url)
+    return str(store_path(db))
+
+
+def create_store(db: str | None) -> "Store":
+    """The delivery database for a command that sends (a SQLite file is created if needed)."""
+    url = postgres_url(db)
+    if url is not None:
+        from hookctl.store.postgres.store import PostgresStore
+
+        return PostgresStore(url)  # type: ignore[return-value]  # same public methods
+    from hookctl.store.sqlite.store import Store
+
+    return Store(store_path(db))
+
+
 def open_store(db: str | None) -> "Store":
     """The delivery database, which must exist already (reading commands never create it)."""
     from hookctl.store.sqlite.store import Store
 
+    if postgres_url(db) is not None:
+        return create_store(db)  # a server's database: migrated on open, never a stray file
     path = store_path(db)
     if not path.exists():
         raise UsageError(f"no database at {path} yet: `hookctl fire` creates it (or pass --db)")

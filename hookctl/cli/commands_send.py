@@ -14,12 +14,12 @@ from hookctl.cli.app import (
     QuietOption,
     RulesOption,
     app,
+    create_store,
     duration,
     exit_with,
     handle_errors,
     network_guard,
     rule_paths,
-    store_path,
 )
 from hookctl.errors import ExitCode, UsageError
 
@@ -118,11 +118,7 @@ def fire(
     def bad_event(bad: object) -> None:
         printer.diagnostic(f"Error: {bad}")
 
-    store = None
-    if not dry_run:
-        from hookctl.store.sqlite.store import Store
-
-        store = Store(store_path(db))
+    store = create_store(db) if not dry_run else None
     bar = ProgressBar("sending", enabled=not quiet and not dry_run)
     pipeline = Pipeline(store, options, bar.wrap(printer.report), bad_event)
     try:
@@ -177,10 +173,8 @@ def retry_loop(
 
     Example: hookctl retry-loop --every 30s
     """
-    from hookctl.store.sqlite.store import Store
-
     interval = duration(every, "--every")
-    store = Store(store_path(db))
+    store = create_store(db)
     try:
         if interval is None and not store.due_count(time.time()):
             # Nothing due: leave before importing the HTTP and template machinery (cron runs this often).

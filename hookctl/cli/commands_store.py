@@ -16,7 +16,7 @@ from hookctl.cli.app import (
     handle_errors,
     network_guard,
     open_store,
-    store_path,
+    store_location,
     window_start,
 )
 from hookctl.cli.commands_send import AllowNetOption
@@ -62,7 +62,7 @@ def db_path(db: DbOption = None) -> None:
 
     Example: hookctl db path
     """
-    typer.echo(str(store_path(db)))
+    typer.echo(store_location(db))
 
 
 @app.command()
