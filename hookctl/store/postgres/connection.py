@@ -6,6 +6,7 @@ variables; hookctl never prints a password (`masked_url`) nor puts one in an err
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -57,12 +58,14 @@ def masked_url(url: str) -> str:
 def connect(url: str) -> psycopg.Connection[Any]:
     """One autocommit connection (callers open transactions); StoreError if it cannot be had."""
     psycopg = driver()
+    # PGAPPNAME, when set, names the worker in pg_stat_activity (say, the machine it runs on).
+    named = {} if os.environ.get("PGAPPNAME") else {"application_name": "hookctl"}
     try:
         conn = psycopg.connect(
             url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT,
-            application_name="hookctl",
+            **named,
             # Unprepared statements: a pooler (pgbouncer in transaction mode) may sit between.
             prepare_threshold=None,
         )
