@@ -48,7 +48,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="SQLite file for deliveries. Default: $HOOKCTL_DB, else ~/.local/share/hookctl/ "
+        help="SQLite file (or postgresql:// URL) for deliveries. Default: $HOOKCTL_DB, else "
+        "~/.local/share/hookctl/ "
         "(see `hookctl db path`).",
         show_default=False,
     ),

@@ -393,3 +393,36 @@ def purge(
     finally:
         store.close()
     sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted\n")
+
+
+@db_app.command("copy")
+@handle_errors
+def db_copy(
+    source: Annotated[str, typer.Argument(help="The database to copy: a SQLite file or a URL.")],
+    destination: Annotated[
+        str, typer.Argument(help="An empty database to copy into: a SQLite file or a URL.")
+    ],
+) -> None:
+    """Copy every delivery and attempt to another database: SQLite to PostgreSQL, or back.
+
+    Ids, states, schedules and the attempt log come along; pending deliveries stay due. Stop
+    fire and retry-loop first: leases are not copied. The destination must be empty.
+
+    Example: hookctl db copy ~/.local/share/hookctl/hookctl.db postgresql://hookctl@db1/hookctl
+    """
+    from hookctl.cli.app import create_store
+    from hookctl.store.copy import copy
+
+    src = open_store(source)
+    try:
+        dst = create_store(destination)
+        try:
+            copied = copy(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    sys.stderr.write(
+        f"copied {copied.deliveries} deliveries and {copied.attempts} attempts "
+        f"to {store_location(destination)}\n"
+    )
