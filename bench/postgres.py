@@ -9,9 +9,9 @@
    measures SQLite), microseconds per delivery on each backend.
 3. `log --status failed --limit 50` on `--log-rows` rows vs an empty database (PostgreSQL).
 
-Without --url a throwaway cluster is started (tests/pg.py: initdb in a temp dir, a Unix socket,
-fsync off, synchronous_commit off: durability costs are SQLite's alone here; say so). Prints a
-Markdown table; nothing asserts on timing.
+Without --url a throwaway cluster is started (tests/pg.py: initdb in a temp dir, a Unix socket),
+durable by default (fsync and synchronous_commit on, as SQLite runs with synchronous=FULL);
+--fast turns both off. Prints a Markdown table; nothing asserts on timing.
 """
 
 from __future__ import annotations
@@ -115,6 +115,12 @@ def main() -> None:
     parser.add_argument("--log-rows", type=int, default=1_000_000)
     parser.add_argument("--url", help="a PostgreSQL server to use (a database per run is made)")
     parser.add_argument("--skip", action="append", default=[], help="drain, bookkeeping or log")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="the throwaway cluster with fsync and synchronous_commit off (default: on, as "
+        "SQLite's synchronous=FULL is: a fair comparison)",
+    )
     args = parser.parse_args()
 
     from tests.pg import Cluster, external_database
@@ -123,7 +129,7 @@ def main() -> None:
     if args.url:
         make: Callable[[str], str] = lambda name: external_database(args.url, name)  # noqa: E731
     else:
-        cluster = Cluster()
+        cluster = Cluster(durable=not args.fast)
         cluster.start()
         make = cluster.create_database
     rows: list[tuple[str, str, str, str]] = []

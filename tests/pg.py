@@ -62,7 +62,8 @@ def _os_user() -> str | None:
 class Cluster:
     """One PostgreSQL server in a temp dir, listening only on a Unix socket there."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync and synchronous_commit on, as a production server runs
         self.user = _os_user()
         self.dir = Path(tempfile.mkdtemp(prefix="hookctl-pg-"))
         self.data = self.dir / "data"
@@ -96,12 +97,13 @@ class Cluster:
         self._started = True
 
     def _pg_ctl_start(self, pg_ctl: str) -> None:
-        # fsync off: a test cluster needs speed, not durability across a power cut.
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
-            f"-c port={self.port} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=200"
+            f"-c port={self.port} -c max_connections=200"
         )
+        if not self.durable:
+            # A test cluster needs speed, not durability across a power cut.
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         done = self._run(
             pg_ctl, "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
             "-o", options, "start",
