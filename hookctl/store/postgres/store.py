@@ -545,11 +545,14 @@ class PostgresStore:
             def work(cur: Any, retry: bool) -> int:
                 cur.execute(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-                    "WHERE status <> 'pending' AND updated_at < %s LIMIT %s "
-                    "FOR UPDATE SKIP LOCKED)",
+                    "WHERE status IN ('succeeded', 'failed') AND updated_at < %s LIMIT %s "
+                    "FOR UPDATE SKIP LOCKED) RETURNING id",
                     (older_than, _PURGE_CHUNK),
                 )
-                return int(cur.rowcount)
+                ids = [row[0] for row in cur.fetchall()]
+                # Their attempts in the same transaction (there is no cascading foreign key).
+                cur.execute("DELETE FROM attempts WHERE delivery_id = ANY(%s)", (ids,))
+                return len(ids)
 
             count = self._run(work)
             deleted += count
