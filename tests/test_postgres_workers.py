@@ -230,6 +230,8 @@ def test_postgres_restarted_mid_drain(
     procs = workers(pg_url, 4, env=LEASE)
     wait_for(lambda: receiver.arrived() >= 100, what="the drain to start")
     pg_server.restart(down_for=1.0)
+    # Work was left when the server went away: the workers had to live through it.
+    assert receiver.arrived() < len(ids)
     receiver.answer(delay=0.0)
     for code, _, err in finish(procs):
         # Each worker got its connection back, or said clearly why not and exited non-zero.
