@@ -169,22 +169,28 @@ def finish(procs: list[Any], timeout: float = 300) -> list[tuple[int, list[dict[
     return done
 
 
-def check_all_succeeded(url: str, ids: list[str], receiver: Receiver) -> dict[str, Any]:
-    """Every seeded delivery succeeded, and the attempt log holds exactly what was sent."""
+def check_all_succeeded(
+    url: str, ids: list[str], receiver: Receiver, *, unrecorded: int = 0
+) -> dict[str, Any]:
+    """Every seeded delivery succeeded, and the attempt log holds what was sent: all of it, but
+    for at most `unrecorded` requests a killed worker sent and could not record."""
     with PostgresStore(url) as store:
         stats = store.stats()
         assert store.due_count(time.time() + 3600) == 0
     assert stats["by_status"] == {"pending": 0, "succeeded": len(ids), "failed": 0}
     sent = receiver.ids()
     assert set(sent) == set(ids)
-    assert stats["attempts"] == sum(sent.values())  # attempts recorded == requests sent
+    # Attempts recorded == requests sent (less what a killed worker never got to record).
+    assert 0 <= sum(sent.values()) - stats["attempts"] <= unrecorded
     return stats
 
 
 def test_eight_workers_on_two_machines_send_each_delivery_exactly_once(
     pg_url: str, receiver: Receiver, rule_file: Any
 ) -> None:
-    ids = seed_due(pg_url, rule_file(rule_yaml(receiver.url, extra="timeout: 30s\n")), 10_000)
+    # The longest timeout a rule may have: on a starved machine (2 cores shared) a slow answer
+    # must not time out and be sent again, which would be right but not "exactly once".
+    ids = seed_due(pg_url, rule_file(rule_yaml(receiver.url, extra="timeout: 120s\n")), 10_000)
     assert len(ids) == 10_000
     results = finish(workers(pg_url, 8))
     for code, reports, err in results:
@@ -209,6 +215,8 @@ def test_a_worker_killed_mid_drain_loses_nothing(
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
     assert victim.returncode == -signal.SIGKILL
+    # Unrecorded: its requests in flight (-c 10) and answers not yet flushed (every 50 ms).
+    in_flight = 20
     for code, _, err in finish(others):
         assert code == 0, err
     receiver.answer(delay=0.0)
@@ -216,8 +224,9 @@ def test_a_worker_killed_mid_drain_loses_nothing(
     # A rerun takes over the dead worker's claims (re-sent under the same webhook-id).
     for code, _, err in finish(workers(pg_url, 1, env=LEASE)):
         assert code == 0, err
-    check_all_succeeded(pg_url, ids, receiver)
-    assert max(receiver.ids().values()) <= 2  # only what the victim had in flight, once more
+    check_all_succeeded(pg_url, ids, receiver, unrecorded=in_flight)
+    # Only what the victim had in flight went out twice.
+    assert sum(n - 1 for n in receiver.ids().values()) <= in_flight
 
 
 def test_postgres_restarted_mid_drain(
