@@ -58,7 +58,7 @@ def test_missing_driver_names_the_extra() -> None:
         "sys.argv = ['hookctl', 'log', '--db', 'postgresql://u@/db?host=/nonexistent']; main()"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 2  # BackendUnavailable: a usage error, as for an unknown scheme
     assert done.stderr.strip().splitlines() == [
         "Error: the PostgreSQL backend needs psycopg: pip install 'hookctl[postgres]' "
         "(or use a SQLite file for --db)"

@@ -3,13 +3,16 @@
 Deliveries keep their ids, states, schedules, counts and replays; every attempt comes along;
 pending ones stay due when they were due. Leases are dropped: a copy is made with the workers
 stopped, so nothing is in flight, and a lease left over would only delay a pending delivery.
-The source is read through the store's public reads (`query`, `get`); the destination is
-written row for row by a small writer per backend, since no public method stores a finished
-delivery with its history (the contract has no "import"). The destination must be empty.
+The source is read through the store's public reads (`query`, `get`), plus one column the
+records do not carry (`attempts_at_replay`, where a replayed delivery's retry policy counts
+from), read per backend; the destination is written row for row by a small writer per backend,
+since no public method stores a finished delivery with its history (the contract has no
+"import"). The destination must be empty. Stored events and paused endpoints are not copied.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ _DELIVERY = (
     "id", "rule", "event_id", "event_name", "ticket", "dedupe_key", "status", "attempts", "url",
     "method", "request", "body", "policy", "timeout", "accept", "on_failure", "event",
     "created_at", "updated_at", "first_attempt_at", "next_attempt_at", "last_status_code",
-    "error", "fence", "replays", "attempts_at_replay", "unrendered",
+    "error", "fence", "replays", "attempts_at_replay", "unrendered", "endpoint", "event_ref",
 )  # fmt: skip
 _ATTEMPT = (
     "delivery_id", "number", "started_at", "duration_ms", "status_code", "error",
@@ -44,16 +47,51 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
+def _replay_marks(source: Any, ids: list[str]) -> dict[str, int]:
+    """`attempts_at_replay` of each of `ids` (not in the records: read from the backend)."""
+    from hookctl.store.postgres.store import PostgresStore
+
+    if isinstance(source, PostgresStore):
+        rows = source.conn.execute(
+            "SELECT id, attempts_at_replay FROM deliveries WHERE id = ANY(%s)", (ids,)
+        ).fetchall()
+    else:
+        marks = ", ".join("?" * len(ids))
+        rows = source._conn.execute(
+            f"SELECT id, attempts_at_replay FROM deliveries WHERE id IN ({marks})", ids
+        ).fetchall()
+    return {delivery_id: int(mark) for delivery_id, mark in rows}
+
+
 def _rows(source: Any) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Each delivery of `source` with its attempts, through the store's public reads."""
-    for listed in source.query(limit=None):
-        full = source.get(listed["id"])
-        if full is not None:  # purged meanwhile
-            yield full, full["attempts"]
+    listed = [d.id for d in source.query(limit=None)]
+    for start in range(0, len(listed), BATCH):
+        chunk = listed[start : start + BATCH]
+        marks = _replay_marks(source, chunk)
+        for delivery_id in chunk:
+            full = source.get(delivery_id)
+            if full is None:  # purged meanwhile
+                continue
+            d = full.delivery
+            row = {
+                **dataclasses.asdict(d),
+                "last_status_code": d.status_code,
+                "request": full.request,
+                "policy": full.policy,
+                "timeout": full.timeout,
+                "accept": full.accept,
+                "on_failure": full.on_failure,
+                "event": full.event,
+                "event_ref": full.event_ref,
+                "fence": 0,
+                "attempts_at_replay": marks.get(d.id, 0),
+            }
+            yield row, [dataclasses.asdict(a) for a in full.attempt_log]
 
 
 def _delivery_values(row: dict[str, Any]) -> dict[str, Any]:
-    values = {**row, "attempts": row["attempt_count"]}
+    values = dict(row)
     request = dict(values["request"])
     body = request.get("body")
     values["body"] = None
@@ -61,6 +99,7 @@ def _delivery_values(row: dict[str, Any]) -> dict[str, Any]:
         values["body"] = body
         del request["body"]
     values["request"] = request
+    values["unrendered"] = int(bool(values["unrendered"]))
     for column in _JSON:
         if column in values:
             values[column] = _json(values[column])
@@ -76,7 +115,7 @@ def _attempt_values(attempt: dict[str, Any]) -> dict[str, Any]:
 def _sqlite_writer(
     store: Any,
 ) -> Callable[[list[tuple[dict[str, Any], list[dict[str, Any]]]]], None]:
-    conn = store.conn
+    conn = store._conn
     insert_delivery = (
         f"INSERT INTO deliveries ({', '.join(_DELIVERY)}) "
         f"VALUES ({', '.join(':' + n for n in _DELIVERY)})"
@@ -164,9 +203,9 @@ def copy(source: Any, destination: Any, *, progress: Callable[[int], None] | Non
         copied.attempts += sum(len(a) for _, a in batch)
     # Checked against the source's own counts: a copy that lost a row says so.
     want, got = source.stats(), destination.stats()
-    if (want["deliveries"], want["attempts"]) != (got["deliveries"], got["attempts"]):
+    if (want.deliveries, want.attempts) != (got.deliveries, got.attempts):
         raise StoreError(
-            f"copy incomplete: source has {want['deliveries']} deliveries and "
-            f"{want['attempts']} attempts, destination {got['deliveries']} and {got['attempts']}"
+            f"copy incomplete: source has {want.deliveries} deliveries and "
+            f"{want.attempts} attempts, destination {got.deliveries} and {got.attempts}"
         )
     return copied
