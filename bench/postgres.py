@@ -25,7 +25,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
@@ -33,12 +32,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 from harness import Receiver, write_events, write_rule  # noqa: E402
 from seed import _batches, _succeeded, deliveries  # noqa: E402
 
-from hookctl.store.postgres.store import PostgresStore  # noqa: E402
-from hookctl.store.sqlite.store import Store  # noqa: E402
-
-
-def open_store(where: str) -> Any:
-    return PostgresStore(where) if where.startswith("postgresql://") else Store(where)
+from hookctl.store import open_store  # noqa: E402
 
 
 def seed(where: str, rules: Path, events: Path) -> int:
@@ -80,7 +74,7 @@ def big_log(url: str, rows: int) -> None:
     """`rows` finished deliveries (1% failed) straight in SQL: seeding through enqueue is slow."""
     import psycopg
 
-    PostgresStore(url).close()  # the schema
+    open_store(url).close()  # the schema
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             """
@@ -172,7 +166,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         if "log" not in args.skip:
             empty, big = make("log_empty"), make("log_big")
-            PostgresStore(empty).close()
+            open_store(empty).close()
             big_log(big, args.log_rows)
             command = [sys.executable, "-m", "hookctl", "log", "--status", "failed", "--limit"]
             ms_empty = timed([*command, "50", "--db", empty])

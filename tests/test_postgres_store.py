@@ -130,3 +130,33 @@ def test_wait_for_work_wakes_on_enqueue_and_times_out_otherwise(pg_url: str) -> 
             assert waiting.wait_for_work(30) is True
         finally:
             timer.join()
+
+
+def test_a_locked_row_is_busy_at_once_and_nothing_of_the_call_is_done(pg_url: str) -> None:
+    import psycopg
+
+    from hookctl.store.errors import DatabaseBusy
+
+    with open_store(pg_url) as store:
+        [(delivery_id, _)] = store.enqueue([new()], now=NOW)
+        [claim] = store.claim(now=NOW, limit=1, lease_seconds=60, token="t")
+        store.wait_when_busy(0)
+        with psycopg.connect(pg_url) as other:  # holds the row in an open transaction
+            other.execute("SELECT 1 FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,))
+            with pytest.raises(DatabaseBusy, match="busy"):
+                store.complete([result(claim)], now=NOW)
+            other.rollback()
+        # Rolled back whole: no attempt logged, the lease still the claim's, and it completes now.
+        detail = store.get(delivery_id)
+        assert detail is not None and detail.attempt_log == []
+        assert store.complete([result(claim)], now=NOW) == [True]
+        assert store.get(delivery_id).delivery.status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_location_and_db_path_mask_the_password(pg_url: str) -> None:
+    with_password = pg_url.replace("postgresql://hookctl-ci@", "postgresql://hookctl-ci:pw@", 1)
+    from hookctl.store import describe
+
+    assert describe(with_password) == pg_url.replace("hookctl-ci@", "hookctl-ci:***@", 1)
+    with open_store(pg_url) as store:
+        assert store.location == pg_url  # no password in it: shown as it is

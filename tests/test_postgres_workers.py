@@ -24,8 +24,8 @@ import pytest
 from hookctl.events.intake import dedupe_key
 from hookctl.render.templates import render_request
 from hookctl.rules.load import load_rules
-from hookctl.store.postgres.store import PostgresStore
-from hookctl.store.records import NewDelivery, new_delivery_id
+from hookctl.store import open_store
+from hookctl.store.records import NewDelivery, Stats, new_delivery_id
 from tests.pg import Cluster
 from tests.receivers import event, hookctl, rule_yaml, wait_for
 
@@ -115,7 +115,7 @@ def seed_due(url: str, rules: Path, count: int) -> list[str]:
     """`count` due deliveries for the rule in `rules`, enqueued in batches of 1,000."""
     (rule,) = load_rules([rules])
     ids: list[str] = []
-    with PostgresStore(url) as store:
+    with open_store(url) as store:
         for start in range(0, count, 1000):
             batch = []
             for n in range(start, min(count, start + 1000)):
@@ -171,17 +171,17 @@ def finish(procs: list[Any], timeout: float = 300) -> list[tuple[int, list[dict[
 
 def check_all_succeeded(
     url: str, ids: list[str], receiver: Receiver, *, unrecorded: int = 0
-) -> dict[str, Any]:
+) -> Stats:
     """Every seeded delivery succeeded, and the attempt log holds what was sent: all of it, but
     for at most `unrecorded` requests a killed worker sent and could not record."""
-    with PostgresStore(url) as store:
+    with open_store(url) as store:
         stats = store.stats()
         assert store.due_count(time.time() + 3600) == 0
-    assert stats["by_status"] == {"pending": 0, "succeeded": len(ids), "failed": 0}
+    assert stats.by_status == {"pending": 0, "succeeded": len(ids), "failed": 0}
     sent = receiver.ids()
     assert set(sent) == set(ids)
     # Attempts recorded == requests sent (less what a killed worker never got to record).
-    assert 0 <= sum(sent.values()) - stats["attempts"] <= unrecorded
+    assert 0 <= sum(sent.values()) - stats.attempts <= unrecorded
     return stats
 
 
@@ -275,14 +275,14 @@ def test_a_stale_worker_is_fenced_off(pg_url: str, receiver: Receiver, rule_file
     code, reports, err = finish([stale])[0]
     assert code == 0, err
     assert reports == []  # none of its outcomes was applied (or reported as applied)
-    with PostgresStore(pg_url) as store:
+    with open_store(pg_url) as store:
         for delivery_id in ids:
             row = store.get(delivery_id)
             assert row is not None
-            assert (row["status"], row["last_status_code"], row["attempt_count"]) == (
+            assert (row.delivery.status, row.delivery.status_code, row.delivery.attempts) == (
                 "succeeded",
                 200,
                 1,
             )
             # Both requests happened and are logged; only the live lease's outcome counted.
-            assert sorted(a["status_code"] for a in row["attempts"]) == [200, 503]
+            assert sorted(a.status_code for a in row.attempt_log) == [200, 503]
