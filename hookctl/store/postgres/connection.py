@@ -113,11 +113,14 @@ def is_connection_lost(exc: BaseException, conn: psycopg.Connection[Any] | None)
     psycopg = driver()
     if conn is not None and (conn.broken or conn.closed):
         return True
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    # The server shutting down says so with SQLSTATE class 57 (operator intervention).
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    return sqlstate.startswith(("57", "08"))
+    if sqlstate:
+        # The server shutting down says so with SQLSTATE class 57 (operator intervention), a
+        # lost link with class 08. Other server errors are answers, not a lost connection:
+        # lock_timeout (55P03) is an OperationalError too, and reconnecting would only retry
+        # the same wait for ever. 57014 (a statement timeout) is busy, not gone.
+        return sqlstate.startswith(("57", "08")) and sqlstate != "57014"
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def reconnect(
