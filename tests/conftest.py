@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 import hookctl
 from hookctl.cli import app
+from tests.pg import pg_server, pg_url  # noqa: F401  (PostgreSQL fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 

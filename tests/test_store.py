@@ -558,12 +558,12 @@ def test_a_sqlite_url_and_a_path_open_the_same_database(tmp_path: Path) -> None:
     assert _run("log", "--db", f"sqlite://{db}", "--json").stdout.count("\n") == 1
 
 
+# postgresql:// opens PostgresStore now (tests/test_postgres_*.py, tests/contract/).
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("postgresql://hookctl@db.internal:5432/hookctl", "not available in this version"),
-        ("postgres://hookctl@db.internal/hookctl", "not available in this version"),
         ("mysql://root@localhost/hookctl", "unknown database URL scheme 'mysql'"),
+        ("redis://localhost/0", "unknown database URL scheme 'redis'"),
     ],
 )
 def test_a_backend_this_version_lacks_is_one_line_and_exit_2(

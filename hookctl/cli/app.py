@@ -48,7 +48,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="SQLite file for deliveries. Default: $HOOKCTL_DB, else ~/.local/share/hookctl/ "
+        help="SQLite file (or postgresql:// URL) for deliveries. Default: $HOOKCTL_DB, else "
+        "~/.local/share/hookctl/ "
         "(see `hookctl db path`).",
         show_default=False,
     ),
@@ -176,35 +177,35 @@ def rule_paths(flags: list[str] | None) -> list[Path]:
     return found
 
 
-def store_path(db: str | None) -> Path:
-    """Where the database is; a note on stderr when it is one found at the old default place.
-
-    --db and $HOOKCTL_DB take a path or a database URL; a URL of a backend this version
-    lacks (postgresql://) is a one-line usage error here.
-    """
+def store_url(db: str | None) -> str:
+    """The database --db or $HOOKCTL_DB names (a path or a URL), else the default file; a note
+    on stderr when that is one found at the old default place."""
     from hookctl import paths
-    from hookctl.store import open_store as _open
-    from hookctl.store import sqlite_path
 
     chosen = db or os.environ.get("HOOKCTL_DB")
     if chosen:
-        found = sqlite_path(chosen)
-        if found is None:
-            _open(chosen)  # raises BackendUnavailable, naming what is missing
-        assert found is not None
-        return found
+        return chosen
     path, note = paths.db_location(None)
     if note and not os.environ.get("HOOKCTL_QUIET"):
         sys.stderr.write(note + "\n")
-    return path
+    return str(path)
+
+
+def store_location(db: str | None) -> str:
+    """What `db path` prints: the SQLite file, or a PostgreSQL URL with its password masked.
+    A URL of a scheme this hookctl cannot open is the store's one-line error."""
+    from hookctl.store import describe
+
+    return describe(store_url(db))
 
 
 def open_store(db: str | None, *, create: bool = False) -> "Store":
-    """The delivery store (--db, $HOOKCTL_DB, or the default file). Reading commands never
-    create it (`create` False: a usage error when it does not exist); fire and retry-loop do."""
+    """The delivery store (--db, $HOOKCTL_DB, or the default file), through the store's one
+    factory. Reading commands never create a SQLite file (`create` False: DatabaseMissing when
+    it does not exist); fire and retry-loop do. A PostgreSQL database is migrated on open."""
     from hookctl.store import open_store as _open
 
-    return _open(store_path(db), create=create)
+    return _open(store_url(db), create=create)
 
 
 def allow_entries(flags: list[str] | None) -> tuple[str, ...]:

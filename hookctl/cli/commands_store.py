@@ -18,7 +18,7 @@ from hookctl.cli.app import (
     handle_errors,
     network_guard,
     open_store,
-    store_path,
+    store_location,
     window_start,
 )
 from hookctl.cli.commands_send import AllowNetOption
@@ -68,7 +68,7 @@ def db_path(db: DbOption = None) -> None:
 
     Example: hookctl db path
     """
-    typer.echo(str(store_path(db)))
+    typer.echo(store_location(db))
 
 
 @app.command()
@@ -429,3 +429,35 @@ def purge(
         store.close()
     gone = f", {events} stored event{'' if events == 1 else 's'} deleted" if events else ""
     sys.stderr.write(f"{count} deliver{'y' if count == 1 else 'ies'} deleted{gone}\n")
+
+
+@db_app.command("copy")
+@handle_errors
+def db_copy(
+    source: Annotated[str, typer.Argument(help="The database to copy: a SQLite file or a URL.")],
+    destination: Annotated[
+        str, typer.Argument(help="An empty database to copy into: a SQLite file or a URL.")
+    ],
+) -> None:
+    """Copy every delivery and attempt to another database: SQLite to PostgreSQL, or back.
+
+    Ids, states, schedules and the attempt log come along; pending deliveries stay due. Stop
+    fire and retry-loop first: leases are not copied. The destination must be empty.
+
+    Example: hookctl db copy ~/.local/share/hookctl/hookctl.db postgresql://hookctl@db1/hookctl
+    """
+    from hookctl.store.copy import copy
+
+    src = open_store(source)
+    try:
+        dst = open_store(destination, create=True)
+        try:
+            copied = copy(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    sys.stderr.write(
+        f"copied {copied.deliveries} deliveries and {copied.attempts} attempts "
+        f"to {store_location(destination)}\n"
+    )

@@ -1,8 +1,9 @@
 """The store: delivery records and ids, the contract every backend keeps, and `open_store`.
 
 `open_store(url)` is the one place a store is constructed: the CLI, bench/ and tests call it.
-A path or `sqlite:///PATH` opens the SQLite backend (store/sqlite/); `postgresql://...` is the
-next backend's (not in this version).
+A path or `sqlite:///PATH` opens the SQLite backend (store/sqlite/); `postgresql://...` (or
+`postgres://`) the PostgreSQL one (store/postgres/, imported only then: it needs the
+`hookctl[postgres]` extra).
 """
 
 from __future__ import annotations
@@ -33,22 +34,44 @@ def sqlite_path(url: str | Path) -> Path | None:
     return None
 
 
+def _scheme(url: str | Path) -> str:
+    match = _SCHEME.match(str(url))
+    return match.group(1).lower() if match else ""
+
+
+def describe(url: str | Path) -> str:
+    """The database as messages and `db path` name it: a SQLite file's path, or a PostgreSQL
+    URL with any password masked. BackendUnavailable for a scheme hookctl does not know."""
+    path = sqlite_path(url)
+    if path is not None:
+        return str(path)
+    if _scheme(url) in _POSTGRES:
+        from hookctl.store.postgres.connection import masked_url
+
+        return masked_url(str(url))
+    raise _unknown(url)
+
+
+def _unknown(url: str | Path) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"unknown database URL scheme {_scheme(url)!r}: use a SQLite file (--db PATH or "
+        "sqlite:///PATH) or a PostgreSQL URL (postgresql://user@host/dbname)"
+    )
+
+
 def open_store(url: str | Path, *, create: bool = True, holder: Holder | None = None) -> Store:
     """Open the store at `url`: a SQLite path or `sqlite:///PATH` (created and migrated when
-    `create`, else DatabaseMissing if absent). `holder` records whose claims these are (tests;
-    default this process). Raises StoreError subclasses only."""
+    `create`, else DatabaseMissing if absent), or a `postgresql://` URL (a server's database:
+    migrated on open whatever `create` says, since it never appears as a stray file).
+    `holder` records whose claims these are (tests; default this process). Raises StoreError
+    subclasses only."""
     path = sqlite_path(url)
     if path is None:
-        scheme = _SCHEME.match(str(url))
-        name = scheme.group(1).lower() if scheme else ""
-        if name in _POSTGRES:
-            raise BackendUnavailable(
-                "PostgreSQL databases (postgresql://...) are not available in this version of "
-                "hookctl: use a SQLite file (--db PATH or sqlite:///PATH)"
-            )
-        raise BackendUnavailable(
-            f"unknown database URL scheme {name!r}: use a SQLite file (--db PATH or sqlite:///PATH)"
-        )
+        if _scheme(url) not in _POSTGRES:
+            raise _unknown(url)
+        from hookctl.store.postgres.store import PostgresStore
+
+        return PostgresStore(str(url), holder=holder)
     if not create and not path.exists():
         raise DatabaseMissing(
             f"no database at {path} yet: `hookctl fire` creates it (or pass --db)"

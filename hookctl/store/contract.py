@@ -1,11 +1,12 @@
 """The store as a contract: what the pipeline and the log need from any backend.
 
-A backend (SQLite today, PostgreSQL next) implements `Store` = `Queue` + `Log`, returns the
+A backend (store/sqlite/ and store/postgres/, both opened by open_store) implements `Store` = `Queue` + `Log`, returns the
 dataclasses of records.py and raises the errors of errors.py, never its driver's. What every
 backend must guarantee (tests/contract/ checks each on every backend):
 
 - Durability: once `enqueue` or `complete` returns, what it wrote survives a crash of the
-  process (and, for SQLite, of the machine: synchronous=FULL).
+  process (and of the machine: SQLite's synchronous=FULL; PostgreSQL's fsync and
+  synchronous_commit, its defaults).
 - Dedupe: a (rule, dedupe_key) pair is stored once; a second enqueue returns the first id.
 - Ordering: `claim` hands out due deliveries oldest due first (by next attempt time).
 - Leases and fencing: a claim leases each delivery to a token until `lease_seconds` from

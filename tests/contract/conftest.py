@@ -1,8 +1,8 @@
 """The backends the store contract suite runs on: one `backend` fixture, one param per backend.
 
 A backend param gives a database URL for this test; `backend(holder=...)` opens another client
-(a store, as another process would) on that same database. Adding a backend (PostgreSQL) is one
-entry in BACKENDS and, if it needs a server, a fixture that starts one.
+(a store, as another process would) on that same database. Each backend is one entry in
+BACKENDS; PostgreSQL's needs the server fixture of tests/pg.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ def _sqlite(tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return f"sqlite://{tmp_path / 'contract.db'}"
 
 
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], str]] = {"sqlite": _sqlite}
+def _postgres(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    # A fresh database on the session's throwaway cluster (tests/pg.py); skipped only where no
+    # server can be started, and a skip fails the run under CI=true (tests/conftest.py).
+    return str(request.getfixturevalue("pg_url"))
+
+
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], str]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -1,0 +1,102 @@
+"""Endpoint state and health on PostgreSQL: pause and resume, and what `hookctl endpoints` lists.
+
+The `endpoints` table (migration m004_endpoints) holds what every worker on the database shares
+about an endpoint; the claim SQL (store.py, PAUSED) skips a paused one's deliveries. Health is
+read as SQLite's endpoints.py reads it: pending and failed counts over all time, attempts,
+successes (2xx answers) and the p95 duration over a window, the latest success.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from hookctl.store.records import EndpointHealth
+
+Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver
+
+
+def pause(cur: Cursor, endpoint: str, *, now: float, reason: str | None) -> bool:
+    """Pause `endpoint` (known or not yet); False if it was paused already (left as it was)."""
+    cur.execute(
+        "INSERT INTO endpoints (endpoint, paused_since, paused_reason, updated_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (endpoint) DO UPDATE SET "
+        "paused_since = excluded.paused_since, paused_reason = excluded.paused_reason, "
+        "updated_at = excluded.updated_at WHERE endpoints.paused_since IS NULL",
+        (endpoint, now, reason, now),
+    )
+    return bool(cur.rowcount == 1)
+
+
+def resume(cur: Cursor, endpoint: str, *, now: float) -> bool:
+    """Resume `endpoint`; False if it was not paused."""
+    cur.execute(
+        "UPDATE endpoints SET paused_since = NULL, paused_reason = NULL, updated_at = %s "
+        "WHERE endpoint = %s AND paused_since IS NOT NULL",
+        (now, endpoint),
+    )
+    return bool(cur.rowcount == 1)
+
+
+def paused(cur: Cursor) -> dict[str, tuple[float, str | None]]:
+    """Every paused endpoint: since when, and why (None: no reason given)."""
+    cur.execute(
+        "SELECT endpoint, paused_since, paused_reason FROM endpoints WHERE paused_since IS NOT NULL"
+    )
+    return {endpoint: (since, reason) for endpoint, since, reason in cur.fetchall()}
+
+
+def health(cur: Cursor, *, since: float) -> list[EndpointHealth]:
+    """Every endpoint with a delivery or a state on record, by name (a report: full scans)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    last_success: dict[str, float] = {}
+    cur.execute(
+        "SELECT endpoint, status, count(*), max(updated_at) FROM deliveries "
+        "WHERE endpoint IS NOT NULL GROUP BY endpoint, status"
+    )
+    for endpoint, status, n, last in cur.fetchall():
+        counts[endpoint][status] = n
+        if status == "succeeded":
+            last_success[endpoint] = last
+    durations: dict[str, list[float]] = defaultdict(list)
+    successes: dict[str, int] = defaultdict(int)
+    cur.execute(
+        "SELECT d.endpoint, a.duration_ms, a.status_code FROM attempts a "
+        "JOIN deliveries d ON d.id = a.delivery_id "
+        "WHERE a.started_at >= %s AND d.endpoint IS NOT NULL",
+        (since,),
+    )
+    for endpoint, duration, code in cur.fetchall():
+        durations[endpoint].append(float(duration or 0))
+        if code is not None and 200 <= code <= 299:
+            successes[endpoint] += 1
+    state = paused(cur)
+    cur.execute("SELECT endpoint FROM endpoints")
+    for (known,) in cur.fetchall():
+        counts.setdefault(known, defaultdict(int))
+    found = []
+    for endpoint in sorted(counts):
+        taken = sorted(durations.get(endpoint, []))
+        since_, reason = state.get(endpoint, (None, None))
+        found.append(
+            EndpointHealth(
+                endpoint=endpoint,
+                pending=counts[endpoint]["pending"],
+                failed=counts[endpoint]["failed"],
+                attempts=len(taken),
+                successes=successes.get(endpoint, 0),
+                p95_ms=_percentile(taken, 0.95),
+                last_success_at=last_success.get(endpoint),
+                paused_since=since_,
+                paused_reason=reason,
+            )
+        )
+    return found
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of sorted values (None for none)."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

@@ -1,0 +1,845 @@
+"""PostgreSQL outbox and retry queue: the store contract, for many workers at once.
+
+`PostgresStore` implements hookctl/store/contract.py as `SQLiteStore` does (the same records,
+the same errors, the contract suite runs on both). What differs is underneath: claims are
+`FOR NO KEY UPDATE SKIP LOCKED` (workers never wait on each other's claims), a batch of outcomes
+is one transaction of a few statements, and a lost connection is got back with backoff and the
+operation run again. Every write is safe to run twice: ids are the primary key, an attempt is
+logged once per (delivery, lease token, start), and an outcome is applied only while its token
+still holds the lease, so a retried batch never applies an outcome for a lease it lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from hookctl.errors import StoreError
+from hookctl.store import holder as holders
+from hookctl.store.postgres import connection, history, migrations
+from hookctl.store.postgres import endpoints as endpoint_state
+from hookctl.store.postgres import events as stored_events
+from hookctl.store.postgres.rows import (
+    CLAIM_COLUMNS,
+    INSERT_DELIVERY,
+    REPLACE_REQUEST,
+    claims,
+    delivery_params,
+    request_params,
+    result_columns,
+    text,
+)
+from hookctl.store.records import (
+    ID_CLOCK_SLACK,
+    ID_PATTERN,
+    STATUSES,
+    AttemptResult,
+    Claim,
+    Delivery,
+    DeliveryDetail,
+    EndpointHealth,
+    NewDelivery,
+    NewEvent,
+    RecordedRequest,
+    Stats,
+    StoredEvent,
+    Unrendered,
+    event_id_floor,
+    id_floor,
+)
+
+__all__ = ["CHANNEL", "PostgresStore"]
+
+T = TypeVar("T")
+CHANNEL = "hookctl_due"  # NOTIFY channel: deliveries became due (enqueued, released, replayed)
+_PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
+_RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock: run the transaction again
+
+# A paused endpoint's deliveries are not due: held, their attempts and schedule untouched.
+# NOT EXISTS, not NOT IN: a row with no endpoint stays claimable.
+_NOT_PAUSED = (
+    "NOT EXISTS (SELECT 1 FROM endpoints AS e WHERE e.endpoint = deliveries.endpoint "
+    "AND e.paused_since IS NOT NULL)"
+)
+_CLAIM_SET = (
+    "UPDATE deliveries AS d SET lease_token = %(token)s, lease_expires_at = %(until)s, "
+    "fence = d.fence + 1, lease_holder = %(holder)s FROM chosen WHERE d.id = chosen.id "
+    f"RETURNING {CLAIM_COLUMNS}, d.next_attempt_at, d.seq"
+)
+# Expired leases (a crashed worker's) through deliveries_leased, the rest through
+# deliveries_due; the oldest due of both are taken. SKIP LOCKED: rows another worker is
+# claiming right now are passed over, never waited for.
+CLAIM_DUE = f"""
+WITH expired AS (
+    SELECT id, next_attempt_at, seq FROM deliveries
+    WHERE lease_token IS NOT NULL AND lease_expires_at <= %(now)s
+        AND status = 'pending' AND next_attempt_at <= %(due)s AND {_NOT_PAUSED}
+    ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED
+), fresh AS (
+    SELECT id, next_attempt_at, seq FROM deliveries
+    WHERE status = 'pending' AND lease_token IS NULL AND next_attempt_at <= %(due)s
+        AND {_NOT_PAUSED}
+    ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM fresh) AS both_kinds
+    ORDER BY next_attempt_at, seq LIMIT %(limit)s
+)
+{_CLAIM_SET}
+"""
+CLAIM_IDS = f"""
+WITH chosen AS (
+    SELECT id FROM deliveries
+    WHERE id = ANY(%(ids)s) AND status = 'pending' AND next_attempt_at <= %(due)s
+        AND (lease_token IS NULL OR lease_expires_at <= %(now)s) AND {_NOT_PAUSED}
+    ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED
+)
+{_CLAIM_SET}
+"""
+DUE_COUNT = f"""
+SELECT (SELECT count(*) FROM deliveries
+        WHERE status = 'pending' AND lease_token IS NULL AND next_attempt_at <= %(due)s
+            AND {_NOT_PAUSED})
+     + (SELECT count(*) FROM deliveries
+        WHERE lease_token IS NOT NULL AND lease_expires_at <= %(now)s
+            AND status = 'pending' AND next_attempt_at <= %(due)s AND {_NOT_PAUSED})
+"""
+_RESULTS = """
+unnest(%(id)s::text[], %(token)s::text[], %(started_at)s::float8[], %(duration_ms)s::float8[],
+    %(status_code)s::int[], %(error)s::text[], %(headers)s::text[], %(body)s::bytea[],
+    %(status)s::text[], %(next_at)s::float8[], %(sent)s::bool[], %(applied)s::bool[])
+    WITH ORDINALITY AS r(id, token, started_at, duration_ms, status_code, error, headers, body,
+        status, next_at, sent, applied, n)
+"""
+# The fence: an outcome changes its delivery only while its token still holds the lease.
+APPLY_RESULTS = f"""
+UPDATE deliveries AS d SET
+    attempts = d.attempts + r.sent::int, status = r.status, next_attempt_at = r.next_at,
+    last_status_code = CASE WHEN r.sent THEN r.status_code ELSE d.last_status_code END,
+    error = r.error, updated_at = %(now)s,
+    first_attempt_at = CASE WHEN r.sent THEN COALESCE(d.first_attempt_at, r.started_at)
+        ELSE d.first_attempt_at END,
+    lease_token = NULL, lease_expires_at = NULL
+FROM {_RESULTS}
+WHERE d.id = r.id AND d.lease_token = r.token
+RETURNING r.n
+"""
+# Logged even when the lease was lost: the request did happen. Numbers run over the delivery's
+# life; the delivery rows are locked first, so two workers never take the same number.
+INSERT_ATTEMPTS = f"""
+INSERT INTO attempts (
+    delivery_id, number, started_at, duration_ms, status_code, error, response_headers,
+    response_body, token, applied
+)
+SELECT r.id,
+    COALESCE((SELECT max(number) FROM attempts AS a WHERE a.delivery_id = r.id), 0)
+        + row_number() OVER (PARTITION BY r.id ORDER BY r.n),
+    r.started_at, r.duration_ms, r.status_code, r.error, r.headers, r.body, r.token, r.applied
+FROM {_RESULTS}
+WHERE r.sent AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = r.id)
+"""
+REQUEUE = """
+UPDATE deliveries SET
+    attempts_at_replay = CASE WHEN status = 'pending' THEN attempts_at_replay ELSE attempts END,
+    replays = CASE WHEN status = 'pending' THEN replays ELSE replays + 1 END,
+    first_attempt_at = CASE WHEN status = 'pending' THEN first_attempt_at END,
+    lease_token = CASE WHEN status = 'pending' THEN lease_token END,
+    lease_expires_at = CASE WHEN status = 'pending' THEN lease_expires_at END,
+    status = 'pending', next_attempt_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s)
+"""
+
+
+class PostgresStore:
+    """The delivery database on a PostgreSQL server: outbox, retry queue and execution log."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reconnect_seconds: float = connection.RECONNECT_SECONDS,
+        holder: holders.Holder | None = None,
+    ) -> None:
+        """Connect to `url` and apply any migrations the database lacks.
+
+        `holder` is who this store's claims are recorded as held by (default: this process).
+        It is recorded only: PostgreSQL waits out a dead holder's leases (see m002).
+        """
+        self.url = url
+        self.masked_url = connection.masked_url(url)
+        self.reconnect_seconds = reconnect_seconds
+        self._holder = holder or holders.this_process()
+        self._lock = threading.RLock()  # one transaction at a time on the one connection
+        self._registered = False  # this holder is in lease_holders
+        self._leased: set[str] = set()  # ids this store leased and has not completed/released
+        self._lock_timeout_ms: int | None = None  # wait_when_busy; None: the server's setting
+        self._listener: Any = None
+        self.conn: Any = connection.connect(url)
+        try:
+            self._run(lambda cur, retry: migrations.migrate(self.conn, self.masked_url))
+        except BaseException:
+            self.conn.close()
+            raise
+
+    @property
+    def location(self) -> str:
+        """The database as messages name it: the URL with any password masked."""
+        return self.masked_url
+
+    def wait_when_busy(self, seconds: float) -> None:
+        """How long a statement waits for another client's row or table lock before it fails
+        DatabaseBusy (lock_timeout; the transaction is rolled back, so nothing of the call is
+        done). Claims never wait (SKIP LOCKED); 0 becomes 1 ms, since PostgreSQL's 0 means
+        "wait for ever". Kept across reconnects."""
+        with self._lock:
+            self._lock_timeout_ms = max(1, int(seconds * 1000))
+            self._apply_settings()
+
+    def _apply_settings(self) -> None:
+        if self._lock_timeout_ms is not None:
+            psycopg = connection.driver()
+            try:
+                self.conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+            except psycopg.Error as exc:
+                raise connection.error(self.url, exc) from exc
+
+    def check_integrity(self) -> list[str]:
+        """What the schema does not enforce and the store relies on: attempts that belong to
+        no delivery (there is no foreign key), pending rows without a schedule; empty: healthy."""
+
+        def work(cur: Any, retry: bool) -> list[str]:
+            problems = []
+            cur.execute(
+                "SELECT count(*) FROM attempts AS a WHERE NOT EXISTS "
+                "(SELECT 1 FROM deliveries AS d WHERE d.id = a.delivery_id)"
+            )
+            (orphans,) = cur.fetchone()
+            if orphans:
+                problems.append(f"{orphans} attempts refer to a missing delivery")
+            cur.execute(
+                "SELECT count(*) FROM deliveries WHERE lease_token IS NOT NULL "
+                "AND lease_expires_at IS NULL"
+            )
+            (unbounded,) = cur.fetchone()
+            if unbounded:
+                problems.append(f"{unbounded} deliveries are leased without an expiry")
+            return problems
+
+        return self._run(work)
+
+    def close(self) -> None:
+        """Close the connections (again: nothing); a holder that holds nothing any more
+        leaves lease_holders."""
+        with self._lock:
+            if self._registered and not self._leased and not self.conn.closed:
+                try:
+                    with self.conn.transaction():
+                        self.conn.execute(
+                            "DELETE FROM lease_holders WHERE holder = %s", (self._holder.key,)
+                        )
+                except Exception:  # closing must not fail; a holder left behind is reaped later
+                    pass
+                self._registered = False
+            for conn in (self.conn, self._listener):
+                if conn is not None and not conn.closed:
+                    conn.close()
+            self._listener = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- transactions, errors, reconnects -----------------------------------------------------
+
+    def _run(self, work: Callable[[Any, bool], T]) -> T:
+        """Run `work(cursor, retry)` in one transaction; after a lost connection, reconnect with
+        backoff and run it again (retry=True), until reconnect_seconds have passed."""
+        with self._lock:
+            return self._run_locked(work)
+
+    def _run_locked(self, work: Callable[[Any, bool], T]) -> T:
+        psycopg = connection.driver()
+        deadline: float | None = None
+        retry = False
+        while True:
+            try:
+                with self.conn.transaction(), self.conn.cursor() as cur:
+                    return work(cur, retry)
+            except psycopg.Error as exc:
+                if getattr(exc, "sqlstate", None) in _RETRY_SQLSTATES:
+                    retry = True
+                    continue
+                if not connection.is_connection_lost(exc, self.conn):
+                    raise connection.error(self.url, exc) from exc
+                if deadline is None:
+                    deadline = time.monotonic() + self.reconnect_seconds
+                self.conn.close()
+                self.conn = connection.reconnect(self.url, deadline=deadline)
+                self._apply_settings()
+                retry = True
+
+    # --- lease holders (the same scheme as SQLite's) ------------------------------------------
+
+    def _register(self, cur: Any, now: float) -> None:
+        """Put this holder in lease_holders (once), inside the transaction that first leases."""
+        if not self._registered:
+            h = self._holder
+            cur.execute(
+                "INSERT INTO lease_holders (holder, machine, pid, started, since) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (holder) DO NOTHING",
+                (h.key, h.machine, h.pid, h.started, now),
+            )
+
+    def _reap_gone(self, cur: Any, now: float) -> None:
+        """Make the claims of holders on this machine whose process died due now, and forget
+        those holders: their leases need not be waited out."""
+        here = self._holder
+        cur.execute(
+            "SELECT holder, pid, started FROM lease_holders WHERE machine = %s AND holder != %s",
+            (here.machine, here.key),
+        )
+        gone = [
+            key
+            for key, pid, started in cur.fetchall()
+            if holders.is_gone(holders.Holder(here.machine, pid, started), here)
+        ]
+        if gone:
+            cur.execute(
+                "UPDATE deliveries SET lease_expires_at = %s WHERE status = 'pending' "
+                "AND lease_holder = ANY(%s) AND lease_token IS NOT NULL "
+                "AND lease_expires_at > %s",
+                (now, gone, now),
+            )
+            cur.execute("DELETE FROM lease_holders WHERE holder = ANY(%s)", (gone,))
+
+    # --- the queue ----------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        deliveries: Sequence[NewDelivery],
+        *,
+        now: float,
+        claim_token: str | None = None,
+        lease_seconds: float = 0,
+        events: Sequence[NewEvent] = (),
+    ) -> list[tuple[str, bool]]:
+        """Durably add deliveries as pending, in one transaction; (id, False) for a duplicate.
+
+        With claim_token they are inserted already leased to the caller, so a concurrent
+        retry-loop leaves them alone while this process sends them. `events` (the events
+        read, matched or not) are stored in the same transaction.
+        """
+        if claim_token is not None and lease_seconds <= 0:
+            raise ValueError("claiming on enqueue needs lease_seconds greater than 0")
+        if not deliveries and not events:
+            return []
+        lowest, beyond = id_floor(now - ID_CLOCK_SLACK), id_floor(now + ID_CLOCK_SLACK + 0.001)
+        for d in deliveries:
+            if not ID_PATTERN.match(d.id):
+                raise ValueError(f"delivery id {d.id!r} was not made by new_delivery_id()")
+            if not lowest <= d.id < beyond:
+                raise ValueError(f"delivery id {d.id!r} was minted too far from now={now!r}")
+        lease_until = now + lease_seconds if claim_token is not None else None
+        shared: dict[int, str | None] = {}
+        holder = self._holder.key
+        rows = [
+            delivery_params(d, now, claim_token, lease_until, shared, holder) for d in deliveries
+        ]
+        keys = [(text(d.rule), text(d.dedupe_key)) for d in deliveries]
+
+        def work(cur: Any, retry: bool) -> list[tuple[str, bool]]:
+            if claim_token is not None:
+                self._register(cur, now)
+            seen = _owners(cur, [k for k in keys if k[1] is not None])
+            results: list[tuple[str, bool]] = []
+            new_rows, new_at = [], []
+            for d, key, row in zip(deliveries, keys, rows, strict=True):
+                if key[1] is not None:
+                    owner = seen.get(key)
+                    if owner is not None and owner != d.id:  # ours after a retry: inserted
+                        results.append((owner, False))
+                        continue
+                    seen[key] = d.id
+                results.append((d.id, True))
+                new_rows.append(row)
+                new_at.append(len(results) - 1)
+            if not new_rows:
+                if events:
+                    stored_events.insert(cur, events, deliveries, results)
+                return results
+            cur.executemany(INSERT_DELIVERY, new_rows, returning=True)
+            lost: list[int] = []  # a concurrent enqueue took the dedupe key first
+            for k in new_at:
+                if cur.fetchone() is None and (not retry or not _exists(cur, results[k][0])):
+                    lost.append(k)
+                cur.nextset()
+            if lost:
+                owners = _owners(cur, [keys[k] for k in lost])
+                for k in lost:
+                    results[k] = (owners.get(keys[k], results[k][0]), False)
+            if events:
+                stored_events.insert(cur, events, deliveries, results)
+            if claim_token is None:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return results
+
+        results = self._run(work)
+        if claim_token is not None:
+            self._registered = True
+            self._leased.update(i for i, inserted in results if inserted)
+        return results
+
+    def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        token: str,
+        due_by: float | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Claim]:
+        """Lease up to `limit` due deliveries to `token`, oldest due first.
+
+        Due means next attempt at or before `due_by` (default `now`): a pass that fixes it at
+        its start never retakes what it has just rescheduled. `ids` claims only those.
+        """
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be greater than 0")
+        if limit <= 0:
+            return []
+        bind: dict[str, Any] = {
+            "now": now,
+            "due": now if due_by is None else due_by,
+            "limit": limit,
+            "token": token,
+            "until": now + lease_seconds,
+            "holder": self._holder.key,
+        }
+        if ids is not None:
+            bind["ids"] = list(ids)
+
+        # A claim committed just before a lost connection is not seen again here: those rows
+        # stay leased to `token` until the lease ends, then any worker takes them (nothing lost).
+        def work(cur: Any, retry: bool) -> list[Claim]:
+            self._register(cur, now)
+            self._reap_gone(cur, now)
+            cur.execute(CLAIM_DUE if ids is None else CLAIM_IDS, bind)
+            return claims(token, cur.fetchall())
+
+        taken = self._run(work)
+        self._registered = True
+        self._leased.update(c.id for c in taken)
+        return taken
+
+    def complete(self, results: Sequence[AttemptResult], *, now: float) -> list[bool]:
+        """Record attempts and apply them where the lease still holds; False = lease was lost."""
+        return self.complete_with_follow_ups(results, now=now)[0]
+
+    def complete_with_follow_ups(
+        self,
+        results: Sequence[AttemptResult],
+        *,
+        now: float,
+        follow_ups: Mapping[str, NewDelivery] | None = None,
+        claim_token: str | None = None,
+        lease_seconds: float = 0,
+    ) -> tuple[list[bool], set[str]]:
+        """Like complete(), and in the same transaction enqueue a follow-up (an `on_failure`
+        notice) for each applied result that has one, so a crash cannot lose it.
+
+        Returns the applied flags and the ids of the follow-ups inserted (a duplicate is not).
+        """
+        follow_ups = follow_ups or {}
+        for r in results:
+            if r.status not in STATUSES:
+                raise ValueError(f"unknown delivery status {r.status!r}")
+            if r.status == "pending" and r.next_attempt_at is None:
+                raise ValueError(f"delivery {r.delivery_id} stays pending but has no next attempt")
+        if not results:
+            return [], set()
+        lease_until = now + lease_seconds if claim_token is not None else None
+        shared: dict[int, str | None] = {}
+        holder = self._holder.key
+        columns = result_columns(results)
+
+        def work(cur: Any, retry: bool) -> tuple[list[bool], set[str]]:
+            ids = sorted(set(columns["id"]))
+            # Locked in id order (no deadlocks between batches): attempt numbers stay unique.
+            cur.execute(
+                "SELECT id FROM deliveries WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                (ids,),
+            )
+            logged: dict[tuple[str, str, float], bool] = {}
+            if retry:  # this batch may have committed before the connection went
+                cur.execute(
+                    "SELECT delivery_id, token, started_at, applied FROM attempts "
+                    "WHERE delivery_id = ANY(%s) AND token = ANY(%s)",
+                    (ids, sorted(set(columns["token"]))),
+                )
+                logged = {(i, t, s): a for i, t, s, a in cur.fetchall()}
+            keys = list(zip(columns["id"], columns["token"], columns["started_at"], strict=True))
+            todo = [k for k, key in enumerate(keys) if key not in logged]
+            batch = {name: [values[k] for k in todo] for name, values in columns.items()}
+            batch["applied"] = [False] * len(todo)
+            applied = [logged.get(key, False) for key in keys]
+            if todo:
+                cur.execute(APPLY_RESULTS, {**batch, "now": now})
+                for (n,) in cur.fetchall():
+                    applied[todo[n - 1]] = True
+                    batch["applied"][n - 1] = True
+                cur.execute(INSERT_ATTEMPTS, batch)
+            inserted: set[str] = set()
+            wanted = [
+                follow_ups[r.delivery_id]
+                for r, ok in zip(results, applied, strict=True)
+                if ok and r.delivery_id in follow_ups
+            ]
+            if wanted:
+                if claim_token is not None:
+                    self._register(cur, now)
+                cur.executemany(
+                    INSERT_DELIVERY,
+                    [
+                        delivery_params(f, now, claim_token, lease_until, shared, holder)
+                        for f in wanted
+                    ],
+                )
+                # Present under its own id: inserted now, or by this batch before a reconnect.
+                cur.execute(
+                    "SELECT id FROM deliveries WHERE id = ANY(%s)", ([f.id for f in wanted],)
+                )
+                inserted = {row[0] for row in cur.fetchall()}
+            return applied, inserted
+
+        applied, inserted = self._run(work)
+        self._leased.difference_update(r.delivery_id for r in results)
+        if claim_token is not None and inserted:
+            self._registered = True
+            self._leased.update(inserted)
+        return applied, inserted
+
+    def extend_lease(self, ids: Sequence[str], *, token: str, until: float) -> list[str]:
+        """Push out the lease on deliveries `token` still holds; returns those ids."""
+        if not ids:
+            return []
+
+        def work(cur: Any, retry: bool) -> list[str]:
+            cur.execute(
+                "UPDATE deliveries SET lease_expires_at = %s "
+                "WHERE id = ANY(%s) AND lease_token = %s RETURNING id",
+                (until, sorted(ids), token),
+            )
+            held = {row[0] for row in cur.fetchall()}
+            return [i for i in ids if i in held]
+
+        held = self._run(work)
+        self._leased.difference_update(set(ids) - set(held))
+        return held
+
+    def release(self, ids: Sequence[str], *, token: str) -> int:
+        """Give back claims `token` holds and has not attempted: due again, for any process."""
+        if not ids:
+            return 0
+
+        def work(cur: Any, retry: bool) -> int:
+            cur.execute(
+                "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL "
+                "WHERE id = ANY(%s) AND lease_token = %s",
+                (sorted(ids), token),
+            )
+            count = int(cur.rowcount)
+            if count:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return count
+
+        released = self._run(work)
+        self._leased.difference_update(ids)
+        return released
+
+    def due_count(self, now: float) -> int:
+        """How many deliveries a claim at `now` could take."""
+
+        def work(cur: Any, retry: bool) -> int:
+            self._reap_gone(cur, now)  # so a cron retry-loop does not say "nothing due"
+            cur.execute(DUE_COUNT, {"now": now, "due": now})
+            return int(cur.fetchone()[0])
+
+        return self._run(work)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block until deliveries may have become due (a NOTIFY on CHANNEL) or `timeout` passes.
+
+        True when woken by a notification, False on timeout. For `retry-loop --every`: call it
+        between passes instead of sleeping the whole interval; polling stays the backstop, since
+        a notification is only a hint (deliveries rescheduled for later send none when due).
+        The listening connection is separate from the store's and opened on first use.
+        """
+        psycopg = connection.driver()
+        try:
+            if self._listener is None or self._listener.closed or self._listener.broken:
+                self._listener = connection.connect(self.url)
+                self._listener.execute(f"LISTEN {CHANNEL}")
+            woken = False
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                woken = True
+            if woken:
+                # Several NOTIFYs may be queued: take them all, one wake-up is enough. (After
+                # the loop above: the generator holds the connection. A timeout of 0 would mean
+                # "none" to psycopg, hence a short one.)
+                for _ in self._listener.notifies(timeout=0.001):
+                    pass
+            return woken
+        except psycopg.Error:
+            # The server went away: sleep out the wait (the next pass reconnects and reports).
+            if self._listener is not None:
+                self._listener.close()
+            self._listener = None
+            time.sleep(timeout)
+        except StoreError:
+            time.sleep(timeout)
+        return False
+
+    # --- the log --------------------------------------------------------------------------------
+
+    def query(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        ticket: str | None = None,
+        since: float | None = None,
+        limit: int | None = 50,
+    ) -> Iterator[Delivery]:
+        """Deliveries newest first, filtered; `since` is creation time; limit None or 0 = all."""
+        where, params = history.filters(status=status, rule=rule, ticket=ticket, since=since)
+        return self._pages(where, params, limit or None)
+
+    def _pages(
+        self, where: list[str], params: list[Any], remaining: int | None
+    ) -> Iterator[Delivery]:
+        # Keyset pages, each its own short transaction: nothing stays open between yields, so
+        # the caller may write to the store while iterating.
+        before: str | None = None
+        while remaining is None or remaining > 0:
+            size = history.PAGE if remaining is None else min(history.PAGE, remaining)
+            rows = self._run(functools.partial(_page, where, params, before, size))
+            yield from rows
+            if len(rows) < size:
+                return
+            before = rows[-1].id
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def get(self, delivery_id: str) -> DeliveryDetail | None:
+        """One delivery by id or unique prefix, with its attempts in order; None if absent."""
+        return self._run(lambda cur, retry: history.get(cur, delivery_id))
+
+    def select(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        status: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+    ) -> list[str]:
+        """The full ids a replay selects: by ids (or unique prefixes), or by filters."""
+        return self._run(
+            lambda cur, retry: history.select_ids(
+                cur, ids=ids, status=status, rule=rule, since=since
+            )
+        )
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of `ids` (a duplicate's earlier delivery, say)."""
+        return self._run(lambda cur, retry: history.statuses(cur, ids))
+
+    def unrendered(self, ids: Sequence[str]) -> list[Unrendered]:
+        """Those of `ids` whose request could not be rendered, with their rule and event."""
+        return self._run(lambda cur, retry: history.unrendered(cur, ids))
+
+    def requeue(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        status: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+        now: float,
+        rendered: Mapping[str, NewDelivery] | None = None,
+    ) -> list[str]:
+        """Replay deliveries under the same id: pending again, due now, with a fresh schedule.
+
+        The SQLite store's semantics exactly (see its docstring): finished ones restart their
+        policy and count a replay, pending ones are made due now, a live lease is left alone,
+        an unrendered one is requeued only with its request rendered anew in `rendered`.
+        """
+        rendered = rendered or {}
+
+        def work(cur: Any, retry: bool) -> list[str]:
+            selected = history.select_ids(cur, ids=ids, status=status, rule=rule, since=since)
+            bare = {row.id for row in history.unrendered(cur, selected)}
+            shared: dict[int, str | None] = {}
+            renewed = [
+                request_params(rendered[i], i, shared)
+                for i in selected
+                if i in bare and i in rendered
+            ]
+            if renewed:
+                cur.executemany(REPLACE_REQUEST, renewed)
+            selected = [i for i in selected if i not in bare or i in rendered]
+            if selected:
+                cur.execute(REQUEUE, {"ids": selected, "now": now})
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return selected
+
+        return self._run(work)
+
+    def purge(self, *, older_than: float) -> int:
+        """Delete finished deliveries last updated before `older_than`, with their attempts."""
+        deleted = 0
+        while True:
+
+            def work(cur: Any, retry: bool) -> int:
+                cur.execute(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+                    "WHERE status IN ('succeeded', 'failed') AND updated_at < %s LIMIT %s "
+                    "FOR UPDATE SKIP LOCKED) RETURNING id",
+                    (older_than, _PURGE_CHUNK),
+                )
+                ids = [row[0] for row in cur.fetchall()]
+                # Their attempts in the same transaction (there is no cascading foreign key).
+                cur.execute("DELETE FROM attempts WHERE delivery_id = ANY(%s)", (ids,))
+                return len(ids)
+
+            count = self._run(work)
+            deleted += count
+            if count < _PURGE_CHUNK:
+                return deleted
+
+    def stats(self, *, since: float | None = None) -> Stats:
+        """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
+        return self._run(lambda cur, retry: history.stats(cur, since=since))
+
+    # --- stored events (SQL in events.py) -----------------------------------------------------
+
+    def stored_events(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stored events received in [since, until), oldest first, one transaction per page."""
+        after, before = stored_events.window_bounds(since, until)
+        while True:
+            rows = self._run(functools.partial(_event_page, after, before, stored_events.PAGE))
+            yield from rows
+            if len(rows) < stored_events.PAGE:
+                return
+            after = rows[-1].id
+
+    def stored_event_rules(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> set[str]:
+        """The rules with a delivery on record for an event stored in [since, until)."""
+        after, before = stored_events.window_bounds(since, until)
+        return self._run(
+            lambda cur, retry: stored_events.rule_names(cur, after=after, before=before)
+        )
+
+    def stored_event(self, event_ref: str) -> StoredEvent | None:
+        """One stored event by its id ("evt_..."), or None."""
+        return self._run(lambda cur, retry: stored_events.get(cur, event_ref))
+
+    def event_of(self, delivery_id: str) -> StoredEvent | None:
+        """The stored event a delivery was made for; None if it was not kept (or is purged)."""
+
+        def work(cur: Any, retry: bool) -> StoredEvent | None:
+            ref = stored_events.ref_of(cur, delivery_id)
+            return stored_events.get(cur, ref) if ref else None
+
+        return self._run(work)
+
+    def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
+        """The stored request of each delivery in `ids` still on record, by id."""
+        return self._run(lambda cur, retry: stored_events.requests(cur, ids))
+
+    def purge_events(self, *, older_than: float) -> int:
+        """Delete stored events received before `older_than`, a chunk per transaction."""
+        deleted = 0
+        before = event_id_floor(older_than)
+        while True:
+            count = len(
+                self._run(
+                    lambda cur, retry: stored_events.purge_ids(
+                        cur, before=before, limit=_PURGE_CHUNK
+                    )
+                )
+            )
+            deleted += count
+            if count < _PURGE_CHUNK:
+                return deleted
+
+    # --- endpoints (SQL in endpoints.py) ------------------------------------------------------
+
+    def pause_endpoint(self, endpoint: str, *, now: float, reason: str | None = None) -> bool:
+        """Hold `endpoint`'s deliveries from `now` (claims skip them); False if already paused."""
+        return self._run(
+            lambda cur, retry: endpoint_state.pause(cur, endpoint, now=now, reason=reason)
+        )
+
+    def resume_endpoint(self, endpoint: str, *, now: float) -> bool:
+        """Release a paused endpoint's deliveries; False if it was not paused."""
+
+        def work(cur: Any, retry: bool) -> bool:
+            resumed = endpoint_state.resume(cur, endpoint, now=now)
+            if resumed:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return resumed
+
+        return self._run(work)
+
+    def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
+        """Every paused endpoint: (since, reason)."""
+        return self._run(lambda cur, retry: endpoint_state.paused(cur))
+
+    def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
+        """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        return self._run(lambda cur, retry: endpoint_state.health(cur, since=since))
+
+
+def _owners(cur: Any, keys: Sequence[tuple[str | None, str | None]]) -> dict[Any, str]:
+    """Ids already stored for these (rule, dedupe_key) pairs."""
+    if not keys:
+        return {}
+    rules, dedupe = [k[0] for k in keys], [k[1] for k in keys]
+    cur.execute(
+        "SELECT rule, dedupe_key, id FROM deliveries WHERE (rule, dedupe_key) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+        (rules, dedupe),
+    )
+    return {(rule, key): delivery_id for rule, key, delivery_id in cur.fetchall()}
+
+
+def _page(
+    where: list[str], params: list[Any], before: str | None, size: int, cur: Any, retry: bool
+) -> list[Delivery]:
+    return history.page(cur, where, params, before, size)
+
+
+def _event_page(
+    after: str, before: str | None, size: int, cur: Any, retry: bool
+) -> list[StoredEvent]:
+    return stored_events.page(cur, after=after, before=before, limit=size)
+
+
+def _exists(cur: Any, delivery_id: str) -> bool:
+    cur.execute("SELECT 1 FROM deliveries WHERE id = %s", (delivery_id,))
+    return cur.fetchone() is not None

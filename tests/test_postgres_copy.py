@@ -1,0 +1,63 @@
+"""`hookctl db copy`: SQLite to PostgreSQL and back, deliveries and attempts intact, pending still due."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hookctl.store import open_store
+from tests.test_store import NOW, new, result
+
+
+def fill(store: Any) -> list[str]:
+    """A succeeded, a failed-then-replayed, a pending retry and a never-tried delivery."""
+    done, replayed, retrying, fresh = (new(event={"n": k}, dedupe_key=f"k{k}") for k in range(4))
+    done.request = {**done.request, "body": "binary\x00body"}
+    store.enqueue([done, replayed, retrying], now=NOW)
+    claims = {c.id: c for c in store.claim(now=NOW, limit=3, lease_seconds=60, token="t")}
+    store.complete(
+        [
+            result(claims[done.id]),
+            result(claims[replayed.id], status="failed", code=410),
+            result(claims[retrying.id], status="pending", code=503, next_at=NOW + 30),
+        ],
+        now=NOW,
+    )
+    store.requeue(ids=[replayed.id], now=NOW + 1)
+    store.enqueue([fresh], now=NOW + 2)
+    return [d.id for d in (done, replayed, retrying, fresh)]
+
+
+def snapshot(store: Any, ids: list[str]) -> list[Any]:
+    return [store.get(delivery_id) for delivery_id in ids]
+
+
+def test_sqlite_to_postgres_and_back(cli: Any, tmp_path: Path, pg_url: str) -> None:
+    source = tmp_path / "source.db"
+    with open_store(source) as store:
+        ids = fill(store)
+        before = snapshot(store, ids)
+        due_before = store.due_count(NOW + 60)
+    there = cli("db", "copy", source, pg_url)
+    assert there.exit_code == 0, there.stderr
+    assert there.stderr.startswith("copied 4 deliveries and 3 attempts to postgresql://")
+    with open_store(pg_url) as store:
+        assert snapshot(store, ids) == before
+        assert store.due_count(NOW + 60) == due_before == 3  # pending ones are still due
+    back = tmp_path / "back.db"
+    returned = cli("db", "copy", pg_url, back)
+    assert returned.exit_code == 0, returned.stderr
+    with open_store(back) as store:
+        assert snapshot(store, ids) == before
+        claimed = store.claim(now=NOW + 60, limit=9, lease_seconds=9, token="x")
+        assert sorted(c.id for c in claimed) == sorted(ids[1:])
+
+
+def test_copy_refuses_a_destination_that_is_not_empty(cli: Any, tmp_path: Path) -> None:
+    source, target = tmp_path / "a.db", tmp_path / "b.db"
+    for path in (source, target):
+        with open_store(path) as store:
+            fill(store)
+    refused = cli("db", "copy", source, target)
+    assert refused.exit_code == 4  # a store error: that database cannot take the copy
+    assert "Error: the destination already holds deliveries" in refused.stderr
