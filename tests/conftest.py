@@ -89,10 +89,9 @@ def _children() -> dict[int, tuple[str, bool]]:
         try:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[1]) == me and fields[0] != "Z":
-                found[int(entry.name)] = (
-                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                )
+            if int(fields[1]) == me:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found[int(entry.name)] = (command, fields[0] == "Z")
         except (OSError, ValueError):
             continue
     return found

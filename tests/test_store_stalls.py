@@ -52,6 +52,7 @@ def test_a_write_lock_held_past_the_busy_timeout_mid_fire_loses_no_outcome(
     receiver.delay = 0.05
     holder: list[subprocess.Popen[str]] = []
     lock_at = threading.Event()
+    lock_taken = threading.Event()
 
     def take_the_lock() -> None:
         proc = subprocess.Popen(
@@ -67,9 +68,13 @@ def test_a_write_lock_held_past_the_busy_timeout_mid_fire_loses_no_outcome(
 
     def handle(request):  # type: ignore[no-untyped-def]
         # On the 100th request, another process takes the write lock (and keeps it a while).
+        # Once: two requests arriving together could both count 100 and start two holders.
         with receiver._lock:
             nth = len(receiver.received) + 1
-        if nth == 100:
+            first = nth >= 100 and not lock_taken.is_set()
+            if first:
+                lock_taken.set()
+        if first:
             threading.Thread(target=take_the_lock, daemon=True).start()
         return real_handle(request)
 
