@@ -105,7 +105,9 @@ def test_ctrl_c_exits_cleanly():
     with listening() as (proc, _url):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
-    assert proc.returncode == 0
+        err = proc.stderr.read()  # type: ignore[union-attr]
+    # Once, in CI's run against the installed wheel, this exited 1: say why if it happens again.
+    assert proc.returncode == 0, err
 
 
 def test_port_in_use_is_a_usage_error(cli):
