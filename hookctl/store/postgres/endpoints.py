@@ -8,11 +8,11 @@ successes (2xx answers) and the p95 duration over a window, the latest success.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
 from hookctl.store.records import EndpointHealth
+from hookctl.store.summaries import percentile
 
 Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver
 
@@ -86,17 +86,10 @@ def health(cur: Cursor, *, since: float) -> list[EndpointHealth]:
                 failed=counts[endpoint]["failed"],
                 attempts=len(taken),
                 successes=successes.get(endpoint, 0),
-                p95_ms=_percentile(taken, 0.95),
+                p95_ms=percentile(taken, 95),
                 last_success_at=last_success.get(endpoint),
                 paused_since=since_,
                 paused_reason=reason,
             )
         )
     return found
-
-
-def _percentile(ordered: list[float], q: float) -> float | None:
-    """The nearest-rank percentile of sorted values (None for none)."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

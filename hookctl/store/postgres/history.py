@@ -6,8 +6,6 @@ Plain functions over a cursor, as sqlite/history.py is; `PostgresStore` wraps th
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,10 +21,9 @@ from hookctl.store.records import (
     DeliveryDetail,
     Stats,
     Unrendered,
-    UrlFailures,
-    UrlTiming,
     id_floor,
 )
+from hookctl.store.summaries import stats_from
 
 PAGE = 500  # rows per keyset page of the log
 
@@ -184,34 +181,4 @@ def stats(cur: Cursor, *, since: float | None = None) -> Stats:
         params,
     )
     attempts = cur.fetchall()
-    durations = sorted(a[1] for a in attempts)
-    timing: dict[str, list[float]] = defaultdict(list)
-    for url, duration, failed in attempts:
-        timing[url].append(duration)
-        urls[url]["failed_attempts"] += int(failed)
-    slowest = sorted(
-        (UrlTiming(u, len(d), sum(d) / len(d), max(d)) for u, d in timing.items()),
-        key=lambda s: s.avg_ms,
-        reverse=True,
-    )
-    failing = sorted(
-        (UrlFailures(**u) for u in urls.values() if u["failed"] or u["failed_attempts"]),
-        key=lambda u: (-u.failed, -u.failed_attempts),
-    )
-    return Stats(
-        since=since,
-        deliveries=sum(by_status.values()),
-        by_status=by_status,
-        by_rule=by_rule,
-        attempts=len(durations),
-        duration_ms={f"p{p}": _percentile(durations, p) for p in (50, 95, 99)},
-        slowest_urls=slowest[:5],
-        failing_urls=failing[:5],
-    )
-
-
-def _percentile(ordered: list[float], pct: int) -> float | None:
-    """Nearest-rank percentile of an already sorted list."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+    return stats_from(since, by_status, by_rule, urls, attempts)

@@ -5,9 +5,7 @@ Plain functions over a connection; `Store` wraps them (and their transactions) i
 
 from __future__ import annotations
 
-import math
 import sqlite3
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,12 +19,11 @@ from hookctl.store.records import (
     DeliveryDetail,
     Stats,
     Unrendered,
-    UrlFailures,
-    UrlTiming,
     id_floor,
 )
 from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite.rows import dicts
+from hookctl.store.summaries import stats_from
 
 # What the log lists: the row without its request, event or policy (no JSON to parse).
 DELIVERY_COLUMNS = (
@@ -251,34 +248,4 @@ def stats(conn: sqlite3.Connection, *, since: float | None = None) -> Stats:
         f"JOIN (SELECT id, url FROM deliveries{where_sql}) d ON d.id = a.delivery_id",
         params,
     ).fetchall()
-    durations = sorted(a[1] for a in attempts)
-    timing: dict[str, list[float]] = defaultdict(list)
-    for url, duration, failed in attempts:
-        timing[url].append(duration)
-        urls[url]["failed_attempts"] += failed
-    slowest = sorted(
-        (UrlTiming(u, len(d), sum(d) / len(d), max(d)) for u, d in timing.items()),
-        key=lambda s: s.avg_ms,
-        reverse=True,
-    )
-    failing = sorted(
-        (UrlFailures(**u) for u in urls.values() if u["failed"] or u["failed_attempts"]),
-        key=lambda u: (-u.failed, -u.failed_attempts),
-    )
-    return Stats(
-        since=since,
-        deliveries=sum(by_status.values()),
-        by_status=by_status,
-        by_rule=by_rule,
-        attempts=len(durations),
-        duration_ms={f"p{p}": _percentile(durations, p) for p in (50, 95, 99)},
-        slowest_urls=slowest[:5],
-        failing_urls=failing[:5],
-    )
-
-
-def _percentile(ordered: list[float], pct: int) -> float | None:
-    """Nearest-rank percentile of an already sorted list."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+    return stats_from(since, by_status, by_rule, urls, attempts)
