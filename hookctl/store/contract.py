@@ -96,8 +96,9 @@ class Queue(Protocol):
         """Push out the leases `token` still holds to `until`; returns the ids it holds."""
         ...
 
-    def release(self, ids: Sequence[str], *, token: str) -> int:
-        """Hand back unattempted claims: due again for anyone; returns how many."""
+    def release(self, ids: Sequence[str], *, token: str, until: float | None = None) -> int:
+        """Hand back unattempted claims `token` holds: due again for anyone (at `until`, if
+        given and later than when they were due: postponed, no attempt spent); how many."""
         ...
 
     def due_count(self, now: float) -> int:

@@ -303,6 +303,22 @@ def test_release_hands_claims_back_to_anyone(backend: Backend) -> None:
     assert mine.complete([outcome(c, token="t") for c in []], now=NOW) == []
 
 
+def test_release_until_postpones_without_spending_an_attempt(backend: Backend) -> None:
+    mine, other = backend(), backend()
+    mine.enqueue([new(), new()], now=NOW)
+    ids = sorted(c.id for c in mine.claim(now=NOW, limit=2, lease_seconds=600, token="t"))
+    assert other.release(ids, token="not-mine", until=NOW + 60) == 0
+    assert mine.release(ids, token="t", until=NOW + 60) == 2
+    assert other.due_count(NOW + 59) == 0
+    assert other.claim(now=NOW + 59, limit=5, lease_seconds=60, token="o") == []
+    again = other.claim(now=NOW + 60, limit=5, lease_seconds=60, token="o")
+    assert sorted(c.id for c in again) == ids
+    assert all((c.attempts, c.run_attempts) == (0, 0) for c in again)
+    # An `until` earlier than when a delivery was due never brings it forward.
+    assert other.release(ids, token="o", until=NOW) == 2
+    assert other.claim(now=NOW + 59, limit=5, lease_seconds=60, token="o2") == []
+
+
 def test_another_client_never_claims_what_one_holds(backend: Backend) -> None:
     a, b = backend(), backend()
     a.enqueue([new() for _ in range(10)], now=NOW)

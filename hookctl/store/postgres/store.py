@@ -547,16 +547,18 @@ class PostgresStore:
         self._leased.difference_update(set(ids) - set(held))
         return held
 
-    def release(self, ids: Sequence[str], *, token: str) -> int:
-        """Give back claims `token` holds and has not attempted: due again, for any process."""
+    def release(self, ids: Sequence[str], *, token: str, until: float | None = None) -> int:
+        """Give back claims `token` holds and has not attempted: due again, for any process
+        (not before `until`, if given: postponed without spending an attempt)."""
         if not ids:
             return 0
 
         def work(cur: Any, retry: bool) -> int:
             cur.execute(
-                "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL "
+                "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL, "
+                "next_attempt_at = GREATEST(next_attempt_at, COALESCE(%s, next_attempt_at)) "
                 "WHERE id = ANY(%s) AND lease_token = %s",
-                (sorted(ids), token),
+                (until, sorted(ids), token),
             )
             count = int(cur.rowcount)
             if count:

@@ -427,14 +427,16 @@ class SQLiteStore:
         return held
 
     @_locked
-    def release(self, ids: Sequence[str], *, token: str) -> int:
-        """Give back claims `token` holds and has not attempted: due again, for any process."""
+    def release(self, ids: Sequence[str], *, token: str, until: float | None = None) -> int:
+        """Give back claims `token` holds and has not attempted: due again, for any process
+        (not before `until`, if given: postponed without spending an attempt)."""
         with self._write() as conn:
             released = sum(
                 conn.execute(
-                    "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL "
+                    "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL, "
+                    "next_attempt_at = max(next_attempt_at, coalesce(?, next_attempt_at)) "
                     "WHERE id = ? AND lease_token = ?",
-                    (delivery_id, token),
+                    (until, delivery_id, token),
                 ).rowcount
                 for delivery_id in ids
             )
