@@ -114,6 +114,19 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert not offenders, "imports against the layers:\n" + "\n".join(sorted(offenders))
 
 
+def test_only_the_store_reaches_into_a_backend() -> None:
+    # Backends sit behind store/contract.py and open_store(): code elsewhere that imported
+    # store.sqlite (the store thread once used its busy check) would work on one backend only.
+    offenders = [
+        f"{name} imports {imported}"
+        for name, path in modules()
+        if not name.startswith("hookctl.store")
+        for imported in imports(name, path)
+        if imported.startswith(("hookctl.store.sqlite", "hookctl.store.postgres"))
+    ]
+    assert not offenders, "outside store/, use the contract:\n" + "\n".join(offenders)
+
+
 def test_every_part_of_the_package_is_on_a_layer() -> None:
     parts = {part(name) for name, _ in modules()} - {"hookctl", None}
     missing = parts - set().union(*LAYERS)
