@@ -21,9 +21,10 @@ from jinja2.sandbox import SecurityError
 from pytest_httpserver import HTTPServer
 
 from hookctl.errors import RenderError
-from hookctl.render import sandbox
+from hookctl.render import budget
+from hookctl.render.budget import Budget, limits
 from hookctl.render.request import ResolvedRequest
-from hookctl.render.sandbox import Budget, limits, render_capped
+from hookctl.render.sandbox import render_capped
 from hookctl.render.templates import WebhookTemplate, environment, render_request
 from hookctl.transport.http import STORED_CAP, Outcome, Sender
 from hookctl.transport.netguard import AllowList, Guard
@@ -37,7 +38,7 @@ LOCAL = AllowList.parse(["127.0.0.1"])
 def slow_machine_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """A render budget of 60 s instead of 1 s, so the limit a test expects (loop iterations,
     sizes) is the one that trips even on a machine too loaded to reach it within 1 s."""
-    monkeypatch.setattr(sandbox, "RENDER_SECONDS", 60.0)
+    monkeypatch.setattr(budget, "RENDER_SECONDS", 60.0)
 
 
 def send(url: str, timeout: float, guard: Guard | None = None, **sender: float) -> Outcome:
