@@ -10,8 +10,7 @@ import random
 from collections.abc import Callable
 from typing import Literal
 
-from hookctl.rules.policy import RetryPolicy
-from hookctl.rules.webhook import ACCEPTS
+from hookctl.rules.policy import ACCEPTS, RetryPolicy
 
 # Retry-After can stretch a count-based schedule, but a server asking for a day must not
 # park a delivery that long: past this we retry anyway.

@@ -1,4 +1,5 @@
-"""The retry policy a rule names: presets, parsing `retry:`, and the form stored with a delivery.
+"""A rule's delivery policy: its `retry:` (presets, parsing, the form stored with a delivery)
+and the `accept:` choices (which answers count as delivered).
 
 When a policy schedules the next attempt, and what an answer means, is delivery's
 (delivery/policy.py); this is the model a rule holds, beside the rule model.
@@ -12,6 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hookctl.durations import format_duration, parse_duration
+
+# `accept:`: which status codes mean delivered. Here, not in webhook.py, because the retry-loop
+# classifies answers with it and must not import the templating the webhook spec needs.
+ACCEPTS = ("2xx-3xx", "2xx")
 
 
 @dataclass(frozen=True)
