@@ -38,6 +38,7 @@ _LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2
 
 
 def sized(value: Any) -> int | None:
+    """The length of a string, bytes, list or tuple; None for anything else."""
     return len(value) if isinstance(value, str | bytes | list | tuple) else None
 
 

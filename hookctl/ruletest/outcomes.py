@@ -39,9 +39,11 @@ class Side:
         self.environ = environ
 
     def matched(self, data: Mapping[str, Any], name: str | None) -> dict[str, Rule]:
+        """The rules of this side that fire for the event, by name."""
         return {r.name: r for r in self.rules if r.matches(name, data)}
 
     def outcome(self, rule: Rule, data: Mapping[str, Any]) -> Outcome:
+        """What the rule sends for the event, as shown, or why it cannot render."""
         try:
             request = render_request(
                 rule.webhook, data, environ=self.environ, extra={"rule": {"name": rule.name}}
