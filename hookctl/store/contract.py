@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hookctl.store.records import (
     AttemptResult,
@@ -223,6 +223,22 @@ class Endpoints(Protocol):
 
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
         """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        ...
+
+
+@runtime_checkable
+class WorkSignal(Protocol):
+    """An optional capability: a backend that can tell a waiting worker that deliveries may
+    have become due (PostgreSQL: LISTEN/NOTIFY on enqueue, replay, release and resume).
+    `retry-loop --every` waits on it between passes; on a backend without it (SQLite) it only
+    polls. Checked with isinstance(store, WorkSignal)."""
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds (0: do not wait) until another client (or this one)
+        may have made deliveries due; True if so. The first call starts listening; a signal
+        that comes between calls is kept for the next. A hint only: True may find nothing due,
+        and work made due otherwise (a retry's time coming) sends no signal, hence polling.
+        It waits on a connection of its own, so it may run on a thread beside the store's calls."""
         ...
 
 
