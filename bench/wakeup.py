@@ -45,6 +45,7 @@ def measure(url: str, every: float, rounds: int, src: str | None, work: Path) ->
         worker = subprocess.Popen(
             [sys.executable, "-m", "hookctl", "retry-loop", "--db", url, "--every", f"{every}s"],
             env=env,
+            cwd=work,  # not the checkout: `-m` puts the working directory first on sys.path
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

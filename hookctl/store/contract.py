@@ -204,6 +204,12 @@ class Events(Protocol):
         """Delete stored events received before `older_than`."""
         ...
 
+    def restore_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store events read from another store (`db copy`) as they were: id, times, source,
+        size, truncation and the map of their deliveries kept; an id already stored is left
+        alone. How many were added."""
+        ...
+
 
 class Endpoints(Protocol):
     """Per-endpoint state every worker shares (pause today), and the health `endpoints` lists."""

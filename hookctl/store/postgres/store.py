@@ -797,6 +797,12 @@ class PostgresStore:
             if count < _PURGE_CHUNK:
                 return deleted
 
+    def restore_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store events read from another store as they were; an id already stored is kept."""
+        if not events:
+            return 0
+        return self._run(lambda cur, retry: stored_events.restore(cur, events))
+
     # --- endpoints (SQL in endpoints.py) ------------------------------------------------------
 
     def pause_endpoint(self, endpoint: str, *, now: float, reason: str | None = None) -> bool:
