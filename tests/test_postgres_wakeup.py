@@ -58,6 +58,34 @@ def test_a_replay_wakes_a_waiting_retry_loop_long_before_its_poll(
     assert receiver.ids() == {pending["id"]: 2}  # the 503, then the woken send; once each
 
 
+def test_a_resume_wakes_a_waiting_retry_loop(
+    cli: Any, pg_url: str, rule_file: Any, event_file: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("HOOKCTL_DB", pg_url)
+    receiver = Receiver().start()
+    rules = rule_file(rule_yaml(receiver.url))
+    assert cli("endpoints", "pause", receiver.url).exit_code == 0
+    held = cli("fire", "-r", rules, event_file(json.dumps(event(1))), "--json")
+    assert [r["held"] for r in ndjson(held.stdout)] == [True]
+    loop = hookctl("retry-loop", "--every", f"{EVERY:g}s", "--json")
+    try:
+        started = _started(loop)
+        time.sleep(0.5)  # let its first pass skip the paused delivery, so only a wake sends it
+        assert cli("endpoints", "resume", receiver.url).exit_code == 0
+        wait_for(
+            lambda: receiver.arrived() == 1 or loop.poll() is not None,
+            timeout=EVERY - 5,
+            what="the woken retry-loop to send the resumed endpoint's delivery",
+        )
+        assert time.monotonic() - started < EVERY
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        out, err = loop.communicate(timeout=30)
+        receiver.stop()
+    assert loop.returncode == 0, err
+    assert [r["status"] for r in ndjson(out)] == ["succeeded"]
+
+
 def test_polling_still_sends_what_falls_due_without_a_notify(
     cli: Any, pg_url: str, rule_file: Any, event_file: Any, monkeypatch: Any
 ) -> None:
