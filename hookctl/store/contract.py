@@ -19,6 +19,8 @@ backend must guarantee (tests/contract/ checks each on every backend):
 - Endpoints: every delivery belongs to the endpoint its URL names (store/endpoint.py); a
   paused endpoint's deliveries are not claimed (nor counted due), keep their attempts and
   schedule, and are claimable again once it is resumed, by every worker on the store.
+- Optional: a backend that can signal work (`WorkSignal`, PostgreSQL's LISTEN/NOTIFY) wakes a
+  waiting worker whenever deliveries are made due for anyone; without it workers poll.
 
 Calls are synchronous and each is one transaction; a store serializes its own calls, so a
 caller may run them in a worker thread to keep them off the event loop.
