@@ -116,12 +116,13 @@ def test_ctrl_c_exits_cleanly():
 
 
 # SIGINT raised at the Nth line run in listen, Receiver.serve and asyncio.run after serve()
-# starts, for every N up to the first that start-up never reaches (then a late one stops it).
+# starts, for every N up to the first that start-up never reaches (a late one, 5 s on, stops that).
 # Timing cannot hit a window a few bytecodes wide; this walks every line of it. It found
 # CI's exit 1: asyncio.run installs its SIGINT handler before it zeroes its interrupt count,
 # so a Ctrl-C in between cancelled the server uncounted and CancelledError came out.
 EVERY_LINE = """
 import os, signal, sys, threading
+import aiohttp.web  # imported up front: a slow first import must not look like the end
 import hookctl.devserver as dev
 from hookctl.cli import main
 WATCH = ("asyncio/runners.py", "hookctl/devserver.py", "hookctl/cli/commands_listen.py")
@@ -149,7 +150,7 @@ def late():
     os.kill(os.getpid(), signal.SIGINT)
 for n in range(1, 1000):
     state.update(n=n, count=0, fired=False, late=False)
-    timer = threading.Timer(2.0, late)
+    timer = threading.Timer(5.0, late)
     timer.start()
     sys.argv = ["hookctl", "listen", "--port", "0"]
     try:
