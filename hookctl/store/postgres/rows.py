@@ -33,7 +33,7 @@ _BYTES_COLUMNS = ("body", "response_body")
 DELIVERY_COLUMNS = (
     "id, rule, status, attempts, replays, method, url, last_status_code, error, ticket, "
     "event_id, event_name, dedupe_key, created_at, updated_at, first_attempt_at, "
-    "next_attempt_at, lease_expires_at, unrendered, endpoint"
+    "next_attempt_at, lease_expires_at, unrendered, endpoint, order_key"
 )
 # The rest of a DeliveryDetail.
 DETAIL_COLUMNS = "request, body, policy, timeout, accept, on_failure, event, event_ref"

@@ -11,6 +11,7 @@ from typing import Any
 
 from hookctl.store.endpoint import endpoint_of
 from hookctl.store.records import NewDelivery
+from hookctl.store.sqlite.ordering import IN_TURN
 
 _JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
 
@@ -31,11 +32,13 @@ CLAIM_COLUMNS = (
 # deliveries_status and then sorts every pending row.
 # A paused endpoint's deliveries are not ready: held, their attempts and schedule untouched.
 # NOT EXISTS, not NOT IN: a row with no endpoint must stay claimable.
+# An ordered delivery waits for its turn (ordering.py: none of its key pending before it).
 READY = (
     "status = 'pending' AND next_attempt_at <= :due "
     "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
     "AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.endpoint = deliveries.endpoint "
-    "AND endpoints.paused_since IS NOT NULL)"
+    "AND endpoints.paused_since IS NOT NULL) "
+    f"AND {IN_TURN}"
 )
 DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"
 # The attempt is recorded even when the lease was lost: the request did happen. Numbers run
