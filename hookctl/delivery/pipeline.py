@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from hookctl.delivery import observe
+from hookctl.delivery import observe, ordering
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
@@ -241,6 +241,15 @@ class Pipeline:
             events=kept,
         )
         claimed = [delivery_id for delivery_id, inserted in results if inserted]
+        # Ordered ones not in their key's turn were enqueued unleased: they wait (issue 15).
+        keyed = ordering.ordered_ids([n for n, _ in jobs], results)
+        waiting: set[str] = set()
+        if keyed:
+            held = await self._store(
+                self.db.store.extend_lease, keyed, token=self.token, until=now + lease
+            )
+            waiting.update(set(keyed).difference(held))
+            claimed = [delivery_id for delivery_id in claimed if delivery_id not in waiting]
         self._held.update(claimed)
         if claimed:
             self.observer.notify(observe.Claimed(len(claimed)))
@@ -256,6 +265,9 @@ class Pipeline:
                 continue
             if job.render_error is not None:
                 self._record(job, None, job.render_error)
+                continue
+            if delivery_id in waiting:
+                self._report(job, delivery_id, None, waiting=ordering.WAITING)
                 continue
             if paused and (endpoint := endpoint_of(job.claim.url)) in paused:
                 self._record(
@@ -547,13 +559,14 @@ class Pipeline:
         delivery_id: str,
         result: AttemptResult | None,
         recorded: str | None = None,
+        waiting: str | None = None,
     ) -> None:
         """Count and emit one delivery's outcome; no result means a duplicate (of a delivery
-        `recorded` with that status), not sent."""
+        `recorded` with that status), not sent, or one `waiting` its turn (pending, unsent)."""
         claim = job.claim
         report = Report(
             rule=claim.rule,
-            status=result.status if result else "duplicate",
+            status="pending" if waiting else result.status if result else "duplicate",
             method=claim.method,
             url=claim.url,
             delivery_id=delivery_id,
@@ -563,7 +576,10 @@ class Pipeline:
             line=job.line,
             replays=claim.replays,
             recorded=recorded,
+            waiting=waiting,
         )
+        if waiting:
+            report.sent = False
         if result is not None:
             # Over the delivery's life, as `log` counts them; nothing sent is no attempt.
             report.attempts = claim.attempts + int(result.sent)
@@ -581,7 +597,7 @@ class Pipeline:
         notify(observe.Reported(report))
         if report.status == "failed":
             notify(observe.FailedForGood(report))
-        elif report.status == "pending" and not report.sent:
+        elif report.status == "pending" and not report.sent and not report.waiting:
             notify(observe.Held(report))
 
     async def _send_notices(self, jobs: list[_Job]) -> None:
