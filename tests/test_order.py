@@ -10,7 +10,6 @@ import json
 import random
 import signal
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
