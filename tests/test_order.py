@@ -216,3 +216,12 @@ def test_a_key_that_cannot_be_rendered_is_never_sent_unordered(
         assert receiver.log == []
     finally:
         receiver.stop()
+
+
+def test_explain_shows_a_rules_order_by_and_the_key(cli: Any, rule_file: Any, event_file: Any):
+    rules = rule_file(rule_yaml("http://127.0.0.1:9/hook", extra=ORDERED))
+    shown = cli("explain", "-r", rules, event_file(update(4711, 0)))
+    assert shown.exit_code == 0, shown.stderr
+    assert "order_by: {{ ticket.id }} -> key '4711'" in shown.stdout
+    [record] = ndjson(cli("explain", "-r", rules, event_file(update(4711, 0)), "--json").stdout)
+    assert (record["order_by"], record["order_key"]) == ("{{ ticket.id }}", "4711")

@@ -46,7 +46,7 @@ class Planner:
             if rule.order_by is not None:
                 # Checked here so a key that cannot be rendered fails like the request would
                 # (never sent unordered); delivery() renders it again, cheaply.
-                self.order_key(rule, data)
+                order_key(rule, data)
             return request, event_ticket(data, self._rule_ticket(rule, data)), None
         except RenderError as exc:
             return unrendered_request(rule.webhook), event_ticket(data), f"cannot render: {exc}"
@@ -85,21 +85,8 @@ class Planner:
             on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
             event=dict(event.data) if rule.on_failure or render_error else None,
             unrendered=render_error is not None,
-            order_key=self.order_key(rule, event.data)
-            if rule.order_by and not render_error
-            else None,
+            order_key=order_key(rule, event.data) if rule.order_by and not render_error else None,
         )
-
-    def order_key(self, rule: Rule, data: Mapping[str, Any]) -> str | None:
-        """The rule's `order_by:` rendered for the event (None: the rule has none). Raises
-        RenderError when it cannot be rendered or renders empty: such a delivery could not
-        be put in order, so it is not sent (replay renders it again)."""
-        if rule.order_by is None:
-            return None
-        key = render_text(rule.order_by, {**data, "rule": {"name": rule.name}}, where="order_by")
-        if not key.strip():
-            raise RenderError("order_by: rendered an empty key (is the field missing or null?)")
-        return key
 
     def shown(self, rule: Rule, request: Request) -> dict[str, str]:
         """The variables of the rule's `public_env` this request uses, with their values."""
@@ -119,6 +106,18 @@ class Planner:
             return None
         value = render_text(rule.ticket, {**data, "rule": {"name": rule.name}}, where="ticket")
         return value or None
+
+
+def order_key(rule: Rule, data: Mapping[str, Any]) -> str | None:
+    """The rule's `order_by:` rendered for the event (None: the rule has none). Raises
+    RenderError when it cannot be rendered or renders empty: such a delivery could not be put
+    in order, so it is not sent (a replay renders it again)."""
+    if rule.order_by is None:
+        return None
+    key = render_text(rule.order_by, {**data, "rule": {"name": rule.name}}, where="order_by")
+    if not key.strip():
+        raise RenderError("order_by: rendered an empty key (is the field missing or null?)")
+    return key
 
 
 def shown_values(rule: Rule, request: Request, environ: Mapping[str, str]) -> dict[str, str]:
