@@ -225,3 +225,24 @@ def test_explain_shows_a_rules_order_by_and_the_key(cli: Any, rule_file: Any, ev
     assert "order_by: {{ ticket.id }} -> key '4711'" in shown.stdout
     [record] = ndjson(cli("explain", "-r", rules, event_file(update(4711, 0)), "--json").stdout)
     assert (record["order_by"], record["order_key"]) == ("{{ ticket.id }}", "4711")
+
+
+def test_one_retry_loop_pass_sends_a_keys_waiting_deliveries_in_turn(
+    cli: Any, rule_file: Any, event_file: Any, db_file: Path
+) -> None:
+    """fire sends the first of a ticket; one retry-loop pass sends the rest, one after the
+    other (the next is claimed once the one before is recorded), and a second ticket's too."""
+    receiver = FlakyReceiver(fail=lambda ticket: False).start()
+    try:
+        rules = rule_file(rule_yaml(receiver.url, extra=ORDERED))
+        events = "".join(json.dumps(update(t, k)) + "\n" for k in range(5) for t in (1, 2))
+        fired = cli("fire", "-r", rules, event_file(events), "--json")
+        assert fired.exit_code == 0, fired.stderr
+        assert sum(1 for r in ndjson(fired.stdout) if r["waiting"]) == 8
+        drained = cli("retry-loop", "--json")
+        assert drained.exit_code == 0, drained.stderr
+        assert len(ndjson(drained.stdout)) == 8
+        assert receiver.first_successes() == {1: list(range(5)), 2: list(range(5))}
+        assert {r["status"] for r in ndjson(cli("log", "--json").stdout)} == {"succeeded"}
+    finally:
+        receiver.stop()

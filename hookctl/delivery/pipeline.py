@@ -119,6 +119,7 @@ class Pipeline:
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
         self._event_ids = EventIds()
+        self._turns: ordering.Turns | None = None  # a drain pass's ordered claims
         self._closing = False  # the run is over: the writer stops
         self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
         self._healthy.set()
@@ -303,6 +304,8 @@ class Pipeline:
         def stopped() -> bool:
             return self._broken is not None or (stop is not None and stop.is_set())
 
+        turns = self._turns = ordering.Turns()
+
         async def run() -> None:
             while not stopped():
                 while self._admission.room() < chunk:
@@ -319,7 +322,11 @@ class Pipeline:
                     ids=ids,
                 )
                 if not claims:
+                    # An ordered claim finishing frees the next of its key: take it now.
+                    if await turns.next_turn(lambda: self._held, stopped):
+                        continue
                     break
+                turns.claimed(claims)
                 self._held.update(claim.id for claim in claims)
                 self.observer.notify(observe.Claimed(len(claims)))
                 for claim in claims:
@@ -681,6 +688,8 @@ class Pipeline:
         self._held.difference_update(d.result.delivery_id for d in done)
         self.observer.notify(observe.Flushed(len(done), time.perf_counter() - started))
         for item, ok in zip(done, applied, strict=True):
+            if self._turns is not None:
+                self._turns.recorded(item.job.claim, item.result.status)
             if not ok:
                 # Another process took this delivery over after our lease ran out; its outcome wins.
                 continue

@@ -95,6 +95,7 @@ class Claim:
     unrendered: bool = False
     replays: int = 0
     attempts_at_replay: int = 0  # `attempts` when the latest replay began: its policy counts on
+    order_key: str | None = None  # its rule's order_by key: the next of its key waits for it
 
     @property
     def run_attempts(self) -> int:

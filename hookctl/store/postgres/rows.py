@@ -44,7 +44,7 @@ ATTEMPT_COLUMNS = (
 CLAIM_FIELDS = (
     "id", "rule", "ticket", "url", "method", "request", "body", "policy", "timeout", "accept",
     "attempts", "first_attempt_at", "on_failure", "event", "event_id", "unrendered", "replays",
-    "attempts_at_replay",
+    "attempts_at_replay", "order_key",
 )  # fmt: skip
 CLAIM_COLUMNS = ", ".join(f"d.{name}" for name in CLAIM_FIELDS)
 

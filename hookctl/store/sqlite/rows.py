@@ -26,7 +26,8 @@ INSERT INTO deliveries (
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 CLAIM_COLUMNS = (
     "id, rule, ticket, url, method, request, body, policy, timeout, accept, attempts, "
-    "first_attempt_at, on_failure, event, event_id, unrendered, replays, attempts_at_replay"
+    "first_attempt_at, on_failure, event, event_id, unrendered, replays, attempts_at_replay, "
+    "order_key"
 )
 # INDEXED BY because, without statistics, the planner prefers the equality on
 # deliveries_status and then sorts every pending row.
