@@ -749,4 +749,5 @@ def _claim_of(new: NewDelivery, token: str) -> Claim:
         event=new.event,
         event_id=new.event_id,
         unrendered=new.unrendered,
+        order_key=new.order_key,
     )
