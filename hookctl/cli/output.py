@@ -195,7 +195,7 @@ def describe(report: Report) -> str:
     if report.status == "dry-run":
         return "not sent (dry run)"
     if report.waiting:
-        return f"{report.waiting} (by retry-loop or serve)"
+        return f"{report.waiting} by retry-loop or serve"
     reason = report.error or (f"HTTP {report.status_code}" if report.status_code else "failed")
     replays = f", {plural(report.replays, 'replay')}" if report.replays else ""
     if held(report):

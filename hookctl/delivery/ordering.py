@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from hookctl.store.records import Claim, NewDelivery
 
-WAITING = "waiting: an earlier delivery of its order_by key is pending; sent in turn"
+WAITING = "an earlier delivery of its order_by key is pending; sent in turn"
 
 
 def ordered_ids(
