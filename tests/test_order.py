@@ -246,3 +246,30 @@ def test_one_retry_loop_pass_sends_a_keys_waiting_deliveries_in_turn(
         assert {r["status"] for r in ndjson(cli("log", "--json").stdout)} == {"succeeded"}
     finally:
         receiver.stop()
+
+
+def test_the_turn_is_decided_by_index_seeks_not_by_walking_a_keys_backlog(db_file: Path) -> None:
+    """SQLite's plans: the claim's two checks are range seeks in the ordering indexes, and a
+    place and the log's notes are seeks too (none walks the deliveries behind a key)."""
+    from hookctl.store.sqlite.store import SQLiteStore
+    from tests.test_store import NOW, new
+
+    with SQLiteStore(db_file) as store:
+        with store.traced() as statements:
+            store.enqueue([new(order_key="t1") for _ in range(3)], now=NOW)
+            store.claim(now=NOW, limit=5, lease_seconds=60, token="t")
+            store.due_count(NOW)
+            list(store.query())
+        plans = {sql: store.query_plan(sql) for sql in statements if "order_seq" in sql}
+    steps = [step for plan in plans.values() for step in plan]
+    assert (
+        "SEARCH o USING INDEX deliveries_order_pending (rule=? AND order_key=? AND order_seq<?)"
+        in steps
+    )
+    assert (
+        "SEARCH o USING INDEX deliveries_order_leased (rule=? AND order_key=? AND lease_expires_at>?)"
+        in steps
+    )
+    for sql, plan in plans.items():
+        assert not [s for s in plan if s.startswith("SCAN") and "endpoints" not in s], (sql, plan)
+        assert not any("TEMP B-TREE" in s for s in plan), (sql, plan)

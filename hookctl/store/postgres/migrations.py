@@ -195,6 +195,10 @@ def m005_order(cur: Cursor) -> None:
         CREATE INDEX deliveries_order_pending ON deliveries (rule, order_key, order_seq)
         WHERE order_key IS NOT NULL AND status = 'pending'
         """,
+        """
+        CREATE INDEX deliveries_order_leased ON deliveries (rule, order_key, lease_expires_at)
+        WHERE order_key IS NOT NULL AND status = 'pending' AND lease_expires_at IS NOT NULL
+        """,
     ):
         cur.execute(sql)
 

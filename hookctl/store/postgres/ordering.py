@@ -23,10 +23,12 @@ LOCK_SPACE = 0x686B6F72
 
 # The claim's condition, over an unaliased `deliveries` (as the paused check is written).
 IN_TURN = (
-    "(deliveries.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS o "
+    "(deliveries.order_key IS NULL OR (NOT EXISTS (SELECT 1 FROM deliveries AS o "
     "WHERE o.rule = deliveries.rule AND o.order_key = deliveries.order_key "
-    "AND o.status = 'pending' AND o.id <> deliveries.id "
-    "AND (o.order_seq < deliveries.order_seq OR o.lease_expires_at > %(now)s)))"
+    "AND o.status = 'pending' AND o.order_seq < deliveries.order_seq) "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries AS o "
+    "WHERE o.rule = deliveries.rule AND o.order_key = deliveries.order_key "
+    "AND o.status = 'pending' AND o.lease_expires_at > %(now)s AND o.id <> deliveries.id)))"
 )
 _PLACE = """
 UPDATE deliveries SET order_key = %(key)s, order_seq = nextval('deliveries_order_seq')

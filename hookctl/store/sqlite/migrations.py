@@ -220,7 +220,8 @@ def m009_order(db: sqlite_utils.Database) -> None:
     the write lock, so it is strict within a batch and across processes. Only ordered rows are
     in the two partial indexes: `deliveries_order` finds a key's last place (and the one before
     a delivery, for the log), `deliveries_order_pending` answers the claim's "is an earlier one
-    of its key still pending" with one seek. Rows without a key cost nothing.
+    of its key still pending" with one seek, `deliveries_order_leased` its "is one of its key
+    in flight". Rows without a key cost nothing.
     """
     for sql in (
         "ALTER TABLE deliveries ADD COLUMN order_key TEXT",
@@ -232,6 +233,10 @@ def m009_order(db: sqlite_utils.Database) -> None:
         """
         CREATE INDEX deliveries_order_pending ON deliveries (rule, order_key, order_seq)
         WHERE order_key IS NOT NULL AND status = 'pending'
+        """,
+        """
+        CREATE INDEX deliveries_order_leased ON deliveries (rule, order_key, lease_expires_at)
+        WHERE order_key IS NOT NULL AND status = 'pending' AND lease_expires_at IS NOT NULL
         """,
     ):
         db.execute(sql)

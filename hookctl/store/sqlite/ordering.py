@@ -15,12 +15,16 @@ from collections.abc import Iterable, Sequence
 from hookctl.store.records import Delivery, NewDelivery
 
 # The claim's condition (inside READY, over an unaliased `deliveries`): a row without a key
-# always passes, untouched; a keyed one seeks deliveries_order_pending once.
+# always passes, untouched; a keyed one makes two range seeks, one in deliveries_order_pending
+# (an earlier one pending) and one in deliveries_order_leased (one of its key in flight), so
+# neither walks the deliveries waiting behind it.
 IN_TURN = (
-    "(order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS o "
+    "(order_key IS NULL OR (NOT EXISTS (SELECT 1 FROM deliveries AS o "
     "WHERE o.rule = deliveries.rule AND o.order_key = deliveries.order_key "
-    "AND o.status = 'pending' AND o.id != deliveries.id "
-    "AND (o.order_seq < deliveries.order_seq OR o.lease_expires_at > :now)))"
+    "AND o.status = 'pending' AND o.order_seq < deliveries.order_seq) "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries AS o "
+    "WHERE o.rule = deliveries.rule AND o.order_key = deliveries.order_key "
+    "AND o.status = 'pending' AND o.lease_expires_at > :now AND o.id != deliveries.id)))"
 )
 _PLACE = """
 UPDATE deliveries SET order_key = :key, order_seq = 1 + coalesce((
