@@ -48,6 +48,11 @@ def _encode(value: int) -> str:
     return "".join([_DIGIT_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
+# Where a delivery waiting its turn behind an earlier one of its order_by key is parked (its
+# next attempt, far beyond any claim), its own time kept apart; the log shows its own time.
+ORDER_PARKED_AT = 1e15
+
+
 @dataclass
 class NewDelivery:
     """A delivery to put in the outbox."""

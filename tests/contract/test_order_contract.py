@@ -42,6 +42,9 @@ def test_a_key_is_claimed_in_enqueue_order_one_at_a_time(store: Store) -> None:
     assert claim_all(store, "x", NOW + 600) == [a1]
     assert store.due_count(NOW + 600) == 0
     assert [detail(store, i).delivery.waiting_after for i in (a2, a3)] == [a1, a1]
+    # Waiting, they are not due; the log shows the time they were due at (their own).
+    listed = {d.id: d for d in store.query(limit=None)}
+    assert listed[a2].next_attempt_at == listed[a3].next_attempt_at == NOW
 
 
 def test_the_next_goes_once_the_one_before_has_succeeded(store: Store) -> None:

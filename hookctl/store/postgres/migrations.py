@@ -182,10 +182,11 @@ def m004_endpoints(cur: Cursor) -> None:
 def m005_order(cur: Cursor) -> None:
     """Ordered delivery per key (issue 15): SQLite's m009. `order_seq` comes from a sequence,
     given under a per-key advisory lock (postgres/ordering.py), so places follow commit order;
-    the partial indexes hold keyed rows only."""
+    `order_due` keeps a parked delivery's own time; the partial indexes hold keyed rows only."""
     for sql in (
         "ALTER TABLE deliveries ADD COLUMN order_key text",
         "ALTER TABLE deliveries ADD COLUMN order_seq bigint",
+        "ALTER TABLE deliveries ADD COLUMN order_due double precision",
         "CREATE SEQUENCE deliveries_order_seq",
         """
         CREATE INDEX deliveries_order ON deliveries (rule, order_key, order_seq)

@@ -520,6 +520,17 @@ class PostgresStore:
                     applied[todo[n - 1]] = True
                     batch["applied"][n - 1] = True
                 cur.execute(INSERT_ATTEMPTS, batch)
+                # A finished ordered delivery lets the next of its key go (ordering.py).
+                ordering.unpark_next(
+                    cur,
+                    [
+                        delivery_id
+                        for delivery_id, status, ok in zip(
+                            batch["id"], batch["status"], batch["applied"], strict=True
+                        )
+                        if ok and status != "pending"
+                    ],
+                )
             inserted: set[str] = set()
             wanted = [
                 follow_ups[r.delivery_id]

@@ -221,11 +221,13 @@ def m009_order(db: sqlite_utils.Database) -> None:
     in the two partial indexes: `deliveries_order` finds a key's last place (and the one before
     a delivery, for the log), `deliveries_order_pending` answers the claim's "is an earlier one
     of its key still pending" with one seek, `deliveries_order_leased` its "is one of its key
-    in flight". Rows without a key cost nothing.
+    in flight". Rows without a key cost nothing. `order_due` keeps a parked delivery's own
+    next attempt time (ordering.py).
     """
     for sql in (
         "ALTER TABLE deliveries ADD COLUMN order_key TEXT",
         "ALTER TABLE deliveries ADD COLUMN order_seq INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN order_due REAL",
         """
         CREATE INDEX deliveries_order ON deliveries (rule, order_key, order_seq)
         WHERE order_key IS NOT NULL

@@ -5,6 +5,12 @@ other delivery of its (rule, order_key) is pending before it in the sequence, an
 flight (a live lease: after a replay, the one already sent finishes first). A delivery that
 failed for good is not pending, so it never blocks the next. Every write holds SQLite's write
 lock, so the places and the turn are decided one transaction at a time, across processes.
+
+One queued out of its turn is *parked*: its next attempt moves to PARKED_AT (its own time
+kept in `order_due`), out of the claims' range, so a claim never walks past a backlog of
+waiting deliveries. When a delivery of the key finishes (succeeded or failed for good), the
+same transaction puts the key's next pending one back at its own time. The turn condition
+(IN_TURN) stays the rule; parking only keeps claims cheap.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from hookctl.store.records import Delivery, NewDelivery
+from hookctl.store.records import ORDER_PARKED_AT, Delivery, NewDelivery
 
 # The claim's condition (inside READY, over an unaliased `deliveries`): a row without a key
 # always passes, untouched; a keyed one makes two range seeks, one in deliveries_order_pending
@@ -32,9 +38,19 @@ UPDATE deliveries SET order_key = :key, order_seq = 1 + coalesce((
 ), 0)
 WHERE id = :id AND order_seq IS NULL
 """
-_UNLEASE = f"""
-UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL, fence = 0
-WHERE id = :id AND lease_token IS NOT NULL AND NOT {IN_TURN}
+_PARK = f"""
+UPDATE deliveries SET order_due = next_attempt_at, next_attempt_at = :parked,
+    lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL, fence = 0
+WHERE id = :id AND status = 'pending' AND next_attempt_at != :parked AND NOT {IN_TURN}
+"""
+# The next of each finished delivery's key, back at its own time (if it was parked).
+_UNPARK = """
+UPDATE deliveries SET next_attempt_at = order_due, order_due = NULL
+WHERE next_attempt_at = :parked AND id = (
+    SELECT n.id FROM deliveries AS d, deliveries AS n
+    WHERE d.id = :id AND n.rule = d.rule AND n.order_key = d.order_key AND n.status = 'pending'
+    ORDER BY n.order_seq LIMIT 1
+)
 """
 # The earliest pending one before it (what it waits for), and the one just before it.
 _AHEAD = """
@@ -56,16 +72,24 @@ def place(
     conn: sqlite3.Connection, keys: Sequence[tuple[str, str, str]], *, now: float, leased: bool
 ) -> set[str]:
     """Give each (id, rule, order_key) the next place of its key, in the order given (a row
-    that has a place keeps it); when they were inserted `leased`, hand back the lease of each
-    that is not its key's turn.
+    that has a place keeps it), and park each that is not its key's turn (its lease, when
+    inserted `leased`, handed back).
 
-    Returns the ids left unleased (they wait: a later claim takes them in turn)."""
+    Returns the ids parked (they wait: a claim takes them in turn)."""
     waiting: set[str] = set()
     for delivery_id, rule, key in keys:
         conn.execute(_PLACE, {"id": delivery_id, "rule": rule, "key": key})
-        if leased and conn.execute(_UNLEASE, {"id": delivery_id, "now": now}).rowcount:
+        bind = {"id": delivery_id, "now": now, "parked": ORDER_PARKED_AT}
+        if conn.execute(_PARK, bind).rowcount:
             waiting.add(delivery_id)
     return waiting
+
+
+def unpark_next(conn: sqlite3.Connection, finished: Sequence[str]) -> None:
+    """After deliveries finished (succeeded or failed for good), in the same transaction: the
+    next pending delivery of each one's key, if parked, is due at its own time again. A
+    delivery without a key costs one primary-key lookup."""
+    conn.executemany(_UNPARK, [{"id": i, "parked": ORDER_PARKED_AT} for i in finished])
 
 
 def annotate(conn: sqlite3.Connection, rows: list[Delivery]) -> None:
@@ -74,7 +98,11 @@ def annotate(conn: sqlite3.Connection, rows: list[Delivery]) -> None:
     for row in rows:
         if row.order_key is None:
             continue
-        (seq,) = conn.execute("SELECT order_seq FROM deliveries WHERE id = ?", (row.id,)).fetchone()
+        seq, due = conn.execute(
+            "SELECT order_seq, order_due FROM deliveries WHERE id = ?", (row.id,)
+        ).fetchone()
+        if row.next_attempt_at == ORDER_PARKED_AT:
+            row.next_attempt_at = due  # parked: its own time, as it would be sent
         if seq is None:
             continue
         bind = {"rule": row.rule, "key": row.order_key, "seq": seq}

@@ -414,6 +414,15 @@ class SQLiteStore:
             conn.executemany(INSERT_ATTEMPT, params)
             # One statement per row: executemany cannot say which rows the fence rejected.
             applied = [conn.execute(APPLY_RESULT, p).rowcount == 1 for p in params]
+            # A finished ordered delivery lets the next of its key go (ordering.py).
+            ordering.unpark_next(
+                conn,
+                [
+                    str(p["id"])
+                    for p, ok in zip(params, applied, strict=True)
+                    if ok and p["status"] != "pending"
+                ],
+            )
             for p, ok in zip(params, applied, strict=True):
                 follow = follow_ups.get(str(p["id"])) if ok else None
                 if follow is None:
