@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from hookctl.delivery.prepare import order_key
 from hookctl.events.intake import dedupe_key
 from hookctl.render.templates import render_request
 from hookctl.rules.load import load_rules
@@ -60,6 +61,8 @@ def deliveries(rules: Path, events: Path) -> Iterator[NewDelivery]:
                 policy=rule.retry.to_dict(),
                 timeout=rule.timeout,
                 accept=rule.accept,
+                # An ordered rule's key, as fire renders it (to measure order_by's cost).
+                order_key=order_key(rule, data),
             )
 
 

@@ -100,3 +100,21 @@ def test_copy_refuses_a_destination_with_only_events_or_a_pause(
     assert "already holds deliveries, stored events or paused endpoints" in refused.stderr
     with open_store(pg_url) as store:  # nothing of the copy went in
         assert next(iter(store.query(limit=1)), None) is None
+
+
+def test_ordered_deliveries_keep_their_places_across_a_copy(
+    cli: Any, tmp_path: Path, pg_url: str
+) -> None:
+    """A key's waiting deliveries still wait, in order, on the copy; new ones go after them."""
+    source = tmp_path / "ordered.db"
+    with open_store(source) as store:
+        ids = [i for i, _ in store.enqueue([new(order_key="t1") for _ in range(3)], now=NOW)]
+    assert cli("db", "copy", source, pg_url).exit_code == 0
+    with open_store(pg_url) as store:
+        [(later, _)] = store.enqueue([new(order_key="t1", now=NOW + 1)], now=NOW + 1)
+        sent = []
+        for _ in range(4):
+            [claim] = store.claim(now=NOW + 2, limit=9, lease_seconds=9, token="x")
+            sent.append(claim.id)
+            assert store.complete([result(claim)], now=NOW + 2) == [True]
+        assert sent == [*ids, later]

@@ -137,7 +137,7 @@ def log(
                 **vars(row),
                 "updated": short_time(row.updated_at),
                 "attempts": _attempts(row),
-                "error": waiting(row) or row.error,
+                "error": waiting(row) or row.error or follows(row),
             }
             for row in rows
         )
@@ -156,12 +156,27 @@ def _attempts(row: "Delivery") -> str:
 
 
 def waiting(row: "Delivery") -> str | None:
-    """Why a pending delivery is not being sent, if its endpoint is paused (issue 15)."""
-    if row.status != "pending" or row.paused_since is None or row.endpoint is None:
+    """Why a pending delivery is not being sent: its endpoint is paused, or an earlier
+    delivery of its order_by key is still pending (issue 15)."""
+    if row.status != "pending":
         return None
-    from hookctl.store.endpoint import paused_note
+    if row.paused_since is not None and row.endpoint is not None:
+        from hookctl.store.endpoint import paused_note
 
-    return paused_note(row.endpoint, row.paused_since)
+        return paused_note(row.endpoint, row.paused_since)
+    if row.waiting_after is not None:
+        from hookctl.cli.output import plural
+
+        tries = plural(row.waiting_after_attempts, "attempt")
+        return f"after {row.waiting_after} (pending, {tries})"
+    return None
+
+
+def follows(row: "Delivery") -> str | None:
+    """That the delivery before it in its order_by key failed for good (it did not wait)."""
+    if row.follows_failed is None:
+        return None
+    return f"follows {row.follows_failed}, which failed for good"
 
 
 def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
@@ -183,7 +198,9 @@ def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
         "updated_at": iso(row.updated_at),
         "next_attempt_at": iso(row.next_attempt_at),
         "endpoint": row.endpoint,
-        "waiting": waiting(row),  # why a pending one is not sent (its endpoint is paused)
+        "waiting": waiting(row),  # why a pending one is not sent (paused, or not its turn)
+        "order_key": row.order_key,
+        "follows_failed": row.follows_failed,  # the one before it in its key failed for good
     }
 
 
@@ -230,6 +247,10 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
     out.write("\n")
     if held := waiting(row):
         out.write(f"waiting: {safe(held)}\n")
+    if row.order_key is not None:
+        out.write(f"order_by key: {safe(row.order_key)}\n")
+    if after := follows(row):
+        out.write(f"order: {safe(after)}\n")
     count = plural(row.attempts, "attempt")
     replays = row.replays
     out.write(count + (f", {plural(replays, 'replay')}" if replays else "") + "\n\n")

@@ -196,6 +196,13 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
                 lines += ["", masked.body]
             text = "\n".join(lines)
         node.children.append(_Node("request:", children=[_Node(text, "cyan")]))
+        if explanation.order_key is not None:
+            node.children.append(
+                _Node(
+                    f"order_by: {rule.order_by} -> key {explanation.order_key!r} (sent after "
+                    "earlier deliveries of this rule with the same key)"
+                )
+            )
         needs = explanation.needs()
         if needs:
             names = ", ".join(name + ("" if ok else " (not set)") for name, ok in needs)

@@ -138,7 +138,7 @@ class Printer:
             return
         if self.quiet and not needs_attention(report):
             return
-        label = "held" if held(report) else report.status
+        label = "held" if held(report) else "waiting" if report.waiting else report.status
         status = paint(f"{label:<9}", STATUS_STYLE.get(report.status, "bold"), self.color)
         ticket = f" ticket {report.ticket}" if report.ticket else ""
         line = f"{report.rule}{ticket}  {report.method} {report.url}  {describe(report)}"
@@ -175,8 +175,9 @@ def json_line(data: Mapping[str, Any]) -> str:
 
 
 def held(report: Report) -> bool:
-    """Waiting with nothing sent: a setting this process lacks (an unset variable)."""
-    return report.status == "pending" and not report.sent
+    """Waiting with nothing sent: a setting this process lacks (an unset variable). Not one
+    waiting its turn behind an earlier delivery of its order_by key: that goes by itself."""
+    return report.status == "pending" and not report.sent and report.waiting is None
 
 
 def needs_attention(report: Report) -> bool:
@@ -193,6 +194,8 @@ def describe(report: Report) -> str:
         return _duplicate(report)
     if report.status == "dry-run":
         return "not sent (dry run)"
+    if report.waiting:
+        return f"{report.waiting} by retry-loop or serve"
     reason = report.error or (f"HTTP {report.status_code}" if report.status_code else "failed")
     replays = f", {plural(report.replays, 'replay')}" if report.replays else ""
     if held(report):
@@ -247,6 +250,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "replays": report.replays,
         "sent": report.sent,
         "held": held(report),
+        "waiting": report.waiting,
     }
     if report.status == "duplicate":
         data["recorded_status"] = report.recorded
@@ -274,6 +278,7 @@ def format_summary(summary: Summary) -> str:
         "succeeded": "succeeded",
         "pending": "pending retry",
         "held": "held (nothing sent)",
+        "waiting": "waiting their turn (order_by)",
         "failed": "failed",
         "duplicates": "duplicate",
         "dry_run": "not sent (dry run)",

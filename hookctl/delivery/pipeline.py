@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from hookctl.delivery import observe
+from hookctl.delivery import observe, ordering
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
@@ -119,6 +119,7 @@ class Pipeline:
         self._renewal: asyncio.Future[None] | None = None
         self._broken: StoreError | None = None  # the store stayed unwritable: stop sending
         self._event_ids = EventIds()
+        self._turns: ordering.Turns | None = None  # a drain pass's ordered claims
         self._closing = False  # the run is over: the writer stops
         self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
         self._healthy.set()
@@ -242,6 +243,15 @@ class Pipeline:
             events=kept,
         )
         claimed = [delivery_id for delivery_id, inserted in results if inserted]
+        # Ordered ones not in their key's turn were enqueued unleased: they wait (issue 15).
+        keyed = ordering.ordered_ids([n for n, _ in jobs], results)
+        waiting: set[str] = set()
+        if keyed:
+            held = await self._store(
+                self.db.store.extend_lease, keyed, token=self.token, until=now + lease
+            )
+            waiting.update(set(keyed).difference(held))
+            claimed = [delivery_id for delivery_id in claimed if delivery_id not in waiting]
         self._held.update(claimed)
         if claimed:
             self.observer.notify(observe.Claimed(len(claimed)))
@@ -257,6 +267,9 @@ class Pipeline:
                 continue
             if job.render_error is not None:
                 self._record(job, None, job.render_error)
+                continue
+            if delivery_id in waiting:
+                self._report(job, delivery_id, None, waiting=ordering.WAITING)
                 continue
             if paused and (endpoint := endpoint_of(job.claim.url)) in paused:
                 self._record(
@@ -291,6 +304,8 @@ class Pipeline:
         def stopped() -> bool:
             return self._broken is not None or (stop is not None and stop.is_set())
 
+        turns = self._turns = ordering.Turns()
+
         async def run() -> None:
             while not stopped():
                 while self._admission.room() < chunk:
@@ -307,7 +322,11 @@ class Pipeline:
                     ids=ids,
                 )
                 if not claims:
+                    # An ordered claim finishing frees the next of its key: take it now.
+                    if await turns.next_turn(lambda: self._held, stopped):
+                        continue
                     break
+                turns.claimed(claims)
                 self._held.update(claim.id for claim in claims)
                 self.observer.notify(observe.Claimed(len(claims)))
                 for claim in claims:
@@ -548,13 +567,14 @@ class Pipeline:
         delivery_id: str,
         result: AttemptResult | None,
         recorded: str | None = None,
+        waiting: str | None = None,
     ) -> None:
         """Count and emit one delivery's outcome; no result means a duplicate (of a delivery
-        `recorded` with that status), not sent."""
+        `recorded` with that status), not sent, or one `waiting` its turn (pending, unsent)."""
         claim = job.claim
         report = Report(
             rule=claim.rule,
-            status=result.status if result else "duplicate",
+            status="pending" if waiting else result.status if result else "duplicate",
             method=claim.method,
             url=claim.url,
             delivery_id=delivery_id,
@@ -564,7 +584,10 @@ class Pipeline:
             line=job.line,
             replays=claim.replays,
             recorded=recorded,
+            waiting=waiting,
         )
+        if waiting:
+            report.sent = False
         if result is not None:
             # Over the delivery's life, as `log` counts them; nothing sent is no attempt.
             report.attempts = claim.attempts + int(result.sent)
@@ -582,7 +605,7 @@ class Pipeline:
         notify(observe.Reported(report))
         if report.status == "failed":
             notify(observe.FailedForGood(report))
-        elif report.status == "pending" and not report.sent:
+        elif report.status == "pending" and not report.sent and not report.waiting:
             notify(observe.Held(report))
 
     async def _send_notices(self, jobs: list[_Job]) -> None:
@@ -665,6 +688,8 @@ class Pipeline:
         self._held.difference_update(d.result.delivery_id for d in done)
         self.observer.notify(observe.Flushed(len(done), time.perf_counter() - started))
         for item, ok in zip(done, applied, strict=True):
+            if self._turns is not None:
+                self._turns.recorded(item.job.claim, item.result.status)
             if not ok:
                 # Another process took this delivery over after our lease ran out; its outcome wins.
                 continue
@@ -724,4 +749,5 @@ def _claim_of(new: NewDelivery, token: str) -> Claim:
         event=new.event,
         event_id=new.event_id,
         unrendered=new.unrendered,
+        order_key=new.order_key,
     )

@@ -43,6 +43,10 @@ class Planner:
             request = render_request(
                 rule.webhook, data, environ=self.environ, extra={"rule": {"name": rule.name}}
             )
+            if rule.order_by is not None:
+                # Checked here so a key that cannot be rendered fails like the request would
+                # (never sent unordered); delivery() renders it again, cheaply.
+                order_key(rule, data)
             return request, event_ticket(data, self._rule_ticket(rule, data)), None
         except RenderError as exc:
             return unrendered_request(rule.webhook), event_ticket(data), f"cannot render: {exc}"
@@ -81,6 +85,7 @@ class Planner:
             on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
             event=dict(event.data) if rule.on_failure or render_error else None,
             unrendered=render_error is not None,
+            order_key=order_key(rule, event.data) if rule.order_by and not render_error else None,
         )
 
     def shown(self, rule: Rule, request: Request) -> dict[str, str]:
@@ -101,6 +106,18 @@ class Planner:
             return None
         value = render_text(rule.ticket, {**data, "rule": {"name": rule.name}}, where="ticket")
         return value or None
+
+
+def order_key(rule: Rule, data: Mapping[str, Any]) -> str | None:
+    """The rule's `order_by:` rendered for the event (None: the rule has none). Raises
+    RenderError when it cannot be rendered or renders empty: such a delivery could not be put
+    in order, so it is not sent (a replay renders it again)."""
+    if rule.order_by is None:
+        return None
+    key = render_text(rule.order_by, {**data, "rule": {"name": rule.name}}, where="order_by")
+    if not key.strip():
+        raise RenderError("order_by: rendered an empty key (is the field missing or null?)")
+    return key
 
 
 def shown_values(rule: Rule, request: Request, environ: Mapping[str, str]) -> dict[str, str]:

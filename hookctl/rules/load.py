@@ -45,6 +45,7 @@ RULE_KEYS = (
     "tests",
     "allow_literal_secrets",
     "public_env",
+    "order_by",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -68,6 +69,8 @@ class Rule:
     description: str | None = None
     tests: tuple[Any, ...] = ()
     public_env: frozenset[str] = frozenset()  # env variables that are not secret: shown in logs
+    # A template (e.g. '{{ ticket.id }}'): deliveries with the same rendered key go in fire order.
+    order_by: str | None = None
 
     def handles(self, event_name: str | None) -> bool:
         """True when the rule listens for this event name (`on:` omitted = every event)."""
@@ -235,6 +238,8 @@ class _RuleBuilder(SpecChecker):
                 ticket = str(ticket)
                 self.template(ticket, "ticket", data, "ticket", names)
 
+        order_by = self.order_by(data, names)
+
         enabled = data.get("enabled", True)
         if not isinstance(enabled, bool):
             self.error("enabled", "expected true or false", data, "enabled")
@@ -263,7 +268,25 @@ class _RuleBuilder(SpecChecker):
             description=str(description) if description is not None else None,
             tests=tuple(plain(tests)),
             public_env=public_env,
+            order_by=order_by,
         )
+
+    def order_by(self, data: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+        """`order_by:`, the key whose deliveries go one at a time, in the order fired."""
+        raw = data.get("order_by")
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw.strip():
+            self.error(
+                "order_by",
+                "expected a template string such as '{{ ticket.id }}' (the key deliveries "
+                "are ordered by)",
+                data,
+                "order_by",
+            )
+            return None
+        self.template(raw, "order_by", data, "order_by", names)
+        return raw
 
     def public_env(self, data: Mapping[str, Any], on_failure: Any) -> frozenset[str]:
         """`public_env:`, the variables whose values may be shown; credentials never are."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from hookctl.delivery.prepare import reveal, shown_values
+from hookctl.delivery.prepare import order_key, reveal, shown_values
 from hookctl.errors import RenderError
 from hookctl.events.event import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
@@ -33,6 +33,7 @@ class Explanation:
     error: str | None = None  # the render error of a matched rule
     shown: Mapping[str, str] = field(default_factory=dict)  # public_env values, for showing
     unset: tuple[str, ...] = ()  # variables the request reads that are not set here
+    order_key: str | None = None  # the rule's order_by rendered for this event
 
     def masked(self) -> MaskedRequest | None:
         """The request as it may be shown: secrets as ${NAME}, public variables as values."""
@@ -77,11 +78,14 @@ def explain_rule(rule: Rule, event: Event, environ: Mapping[str, str]) -> Explan
         request = render_request(
             rule.webhook, event.data, environ=environ, extra={"rule": {"name": rule.name}}
         )
+        key = order_key(rule, event.data)
     except RenderError as exc:
         return Explanation(rule, event, on_passed, steps, error=f"cannot render: {exc}")
     unset = tuple(n for n in request.secrets if n not in environ)
     shown = shown_values(rule, request, environ)
-    return Explanation(rule, event, on_passed, steps, request=request, shown=shown, unset=unset)
+    return Explanation(
+        rule, event, on_passed, steps, request=request, shown=shown, unset=unset, order_key=key
+    )
 
 
 def explain(rules: Iterable[Rule], event: Event, environ: Mapping[str, str]) -> list[Explanation]:
@@ -226,6 +230,8 @@ def explanation_dict(explanation: Explanation, *, curl: bool = False) -> dict[st
         "request": masked.to_dict() if (masked := explanation.masked()) else None,
         "needs_env": [{"name": n, "set": ok} for n, ok in explanation.needs()],
         "error": explanation.error,
+        "order_by": rule.order_by,
+        "order_key": explanation.order_key,
     }
     if curl:
         data["curl"] = to_curl(explanation.request) if explanation.request else None

@@ -21,6 +21,12 @@ backend must guarantee (tests/contract/ checks each on every backend):
   schedule, and are claimable again once it is resumed, by every worker on the store.
 - Optional: a backend that can signal work (`WorkSignal`, PostgreSQL's LISTEN/NOTIFY) wakes a
   waiting worker whenever deliveries are made due for anyone; without it workers poll.
+- Order per key: a delivery with an `order_key` takes the next place in its (rule, order_key)
+  sequence at enqueue (strict within a batch and across clients). It is claimed only in its
+  turn: while another of its key is pending before it (leased or not), or one of its key is in
+  flight, it is not claimed (nor counted due). One that failed for good does not block. A
+  replay keeps its place; a request rendered anew by a replay with a key it lacked takes the
+  next place. Deliveries without a key are unaffected.
 
 Calls are synchronous and each is one transaction; a store serializes its own calls, so a
 caller may run them in a worker thread to keep them off the event loop.
@@ -60,8 +66,10 @@ class Queue(Protocol):
         events: Sequence[NewEvent] = (),
     ) -> list[tuple[str, bool]]:
         """Durably add deliveries as pending; (id, inserted) each, the earlier id for a
-        duplicate. With claim_token they are inserted already leased to the caller.
-        `events` (the events they came from, matched or not) are stored in the same transaction."""
+        duplicate. With claim_token they are inserted already leased to the caller, except an
+        ordered one (order_key) that is not its key's turn: that one is left unleased, for a
+        later claim (`extend_lease` says which the caller holds). `events` (the events they
+        came from, matched or not) are stored in the same transaction."""
         ...
 
     def claim(

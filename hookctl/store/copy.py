@@ -5,9 +5,9 @@ pending ones stay due when they were due; stored events (for `plan`) and paused 
 (with their since and reason) come along through the contract (`stored_events` then
 `restore_events`, `paused_endpoints` then `pause_endpoint`). Leases are dropped: a copy is made with the workers
 stopped, so nothing is in flight, and a lease left over would only delay a pending delivery.
-The source is read through the store's public reads (`query`, `get`), plus one column the
+The source is read through the store's public reads (`query`, `get`), plus two columns the
 records do not carry (`attempts_at_replay`, where a replayed delivery's retry policy counts
-from), read per backend; the destination is written row for row by a small writer per backend,
+from, and `order_seq`, an ordered delivery's place in its key), read per backend; the destination is written row for row by a small writer per backend,
 since no public method stores a finished delivery with its history (the contract has no
 "import"). The destination must be empty: no deliveries, stored events or paused endpoints.
 """
@@ -29,6 +29,7 @@ _DELIVERY = (
     "method", "request", "body", "policy", "timeout", "accept", "on_failure", "event",
     "created_at", "updated_at", "first_attempt_at", "next_attempt_at", "last_status_code",
     "error", "fence", "replays", "attempts_at_replay", "unrendered", "endpoint", "event_ref",
+    "order_key", "order_seq",
 )  # fmt: skip
 _ATTEMPT = (
     "delivery_id", "number", "started_at", "duration_ms", "status_code", "error",
@@ -51,20 +52,21 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def _replay_marks(source: Any, ids: list[str]) -> dict[str, int]:
-    """`attempts_at_replay` of each of `ids` (not in the records: read from the backend)."""
+def _replay_marks(source: Any, ids: list[str]) -> dict[str, tuple[int, int | None]]:
+    """`attempts_at_replay` and `order_seq` of each of `ids` (not in the records: read from
+    the backend)."""
     from hookctl.store.postgres.store import PostgresStore
 
     if isinstance(source, PostgresStore):
         rows = source.conn.execute(
-            "SELECT id, attempts_at_replay FROM deliveries WHERE id = ANY(%s)", (ids,)
+            "SELECT id, attempts_at_replay, order_seq FROM deliveries WHERE id = ANY(%s)", (ids,)
         ).fetchall()
     else:
         marks = ", ".join("?" * len(ids))
         rows = source._conn.execute(
-            f"SELECT id, attempts_at_replay FROM deliveries WHERE id IN ({marks})", ids
+            f"SELECT id, attempts_at_replay, order_seq FROM deliveries WHERE id IN ({marks})", ids
         ).fetchall()
-    return {delivery_id: int(mark) for delivery_id, mark in rows}
+    return {delivery_id: (int(mark), place) for delivery_id, mark, place in rows}
 
 
 def _rows(source: Any) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -89,7 +91,8 @@ def _rows(source: Any) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
                 "event": full.event,
                 "event_ref": full.event_ref,
                 "fence": 0,
-                "attempts_at_replay": marks.get(d.id, 0),
+                "attempts_at_replay": marks.get(d.id, (0, None))[0],
+                "order_seq": marks.get(d.id, (0, None))[1],
             }
             yield row, [dataclasses.asdict(a) for a in full.attempt_log]
 
@@ -161,7 +164,9 @@ def _postgres_writer(
         values = _delivery_values(row)
         values["body"] = blob(values["body"])
         values["unrendered"] = bool(values["unrendered"])
-        for name in ("rule", "event_id", "event_name", "ticket", "dedupe_key", "url", "error"):
+        for name in (
+            "rule", "event_id", "event_name", "ticket", "dedupe_key", "url", "error", "order_key",
+        ):  # fmt: skip
             values[name] = text(values[name])
         return values
 
@@ -175,6 +180,12 @@ def _postgres_writer(
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(insert_delivery, [delivery(d) for d, _ in batch])
             cur.executemany(insert_attempt, [attempt(a) for _, a_s in batch for a in a_s])
+            # New places come after the copied ones (ordered delivery, postgres/ordering.py).
+            cur.execute(
+                "SELECT setval('deliveries_order_seq', greatest(max(order_seq), "
+                "(SELECT last_value FROM deliveries_order_seq))) FROM deliveries "
+                "HAVING max(order_seq) IS NOT NULL"
+            )
 
     return write
 

@@ -48,6 +48,11 @@ def _encode(value: int) -> str:
     return "".join([_DIGIT_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
+# Where a delivery waiting its turn behind an earlier one of its order_by key is parked (its
+# next attempt, far beyond any claim), its own time kept apart; the log shows its own time.
+ORDER_PARKED_AT = 1e15
+
+
 @dataclass
 class NewDelivery:
     """A delivery to put in the outbox."""
@@ -68,6 +73,9 @@ class NewDelivery:
     event: dict[str, Any] | None = None
     unrendered: bool = False  # the request could not be rendered: stored bare, never sent
     event_ref: str | None = None  # the stored event (NewEvent.id) this delivery was made for
+    # The rule's `order_by:` rendered for the event: deliveries of one rule with the same key
+    # are claimed one at a time, in the order they were enqueued (issue 15).
+    order_key: str | None = None
 
 
 @dataclass
@@ -92,6 +100,7 @@ class Claim:
     unrendered: bool = False
     replays: int = 0
     attempts_at_replay: int = 0  # `attempts` when the latest replay began: its policy counts on
+    order_key: str | None = None  # its rule's order_by key: the next of its key waits for it
 
     @property
     def run_attempts(self) -> int:
@@ -143,6 +152,12 @@ class Delivery:
     unrendered: bool  # its request could not be rendered: never sent as stored
     endpoint: str | None = None  # scheme://host:port it goes to (hookctl/store/endpoint.py)
     paused_since: float | None = None  # its endpoint is paused (since then): not claimed
+    order_key: str | None = None  # its rule's `order_by:` key: sent after the earlier ones
+    # Derived when read: the earliest pending delivery of its key before it (it waits for that
+    # one) and that one's attempts; and the one just before it, if that one failed for good.
+    waiting_after: str | None = None
+    waiting_after_attempts: int = 0
+    follows_failed: str | None = None
 
 
 @dataclass

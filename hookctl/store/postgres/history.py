@@ -11,7 +11,7 @@ from typing import Any
 
 from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery
 from hookctl.store.postgres import endpoints as endpoint_state
-from hookctl.store.postgres import rows
+from hookctl.store.postgres import ordering, rows
 from hookctl.store.postgres.rows import ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DETAIL_COLUMNS
 from hookctl.store.records import (
     ID_CLOCK_SLACK,
@@ -132,7 +132,9 @@ def page(
     cur.execute(sql, [*params, *([before] if before is not None else []), size])
     found = cur.fetchall()
     held = endpoint_state.paused(cur)  # a handful of rows: read with each page
-    return [rows.delivery(row, held) for row in found]
+    listed = [rows.delivery(row, held) for row in found]
+    ordering.annotate(cur, listed)
+    return listed
 
 
 def get(cur: Cursor, delivery_id: str) -> DeliveryDetail | None:
@@ -149,7 +151,9 @@ def get(cur: Cursor, delivery_id: str) -> DeliveryDetail | None:
         (full_id,),
     )
     attempts = cur.fetchall()
-    return rows.detail(rows.delivery(summary, endpoint_state.paused(cur)), stored, attempts)
+    row = rows.delivery(summary, endpoint_state.paused(cur))
+    ordering.annotate(cur, [row])
+    return rows.detail(row, stored, attempts)
 
 
 def stats(cur: Cursor, *, since: float | None = None) -> Stats:

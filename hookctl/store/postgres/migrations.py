@@ -179,12 +179,38 @@ def m004_endpoints(cur: Cursor) -> None:
     )
 
 
+def m005_order(cur: Cursor) -> None:
+    """Ordered delivery per key (issue 15): SQLite's m009. `order_seq` comes from a sequence,
+    given under a per-key advisory lock (postgres/ordering.py), so places follow commit order;
+    `order_due` keeps a parked delivery's own time; the partial indexes hold keyed rows only."""
+    for sql in (
+        "ALTER TABLE deliveries ADD COLUMN order_key text",
+        "ALTER TABLE deliveries ADD COLUMN order_seq bigint",
+        "ALTER TABLE deliveries ADD COLUMN order_due double precision",
+        "CREATE SEQUENCE deliveries_order_seq",
+        """
+        CREATE INDEX deliveries_order ON deliveries (rule, order_key, order_seq)
+        WHERE order_key IS NOT NULL
+        """,
+        """
+        CREATE INDEX deliveries_order_pending ON deliveries (rule, order_key, order_seq)
+        WHERE order_key IS NOT NULL AND status = 'pending'
+        """,
+        """
+        CREATE INDEX deliveries_order_leased ON deliveries (rule, order_key, lease_expires_at)
+        WHERE order_key IS NOT NULL AND status = 'pending' AND lease_expires_at IS NOT NULL
+        """,
+    ):
+        cur.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m001_initial,
     m002_lease_holder,
     m003_events,
     m004_endpoints,
+    m005_order,
 )
 
 

@@ -33,7 +33,7 @@ _BYTES_COLUMNS = ("body", "response_body")
 DELIVERY_COLUMNS = (
     "id, rule, status, attempts, replays, method, url, last_status_code, error, ticket, "
     "event_id, event_name, dedupe_key, created_at, updated_at, first_attempt_at, "
-    "next_attempt_at, lease_expires_at, unrendered, endpoint"
+    "next_attempt_at, lease_expires_at, unrendered, endpoint, order_key"
 )
 # The rest of a DeliveryDetail.
 DETAIL_COLUMNS = "request, body, policy, timeout, accept, on_failure, event, event_ref"
@@ -44,7 +44,7 @@ ATTEMPT_COLUMNS = (
 CLAIM_FIELDS = (
     "id", "rule", "ticket", "url", "method", "request", "body", "policy", "timeout", "accept",
     "attempts", "first_attempt_at", "on_failure", "event", "event_id", "unrendered", "replays",
-    "attempts_at_replay",
+    "attempts_at_replay", "order_key",
 )  # fmt: skip
 CLAIM_COLUMNS = ", ".join(f"d.{name}" for name in CLAIM_FIELDS)
 

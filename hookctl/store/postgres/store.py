@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from hookctl.errors import StoreError
 from hookctl.store import holder as holders
-from hookctl.store.postgres import connection, history, migrations
+from hookctl.store.postgres import connection, history, migrations, ordering
 from hookctl.store.postgres import endpoints as endpoint_state
 from hookctl.store.postgres import events as stored_events
 from hookctl.store.postgres.rows import (
@@ -66,6 +66,7 @@ _NOT_PAUSED = (
     "NOT EXISTS (SELECT 1 FROM endpoints AS e WHERE e.endpoint = deliveries.endpoint "
     "AND e.paused_since IS NOT NULL)"
 )
+_IN_TURN = ordering.IN_TURN  # an ordered delivery waits for its turn (ordering.py)
 _CLAIM_SET = (
     "UPDATE deliveries AS d SET lease_token = %(token)s, lease_expires_at = %(until)s, "
     "fence = d.fence + 1, lease_holder = %(holder)s FROM chosen WHERE d.id = chosen.id "
@@ -78,12 +79,12 @@ CLAIM_DUE = f"""
 WITH expired AS (
     SELECT id, next_attempt_at, seq FROM deliveries
     WHERE lease_token IS NOT NULL AND lease_expires_at <= %(now)s
-        AND status = 'pending' AND next_attempt_at <= %(due)s AND {_NOT_PAUSED}
+        AND status = 'pending' AND next_attempt_at <= %(due)s AND {_NOT_PAUSED} AND {_IN_TURN}
     ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED
 ), fresh AS (
     SELECT id, next_attempt_at, seq FROM deliveries
     WHERE status = 'pending' AND lease_token IS NULL AND next_attempt_at <= %(due)s
-        AND {_NOT_PAUSED}
+        AND {_NOT_PAUSED} AND {_IN_TURN}
     ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED
 ), chosen AS (
     SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM fresh) AS both_kinds
@@ -95,7 +96,7 @@ CLAIM_IDS = f"""
 WITH chosen AS (
     SELECT id FROM deliveries
     WHERE id = ANY(%(ids)s) AND status = 'pending' AND next_attempt_at <= %(due)s
-        AND (lease_token IS NULL OR lease_expires_at <= %(now)s) AND {_NOT_PAUSED}
+        AND (lease_token IS NULL OR lease_expires_at <= %(now)s) AND {_NOT_PAUSED} AND {_IN_TURN}
     ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED
 )
 {_CLAIM_SET}
@@ -103,10 +104,10 @@ WITH chosen AS (
 DUE_COUNT = f"""
 SELECT (SELECT count(*) FROM deliveries
         WHERE status = 'pending' AND lease_token IS NULL AND next_attempt_at <= %(due)s
-            AND {_NOT_PAUSED})
+            AND {_NOT_PAUSED} AND {_IN_TURN})
      + (SELECT count(*) FROM deliveries
         WHERE lease_token IS NOT NULL AND lease_expires_at <= %(now)s
-            AND status = 'pending' AND next_attempt_at <= %(due)s AND {_NOT_PAUSED})
+            AND status = 'pending' AND next_attempt_at <= %(due)s AND {_NOT_PAUSED} AND {_IN_TURN})
 """
 _RESULTS = """
 unnest(%(id)s::text[], %(token)s::text[], %(started_at)s::float8[], %(duration_ms)s::float8[],
@@ -369,6 +370,7 @@ class PostgresStore:
             delivery_params(d, now, claim_token, lease_until, shared, holder) for d in deliveries
         ]
         keys = [(text(d.rule), text(d.dedupe_key)) for d in deliveries]
+        waiting: set[str] = set()  # ordered ones not in their turn: inserted unleased
 
         def work(cur: Any, retry: bool) -> list[tuple[str, bool]]:
             if claim_token is not None:
@@ -400,6 +402,13 @@ class PostgresStore:
                 owners = _owners(cur, [keys[k] for k in lost])
                 for k in lost:
                     results[k] = (owners.get(keys[k], results[k][0]), False)
+            waiting.clear()  # a retried transaction decides again
+            ranked = ordering.keyed(
+                (i, d)
+                for d, (i, inserted) in zip(deliveries, results, strict=True)
+                if inserted and d.order_key is not None
+            )
+            waiting.update(ordering.place(cur, ranked, now=now, leased=claim_token is not None))
             if events:
                 stored_events.insert(cur, events, deliveries, results)
             if claim_token is None:
@@ -409,7 +418,7 @@ class PostgresStore:
         results = self._run(work)
         if claim_token is not None:
             self._registered = True
-            self._leased.update(i for i, inserted in results if inserted)
+            self._leased.update(i for i, inserted in results if inserted and i not in waiting)
         return results
 
     def claim(
@@ -512,6 +521,17 @@ class PostgresStore:
                     applied[todo[n - 1]] = True
                     batch["applied"][n - 1] = True
                 cur.execute(INSERT_ATTEMPTS, batch)
+                # A finished ordered delivery lets the next of its key go (ordering.py).
+                ordering.unpark_next(
+                    cur,
+                    [
+                        delivery_id
+                        for delivery_id, status, ok in zip(
+                            batch["id"], batch["status"], batch["applied"], strict=True
+                        )
+                        if ok and status != "pending"
+                    ],
+                )
             inserted: set[str] = set()
             wanted = [
                 follow_ups[r.delivery_id]
@@ -719,6 +739,15 @@ class PostgresStore:
             ]
             if renewed:
                 cur.executemany(REPLACE_REQUEST, renewed)
+                # Rendered anew with a key it lacked: it takes the next place of that key.
+                ordering.place(
+                    cur,
+                    ordering.keyed(
+                        (i, rendered[i]) for i in selected if i in bare and i in rendered
+                    ),
+                    now=now,
+                    leased=False,
+                )
             selected = [i for i in selected if i not in bare or i in rendered]
             if selected:
                 cur.execute(REQUEUE, {"ids": selected, "now": now})

@@ -22,6 +22,7 @@ from hookctl.store.records import (
     id_floor,
 )
 from hookctl.store.sqlite import endpoints as endpoint_state
+from hookctl.store.sqlite import ordering
 from hookctl.store.sqlite.rows import dicts
 from hookctl.store.summaries import stats_from
 
@@ -29,7 +30,7 @@ from hookctl.store.summaries import stats_from
 DELIVERY_COLUMNS = (
     "id, rule, status, attempts, replays, method, url, last_status_code AS status_code, error, "
     "ticket, event_id, event_name, dedupe_key, created_at, updated_at, first_attempt_at, "
-    "next_attempt_at, lease_expires_at, unrendered, endpoint"
+    "next_attempt_at, lease_expires_at, unrendered, endpoint, order_key"
 )
 ATTEMPT_COLUMNS = (
     "delivery_id, number, started_at, duration_ms, status_code, error, response_headers, "
@@ -169,6 +170,7 @@ def query(
         page_params = [*params, before] if before is not None else params
         held = endpoint_state.paused(conn)  # a handful of rows: read with each page
         rows = [delivery(row, held) for row in conn.execute(sql, [*page_params, page_size])]
+        ordering.annotate(conn, rows)
         yield from rows
         if len(rows) < page_size:
             return
@@ -181,14 +183,14 @@ def delivery(row: Sequence[Any], paused: dict[str, tuple[float, str | None]]) ->
     """A row of DELIVERY_COLUMNS as a Delivery; `paused` (endpoints.paused) says if it is held."""
     (id_, rule, status, attempts, replays, method, url, status_code, error, ticket, event_id,
      event_name, dedupe_key, created, updated, first, next_at, lease, unrendered,
-     endpoint) = row  # fmt: skip
+     endpoint, order_key) = row  # fmt: skip
     return Delivery(
         id=id_, rule=rule, status=status, attempts=attempts, replays=replays, method=method,
         url=url, status_code=status_code, error=error, ticket=ticket, event_id=event_id,
         event_name=event_name, dedupe_key=dedupe_key, created_at=created, updated_at=updated,
         first_attempt_at=first, next_attempt_at=next_at, lease_expires_at=lease,
         unrendered=bool(unrendered), endpoint=endpoint,
-        paused_since=paused[endpoint][0] if endpoint in paused else None,
+        paused_since=paused[endpoint][0] if endpoint in paused else None, order_key=order_key,
     )  # fmt: skip
 
 
@@ -214,8 +216,10 @@ def get(conn: sqlite3.Connection, delivery_id: str) -> DeliveryDetail | None:
             (full_id,),
         )
     )
+    row = delivery(summary, endpoint_state.paused(conn))
+    ordering.annotate(conn, [row])
     return DeliveryDetail(
-        delivery=delivery(summary, endpoint_state.paused(conn)),
+        delivery=row,
         **stored,
         attempt_log=[Attempt(**a) for a in log],
     )

@@ -212,6 +212,38 @@ def m008_endpoints(db: sqlite_utils.Database) -> None:
     )
 
 
+def m009_order(db: sqlite_utils.Database) -> None:
+    """Ordered delivery per key (issue 15): a rule's rendered `order_by:` and each delivery's
+    place in its key's sequence.
+
+    `order_seq` is given at enqueue, one more than the highest of its (rule, order_key), under
+    the write lock, so it is strict within a batch and across processes. Only ordered rows are
+    in the two partial indexes: `deliveries_order` finds a key's last place (and the one before
+    a delivery, for the log), `deliveries_order_pending` answers the claim's "is an earlier one
+    of its key still pending" with one seek, `deliveries_order_leased` its "is one of its key
+    in flight". Rows without a key cost nothing. `order_due` keeps a parked delivery's own
+    next attempt time (ordering.py).
+    """
+    for sql in (
+        "ALTER TABLE deliveries ADD COLUMN order_key TEXT",
+        "ALTER TABLE deliveries ADD COLUMN order_seq INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN order_due REAL",
+        """
+        CREATE INDEX deliveries_order ON deliveries (rule, order_key, order_seq)
+        WHERE order_key IS NOT NULL
+        """,
+        """
+        CREATE INDEX deliveries_order_pending ON deliveries (rule, order_key, order_seq)
+        WHERE order_key IS NOT NULL AND status = 'pending'
+        """,
+        """
+        CREATE INDEX deliveries_order_leased ON deliveries (rule, order_key, lease_expires_at)
+        WHERE order_key IS NOT NULL AND status = 'pending' AND lease_expires_at IS NOT NULL
+        """,
+    ):
+        db.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
@@ -220,6 +252,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m006_lease_holder,
     m007_events,
     m008_endpoints,
+    m009_order,
 )
 
 

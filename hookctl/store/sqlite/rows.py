@@ -11,6 +11,7 @@ from typing import Any
 
 from hookctl.store.endpoint import endpoint_of
 from hookctl.store.records import NewDelivery
+from hookctl.store.sqlite.ordering import IN_TURN
 
 _JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
 
@@ -25,17 +26,20 @@ INSERT INTO deliveries (
 INSERT_DELIVERY_ONCE = INSERT_DELIVERY.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 CLAIM_COLUMNS = (
     "id, rule, ticket, url, method, request, body, policy, timeout, accept, attempts, "
-    "first_attempt_at, on_failure, event, event_id, unrendered, replays, attempts_at_replay"
+    "first_attempt_at, on_failure, event, event_id, unrendered, replays, attempts_at_replay, "
+    "order_key"
 )
 # INDEXED BY because, without statistics, the planner prefers the equality on
 # deliveries_status and then sorts every pending row.
 # A paused endpoint's deliveries are not ready: held, their attempts and schedule untouched.
 # NOT EXISTS, not NOT IN: a row with no endpoint must stay claimable.
+# An ordered delivery waits for its turn (ordering.py: none of its key pending before it).
 READY = (
     "status = 'pending' AND next_attempt_at <= :due "
     "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
     "AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.endpoint = deliveries.endpoint "
-    "AND endpoints.paused_since IS NOT NULL)"
+    "AND endpoints.paused_since IS NOT NULL) "
+    f"AND {IN_TURN}"
 )
 DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"
 # The attempt is recorded even when the lease was lost: the request did happen. Numbers run

@@ -40,7 +40,7 @@ from hookctl.store.records import (
     id_floor,
     new_delivery_id,
 )
-from hookctl.store.sqlite import database, history
+from hookctl.store.sqlite import database, history, ordering
 from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite import events as stored_events
 from hookctl.store.sqlite.rows import (
@@ -270,11 +270,21 @@ class SQLiteStore:
                 results.append((d.id, True))
                 new_rows.append(row)
             conn.executemany(INSERT_DELIVERY, new_rows)
+            keyed = ordering.keyed(
+                (i, d)
+                for d, (i, inserted) in zip(deliveries, results, strict=True)
+                if inserted and d.order_key is not None
+            )
+            waiting = (
+                ordering.place(conn, keyed, now=now, leased=claim_token is not None)
+                if keyed
+                else set()
+            )
             if event_rows:
                 stored_events.insert(conn, event_rows, deliveries, results)
         if claim_token is not None:
             self._registered = True
-            self._leased.update(i for i, inserted in results if inserted)
+            self._leased.update(i for i, inserted in results if inserted and i not in waiting)
         return results
 
     @staticmethod
@@ -404,6 +414,15 @@ class SQLiteStore:
             conn.executemany(INSERT_ATTEMPT, params)
             # One statement per row: executemany cannot say which rows the fence rejected.
             applied = [conn.execute(APPLY_RESULT, p).rowcount == 1 for p in params]
+            # A finished ordered delivery lets the next of its key go (ordering.py).
+            ordering.unpark_next(
+                conn,
+                [
+                    str(p["id"])
+                    for p, ok in zip(params, applied, strict=True)
+                    if ok and p["status"] != "pending"
+                ],
+            )
             for p, ok in zip(params, applied, strict=True):
                 follow = follow_ups.get(str(p["id"])) if ok else None
                 if follow is None:
@@ -554,6 +573,13 @@ class SQLiteStore:
                 if i in bare and i in rendered
             ]
             conn.executemany(REPLACE_REQUEST, renewed)
+            # Rendered anew with a key it lacked: it takes the next place of that key.
+            ordering.place(
+                conn,
+                ordering.keyed((i, rendered[i]) for i in selected if i in bare and i in rendered),
+                now=now,
+                leased=False,
+            )
             selected = [i for i in selected if i not in bare or i in rendered]
             conn.executemany(
                 """
