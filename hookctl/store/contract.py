@@ -236,7 +236,7 @@ class Endpoints(Protocol):
         self,
         endpoint: str,
         *,
-        rule: str,
+        rule: str | None,
         rate: str,
         interval: float,
         count: int,
@@ -246,7 +246,8 @@ class Endpoints(Protocol):
         """Atomically take up to `count` send slots for `endpoint` within `horizon` seconds of
         `now`: the first at the schedule's end (or now, or its not-before), each next one
         `interval` later, where the interval is the largest of `rule`'s (recorded as its rate
-        for the endpoint, replacing what it named before) and every other rule's recorded within
+        for the endpoint, replacing what it named before; None records nothing: a delivery
+        whose rule names no rate follows the others') and every other rule's recorded within
         RATE_MEMORY. Claims skip the endpoint until its schedule's end is within `horizon`."""
         ...
 

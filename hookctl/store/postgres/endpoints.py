@@ -103,14 +103,15 @@ def reserve(
     cur: Cursor,
     endpoint: str,
     *,
-    rule: str,
+    rule: str | None,
     rate: str,
     interval: float,
     count: int,
     now: float,
     horizon: float,
 ) -> Reservation:
-    """Record `rule`'s rate for `endpoint` and hand out its slots, the endpoint's row locked
+    """Record `rule`'s rate for `endpoint` (None: record nothing) and hand out its slots, the
+    endpoint's row locked
     (FOR UPDATE) so that concurrent reservations take turns."""
     cur.execute(
         "INSERT INTO endpoints (endpoint, updated_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -120,12 +121,13 @@ def reserve(
         "SELECT next_slot, not_before FROM endpoints WHERE endpoint = %s FOR UPDATE", (endpoint,)
     )
     next_slot, not_before = cur.fetchone()
-    cur.execute(
-        'INSERT INTO endpoint_rates (endpoint, rule, rate, "interval", seen_at) '
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (endpoint, rule) DO UPDATE SET "
-        'rate = excluded.rate, "interval" = excluded."interval", seen_at = excluded.seen_at',
-        (endpoint, rule, rate, interval, now),
-    )
+    if rule is not None:
+        cur.execute(
+            'INSERT INTO endpoint_rates (endpoint, rule, rate, "interval", seen_at) '
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (endpoint, rule) DO UPDATE SET "
+            'rate = excluded.rate, "interval" = excluded."interval", seen_at = excluded.seen_at',
+            (endpoint, rule, rate, interval, now),
+        )
     cur.execute(
         'SELECT rate, "interval" FROM endpoint_rates WHERE endpoint = %s AND seen_at >= %s',
         (endpoint, now - RATE_MEMORY),

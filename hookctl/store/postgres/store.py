@@ -825,7 +825,7 @@ class PostgresStore:
         self,
         endpoint: str,
         *,
-        rule: str,
+        rule: str | None,
         rate: str,
         interval: float,
         count: int,

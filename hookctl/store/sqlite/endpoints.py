@@ -109,24 +109,26 @@ def reserve(
     conn: sqlite3.Connection,
     endpoint: str,
     *,
-    rule: str,
+    rule: str | None,
     rate: str,
     interval: float,
     count: int,
     now: float,
     horizon: float,
 ) -> Reservation:
-    """Record `rule`'s rate for `endpoint` and hand out its slots (in the caller's write)."""
+    """Record `rule`'s rate for `endpoint` (None: record nothing) and hand out its slots (in
+    the caller's write)."""
     conn.execute(
         "INSERT INTO endpoints (endpoint, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         (endpoint, now),
     )
-    conn.execute(
-        "INSERT INTO endpoint_rates (endpoint, rule, rate, interval, seen_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint, rule) DO UPDATE SET "
-        "rate = excluded.rate, interval = excluded.interval, seen_at = excluded.seen_at",
-        (endpoint, rule, rate, interval, now),
-    )
+    if rule is not None:
+        conn.execute(
+            "INSERT INTO endpoint_rates (endpoint, rule, rate, interval, seen_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint, rule) DO UPDATE SET "
+            "rate = excluded.rate, interval = excluded.interval, seen_at = excluded.seen_at",
+            (endpoint, rule, rate, interval, now),
+        )
     others = conn.execute(
         "SELECT rate, interval FROM endpoint_rates WHERE endpoint = ? AND seen_at >= ?",
         (endpoint, now - RATE_MEMORY),

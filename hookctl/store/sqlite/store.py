@@ -713,7 +713,7 @@ class SQLiteStore:
         self,
         endpoint: str,
         *,
-        rule: str,
+        rule: str | None,
         rate: str,
         interval: float,
         count: int,
