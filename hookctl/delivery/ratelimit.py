@@ -67,7 +67,7 @@ def describe_wait(limit: EndpointLimit, now: float) -> str | None:
     import time
 
     def clock(at: float) -> str:
-        return time.strftime("%H:%M:%S", time.localtime(at))
+        return time.strftime("%H:%M:%S UTC", time.gmtime(at))
 
     if limit.not_before is not None and limit.not_before > now:
         why = f" ({limit.not_before_reason})" if limit.not_before_reason else ""
@@ -88,6 +88,12 @@ class _Lane:
     next_free: float = 0.0  # the schedule's end as last seen: where hand-backs line up
     hold: float = 0.0  # a Retry-After this process heard or read: nothing goes before it
     held_to_store: float = 0.0  # the latest hold this process wrote
+    rate: tuple[str, float] | None = None  # the strictest (rate, spacing) known here
+
+    def learn(self, rate: str, interval: float) -> None:
+        """A rate named for this endpoint: the strictest one known applies."""
+        if self.rate is None or interval > self.rate[1]:
+            self.rate = (rate, interval)
 
 
 class Limiter:
@@ -118,24 +124,28 @@ class Limiter:
             return None  # the common case: a dict lookup, nothing more
         if lane is None:
             lane = self._lanes[endpoint] = _Lane()
+        if own is not None:
+            lane.learn(str(own), spacing(own))  # other rules' deliveries here follow it at once
+        if shared is not None and shared.rate is not None:
+            lane.learn(shared.rate, shared.interval)
         # Its own rule's rate is recorded with the reservation; a delivery of a rule without
         # one only follows the rate others recorded (it must not keep that rate alive).
-        rule, label = (claim.rule, str(own)) if own else (None, shared.rate if shared else None)
+        rule = claim.rule if own is not None else None
         while True:
             now = self.clock()
             hold = max(lane.hold, (shared.not_before or 0.0) if shared else 0.0)
             if hold > now + HORIZON:
                 return hold
-            interval = max(spacing(own) if own else 0.0, shared.interval if shared else 0.0)
-            if not interval or label is None:
+            if lane.rate is None:
                 if hold <= now:
                     return None
                 await asyncio.sleep(hold - now)
                 continue  # a later Retry-After may have come in meanwhile
-            slot = await self._slot(lane, endpoint, rule, label, interval)
+            label, interval = (str(own), spacing(own)) if own is not None else lane.rate
+            slot = await self._slot(lane, endpoint, rule, label, max(interval, lane.rate[1]))
             if slot is None:
                 # Lined up behind the others handed back, due when its turn is near.
-                lane.next_free = max(lane.next_free, now) + interval
+                lane.next_free = max(lane.next_free, now) + lane.rate[1]
                 return max(now, lane.next_free - HORIZON / 2)
             wait = slot - self.clock()
             if wait > 0:
@@ -187,6 +197,7 @@ class Limiter:
             lane.next_free = max(lane.next_free, now + HORIZON)
             return
         lane.slots.extend(got.slots)
+        lane.learn(got.rate, got.interval)  # another process's stricter rule, maybe
         lane.next_free = max(lane.next_free, got.next_slot)
         if len(got.slots) < count:
             lane.full_until = got.next_slot - HORIZON
