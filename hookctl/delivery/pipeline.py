@@ -416,7 +416,7 @@ class Pipeline:
         secret_values = tuple(self.options.environ[name] for name in request.secrets)
         host = host_key(claim.url)
         # Its endpoint's rate or a Retry-After: wait for its slot, or back to the queue till then.
-        until = await self._rate.turn(claim)
+        until = await self._rate.turn(claim) if self._rate.applies(claim) else None
         if until is not None:
             self._held.discard(claim.id)
             self.summary.postponed += 1
@@ -437,7 +437,8 @@ class Pipeline:
         if outcome is None:
             self._drop(claim.id)
             return
-        await self._rate.answered(claim, outcome)  # a Retry-After slows the endpoint
+        if outcome.retry_after is not None:
+            await self._rate.answered(claim, outcome)  # a Retry-After slows the endpoint
         self.observer.notify(
             observe.AttemptFinished(
                 claim.id, claim.rule, host, outcome.status_code, outcome.error, outcome.duration_ms

@@ -110,12 +110,30 @@ class Limiter:
         self._returning: dict[int, list[str]] = {}  # hand-backs waiting, by second of `until`
         self._flushing: asyncio.Task[bool] | None = None
 
+    def applies(self, claim: Claim) -> bool:
+        """Whether anything may slow this delivery (then `turn` says how): its rule's rate, or
+        its endpoint's as read from the store or heard here. Synchronous, for the hot path:
+        a delivery to an endpoint nothing limits costs these dict lookups, no await."""
+        if self.db is None:
+            return False
+        if self._read_at is None:
+            return True  # not read yet: `turn` reads the endpoints' limits first
+        if self.clock() - self._read_at >= REFRESH and (
+            self._reading is None or self._reading.done()
+        ):
+            self._reading = self._spawn(self._read(self.clock()))  # in the background
+        if "rate" in claim.request:
+            return True
+        endpoint = endpoint_of(claim.url)
+        return endpoint in self._limits or endpoint in self._lanes
+
     async def turn(self, claim: Claim) -> float | None:
         """Wait for the delivery's slot (at most HORIZON); None: send now. Otherwise the time
         to hand it back until: its turn is further off, or the endpoint is held."""
         if self.db is None:
             return None
-        await self._refresh()
+        if self._read_at is None:
+            await self._refresh()
         endpoint = endpoint_of(claim.url)
         own = stored_rate(claim)
         shared = self._limits.get(endpoint)
