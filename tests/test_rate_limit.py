@@ -74,7 +74,10 @@ class LimitedReceiver:
 
     def __init__(self, limit: int = 5) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", RECEIVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
@@ -200,7 +203,7 @@ def test_retry_after_from_a_503_holds_the_endpoint_for_the_other_deliveries(
     assert [r["status"] for r in map(json.loads, first.stdout.splitlines())] == ["pending"]
     # Another process, other deliveries: none is sent while the endpoint is held.
     more = hookctl("fire", "-r", rules, event_file(events_ndjson(3, start=1)), "--json")
-    out, err = more.communicate(timeout=60)
+    _, err = more.communicate(timeout=60)
     assert more.returncode == 0, err
     assert "3 waiting for their endpoint's rate limit" in err
     assert len(receiver.arrivals()) == 1
@@ -274,7 +277,8 @@ def test_a_rate_limited_endpoint_does_not_slow_an_unlimited_one_and_binds_every_
         assert {r["waiting"].partition(": next slot ")[0] for r in pending} == {"rate 1/s"}
         assert "waiting: rate 1/s: next slot " in cli("log", pending[0]["id"]).stdout
         listed = {
-            r["endpoint"]: r for r in map(json.loads, cli("endpoints", "--json").stdout.splitlines())
+            r["endpoint"]: r
+            for r in map(json.loads, cli("endpoints", "--json").stdout.splitlines())
         }
         assert listed[receiver.base.replace("http://", "http://")]["rate"] == "1/s"
         assert listed[unlimited.base]["rate"] is None
