@@ -41,6 +41,10 @@ MAX_BATCH = 50  # slots reserved in one write at most
 SPACING_MARGIN = 0.05  # slots 5% wider than the rate: 5/s sends one every 210 ms
 RETRY_AFTER_HOLD = 300.0  # a Retry-After holds its endpoint at most this long (5 minutes)
 SLOWING_STATUSES = (429, 503)
+LATE = (
+    0.02  # seconds: woken this much after its slot, a delivery takes another (the slack is 50 ms)
+)
+MAX_LATE = 2  # ... at most this many times; then it goes, late (a machine that busy: the slack)
 HAND_BACK_LINGER = 0.005  # seconds a release waits for other hand-backs to join it
 
 T = TypeVar("T")
@@ -149,6 +153,7 @@ class Limiter:
         # Its own rule's rate is recorded with the reservation; a delivery of a rule without
         # one only follows the rate others recorded (it must not keep that rate alive).
         rule = claim.rule if own is not None else None
+        late = 0  # slots this delivery woke too late for
         while True:
             now = self.clock()
             hold = max(lane.hold, (shared.not_before or 0.0) if shared else 0.0)
@@ -170,6 +175,11 @@ class Limiter:
                 await asyncio.sleep(wait)
             if lane.hold > slot:
                 continue  # a Retry-After came in while it waited: that slot is void
+            if self.clock() > slot + LATE and late < MAX_LATE:
+                # Woken late (a busy machine): sent now, it would crowd the next slots, perhaps
+                # another process's, into one second. That slot is void; take the next.
+                late += 1
+                continue
             return None
 
     async def _slot(
