@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +334,31 @@ def test_explain_and_rules_show_a_rules_rate(
     assert "rate: 30/m to https://api.telegram.org:443" in text
     [listed] = map(json.loads, cli("rules", "-r", path, "--json").stdout.splitlines())
     assert listed["rate"] == "30/m"
+
+
+def test_a_long_retry_after_holds_the_endpoint_five_minutes_at_most(
+    receiver: LimitedReceiver,
+    cli: Callable[..., Any],
+    rule_file: Callable[..., Path],
+    event_file: Callable[..., Path],
+) -> None:
+    receiver.set(limit=0, first=[[429, "7200"]])
+    rules = rule_file(
+        f"""
+        name: no-rate
+        on: [ticket.created]
+        webhook: {{method: POST, url: "{receiver.url}"}}
+        retry: {{every: 1s, retries: 5}}
+        """
+    )
+    before = time.time()
+    cli("fire", "-r", rules, event_file(event(1)))
+    after = time.time()
+    [listed] = map(json.loads, cli("endpoints", "--json").stdout.splitlines())
+    assert listed["not_before_reason"] == "HTTP 429, Retry-After 300s"
+    held = datetime.fromisoformat(listed["not_before"].replace("Z", "+00:00")).timestamp()
+    assert before + 300 - 1 <= held <= after + 300 + 1
+    # The delivery itself keeps its policy's Retry-After handling (at most an hour later).
+    [record] = map(json.loads, cli("log", "--json").stdout.splitlines())
+    due = datetime.fromisoformat(record["next_attempt_at"].replace("Z", "+00:00")).timestamp()
+    assert due >= before + 3600 - 1

@@ -337,6 +337,7 @@ class Pipeline:
                 # The store stayed unwritable: stop sending, and end as below.
                 self._broken = self._broken or exc
             await self._finish()
+            await self._rate.settle()
         except BaseException:
             # Cancelled (Ctrl-C) or a bug: no task may outlive the run (or the HTTP session).
             await self._cancel_all()

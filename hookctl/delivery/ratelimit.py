@@ -280,6 +280,11 @@ class Limiter:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def settle(self) -> None:
+        """The run is over: let a read of the limits still under way finish (nothing is lost)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def cancel(self) -> None:
         """The run is cancelled: no reservation or release of ours may outlive it."""
         tasks = list(self._tasks)
