@@ -11,7 +11,7 @@ from hookctl.errors import UsageError
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
-    from hookctl.store.records import EndpointHealth
+    from hookctl.store.records import EndpointHealth, EndpointLimit
 
 ENDPOINT_COLUMNS = [
     ("endpoint", "Endpoint"),
@@ -21,6 +21,7 @@ ENDPOINT_COLUMNS = [
     ("success", "Success"),
     ("p95", "p95"),
     ("last_success", "Last success"),
+    ("rate", "Rate"),
 ]
 DEFAULT_WINDOW = "1h"
 
@@ -52,7 +53,7 @@ def endpoints(
     db: DbOption = None,
     json_lines: JsonOption = False,
 ) -> None:
-    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not.
+    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not, its rate limit and any Retry-After hold.
 
     An endpoint is the scheme, host and port of a delivery's URL. With --json, one record per endpoint.
 
@@ -66,18 +67,21 @@ def endpoints(
     assert seconds is not None
     store = open_store(db)
     try:
-        found = store.endpoint_health(since=time.time() - seconds)
+        now = time.time()
+        found = store.endpoint_health(since=now - seconds)
+        limits = store.endpoint_limits(now=now)  # rates and Retry-After holds (issue 15)
     finally:
         store.close()
     if json_lines:
         printer = Printer(json_lines=True)
         for h in found:
-            printer.json(endpoint_record(h, iso, window))
+            printer.json(endpoint_record(h, iso, window, limits.get(h.endpoint)))
         return
     rows = (
         {
             "endpoint": h.endpoint,
-            "state": f"paused since {short_time(h.paused_since)}" if h.paused_since else "active",
+            "state": _state(h, limits.get(h.endpoint), short_time),
+            "rate": (limit.rate if (limit := limits.get(h.endpoint)) else None) or "-",
             "pending": str(h.pending),
             "failed": str(h.failed),
             "success": "-" if h.success_rate is None else f"{h.success_rate:.0%} of {h.attempts}",
@@ -89,8 +93,18 @@ def endpoints(
     rows_table(rows, ENDPOINT_COLUMNS, color=sys.stdout.isatty(), whole=("endpoint",))
 
 
-def endpoint_record(h: "EndpointHealth", iso: Any, window: str) -> dict[str, Any]:
-    """One endpoint as `endpoints --json` prints it."""
+def _state(h: "EndpointHealth", limit: "EndpointLimit | None", short_time: Any) -> str:
+    if h.paused_since:
+        return f"paused since {short_time(h.paused_since)}"
+    if limit is not None and limit.not_before is not None:
+        return f"slowed until {short_time(limit.not_before)} (Retry-After)"
+    return "active"
+
+
+def endpoint_record(
+    h: "EndpointHealth", iso: Any, window: str, limit: "EndpointLimit | None" = None
+) -> dict[str, Any]:
+    """One endpoint as `endpoints --json` prints it (`limit`: its rate and any hold)."""
     return {
         "endpoint": h.endpoint,
         "paused": h.paused_since is not None,
@@ -104,6 +118,12 @@ def endpoint_record(h: "EndpointHealth", iso: Any, window: str) -> dict[str, Any
         "success_rate": None if h.success_rate is None else round(h.success_rate, 4),
         "p95_ms": None if h.p95_ms is None else round(h.p95_ms, 1),
         "last_success_at": iso(h.last_success_at),
+        # The strictest rate any rule named for it in the last hour, its schedule's end, and a
+        # Retry-After hold: nothing is sent to it before `not_before`.
+        "rate": limit.rate if limit else None,
+        "next_slot": iso(limit.next_slot) if limit and limit.rate else None,
+        "not_before": iso(limit.not_before) if limit else None,
+        "not_before_reason": limit.not_before_reason if limit else None,
     }
 
 

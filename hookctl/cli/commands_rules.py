@@ -60,6 +60,7 @@ def validate(
                     "format": rule.webhook.format,
                     "retry": rule.retry.describe(),
                     "timeout": rule.timeout,
+                    "rate": str(rule.rate) if rule.rate else None,
                     "enabled": rule.enabled,
                     "rendered_for": checked.get(rule.name, []),
                     "render_errors": [p for name, p in problems if name == rule.name],

@@ -26,8 +26,10 @@ from hookctl.errors import ExitCode, UsageError
 from hookctl.store.records import STATUSES
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hookctl.store.contract import Store
-    from hookctl.store.records import Delivery, Unrendered
+    from hookctl.store.records import Delivery, EndpointLimit, Unrendered
 # On a narrow terminal these go first (in this order); ids, statuses and rule names stay whole.
 LOG_DROP = ("ticket", "updated", "attempts", "url", "error")
 LOG_WHOLE = ("id", "status", "rule")
@@ -124,20 +126,21 @@ def log(
         # The first page read before anything is printed: a database that cannot be read
         # is one error line, not a table header followed by it.
         first = next(found, None)
+        limits = store.endpoint_limits(now=time.time())  # what slows endpoints, read once
         rows = itertools.chain([first] if first is not None else [], found)
         if json_lines:
             from hookctl.cli.output import Printer
 
             printer = Printer(json_lines=True)
             for row in rows:
-                printer.json(log_record(row, iso))
+                printer.json(log_record(row, iso, limits))
             return
         table = (
             {
                 **vars(row),
                 "updated": short_time(row.updated_at),
                 "attempts": _attempts(row),
-                "error": waiting(row) or row.error or follows(row),
+                "error": waiting(row, limits) or row.error or follows(row),
             }
             for row in rows
         )
@@ -155,9 +158,10 @@ def _attempts(row: "Delivery") -> str:
     return f"{row.attempts}" + (f" ({plural(row.replays, 'replay')})" if row.replays else "")
 
 
-def waiting(row: "Delivery") -> str | None:
-    """Why a pending delivery is not being sent: its endpoint is paused, or an earlier
-    delivery of its order_by key is still pending (issue 15)."""
+def waiting(row: "Delivery", limits: "Mapping[str, EndpointLimit] | None" = None) -> str | None:
+    """Why a pending delivery is not being sent: its endpoint is paused, an earlier delivery of
+    its order_by key is still pending, or its endpoint is slowed by a Retry-After or busy under
+    its rate (`limits`: the store's endpoint_limits) (issue 15)."""
     if row.status != "pending":
         return None
     if row.paused_since is not None and row.endpoint is not None:
@@ -169,7 +173,12 @@ def waiting(row: "Delivery") -> str | None:
 
         tries = plural(row.waiting_after_attempts, "attempt")
         return f"after {row.waiting_after} (pending, {tries})"
-    return None
+    limit = (limits or {}).get(row.endpoint) if row.endpoint is not None else None
+    if limit is None:
+        return None
+    from hookctl.delivery.ratelimit import describe_wait
+
+    return describe_wait(limit, time.time())
 
 
 def follows(row: "Delivery") -> str | None:
@@ -179,7 +188,9 @@ def follows(row: "Delivery") -> str | None:
     return f"follows {row.follows_failed}, which failed for good"
 
 
-def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
+def log_record(
+    row: "Delivery", iso: Any, limits: "Mapping[str, EndpointLimit] | None" = None
+) -> dict[str, Any]:
     """A delivery as `log --json` prints it: `attempts` over its life, `replays` beside them."""
     return {
         "id": row.id,
@@ -198,7 +209,8 @@ def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
         "updated_at": iso(row.updated_at),
         "next_attempt_at": iso(row.next_attempt_at),
         "endpoint": row.endpoint,
-        "waiting": waiting(row),  # why a pending one is not sent (paused, or not its turn)
+        # Why a pending one is not sent: paused, not its turn, slowed or at its rate.
+        "waiting": waiting(row, limits),
         "order_key": row.order_key,
         "follows_failed": row.follows_failed,  # the one before it in its key failed for good
     }
@@ -218,8 +230,9 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
         reveal(Request.from_dict(stored), stored.get("shown")) if stored.get("method") else None
     )
     attempts = detail.attempt_log
+    limits = store.endpoint_limits(now=time.time()) if row.status == "pending" else {}
     if json_lines:
-        record = log_record(row, iso)
+        record = log_record(row, iso, limits)
         record["request"] = masked.to_dict() if masked else None
         record["unrendered"] = row.unrendered
         # The network allow-list the delivery was fired with (what a later process is held to).
@@ -245,7 +258,7 @@ def _show_one(store: "Store", delivery_id: str, json_lines: bool) -> None:
     if row.next_attempt_at:
         out.write(f", next attempt {short_time(row.next_attempt_at)}")
     out.write("\n")
-    if held := waiting(row):
+    if held := waiting(row, limits):
         out.write(f"waiting: {safe(held)}\n")
     if row.order_key is not None:
         out.write(f"order_by key: {safe(row.order_key)}\n")

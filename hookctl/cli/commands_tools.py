@@ -203,6 +203,15 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
                     "earlier deliveries of this rule with the same key)"
                 )
             )
+        if rule.rate is not None:
+            from hookctl.store.endpoint import endpoint_of
+
+            node.children.append(
+                _Node(
+                    f"rate: {rule.rate} to {endpoint_of(masked.url)} (with every other rule's "
+                    "deliveries there; the strictest rate named for an endpoint applies)"
+                )
+            )
         needs = explanation.needs()
         if needs:
             names = ", ".join(name + ("" if ok else " (not set)") for name, ok in needs)
@@ -370,6 +379,7 @@ def _rule_record(rule: "Rule") -> dict[str, Any]:
         "retry": rule.retry.describe(),
         "retry_policy": rule.retry.name,
         "timeout": rule.describe_timeout(),
+        "rate": str(rule.rate) if rule.rate else None,
         "on_failure": rule.on_failure is not None,
         "enabled": rule.enabled,
         "source": rule.source,

@@ -290,7 +290,9 @@ def format_summary(summary: Summary) -> str:
     events = plural(summary.events, "event")
     if summary.bad_events:
         events += f" ({summary.bad_events} unreadable)"
-    deliveries = plural(summary.deliveries, "delivery")
+    if summary.postponed:
+        parts.append(f"{summary.postponed} waiting for their endpoint's rate limit (pending)")
+    deliveries = plural(summary.deliveries + summary.postponed, "delivery")
     return f"{events}, {deliveries}" + (": " + ", ".join(parts) if parts else "")
 
 
@@ -305,6 +307,11 @@ def format_pass_summary(summary: Summary) -> list[str]:
     if summary.handed_back:
         lines.append(
             f"stopped: {summary.handed_back} claimed but not yet sent, handed back (due now)"
+        )
+    if summary.postponed:
+        lines.append(
+            f"{summary.postponed} waiting their turn under an endpoint's rate limit or "
+            "Retry-After: handed back unattempted, due then"
         )
     if summary.lost:
         lines.append(

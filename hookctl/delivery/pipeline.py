@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from hookctl.delivery import observe, ordering
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.policy import classify, next_attempt_at
+from hookctl.delivery.ratelimit import Limiter
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
 from hookctl.events.event import BadEvent, Event
@@ -123,6 +124,7 @@ class Pipeline:
         self._closing = False  # the run is over: the writer stops
         self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
         self._healthy.set()
+        self._rate = Limiter(store, options.clock)  # rate limits and Retry-After holds (issue 15)
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -354,6 +356,7 @@ class Pipeline:
                 # The store stayed unwritable: stop sending, and end as below.
                 self._broken = self._broken or exc
             await self._finish()
+            await self._rate.settle()
         except BaseException:
             # Cancelled (Ctrl-C) or a bug: no task may outlive the run (or the HTTP session).
             await self._cancel_all()
@@ -386,6 +389,7 @@ class Pipeline:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._rate.cancel()
 
     async def _store(self, method: Callable[..., R], /, *args: object, **kwargs: object) -> R:
         """A store call on its thread, retried while it fails; raises the StoreError (and
@@ -432,6 +436,13 @@ class Pipeline:
             return
         secret_values = tuple(self.options.environ[name] for name in request.secrets)
         host = host_key(claim.url)
+        # Its endpoint's rate or a Retry-After: wait for its slot, or back to the queue till then.
+        until = await self._rate.turn(claim) if self._rate.applies(claim) else None
+        if until is not None:
+            self._held.discard(claim.id)
+            self.summary.postponed += 1
+            await self._rate.hand_back(claim.id, self.token, until)
+            return
 
         async def ready() -> bool:
             # The slot is ours: is the claim still? (A stopped process may have lost it.)
@@ -447,6 +458,8 @@ class Pipeline:
         if outcome is None:
             self._drop(claim.id)
             return
+        if outcome.retry_after is not None:
+            await self._rate.answered(claim, outcome)  # a Retry-After slows the endpoint
         self.observer.notify(
             observe.AttemptFinished(
                 claim.id, claim.rule, host, outcome.status_code, outcome.error, outcome.duration_ms

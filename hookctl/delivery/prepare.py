@@ -69,6 +69,8 @@ class Planner:
         stored = request.to_dict()
         if shown:
             stored["shown"] = shown  # the values of the rule's public_env, for the log
+        if rule.rate is not None:
+            stored["rate"] = str(rule.rate)  # the pipeline's rate limit reads it (ratelimit.py)
         return NewDelivery(
             id=new_delivery_id(self.clock()),
             rule=rule.name,

@@ -52,6 +52,7 @@ class Summary:
     waiting: int = 0  # pending with nothing sent yet: waiting its turn after an earlier one
     handed_back: int = 0  # claimed, then released unattempted when the run was stopped
     lost: int = 0  # claimed, then taken over by another worker (our lease ran out): not sent
+    postponed: int = 0  # claimed, then given back to wait for its endpoint's rate (issue 15)
 
     def merge(self, other: Summary) -> None:
         """Add another run's counts to these (a service's passes, summed)."""

@@ -16,6 +16,7 @@ from hookctl.render.templates import (
 )
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
 from hookctl.rules.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
+from hookctl.rules.rate import Rate, parse_rate
 from hookctl.rules.trust import (
     ENV_NAME,
     credential_templates,
@@ -39,6 +40,7 @@ RULE_KEYS = (
     "when",
     "webhook",
     "timeout",
+    "rate",
     "retry",
     "ticket",
     "on_failure",
@@ -62,6 +64,7 @@ class Rule:
     when: Group | None = None
     accept: str = "2xx-3xx"
     timeout: float = DEFAULT_TIMEOUT
+    rate: Rate | None = None  # at most this many requests to the endpoint (issue 15)
     retry: RetryPolicy = DEFAULT_POLICY
     ticket: str | None = None
     on_failure: WebhookTemplate | None = None
@@ -217,6 +220,13 @@ class _RuleBuilder(SpecChecker):
                         "timeout",
                     )
 
+        rate = None
+        if "rate" in data:
+            try:
+                rate = parse_rate(data["rate"])
+            except ValueError as exc:
+                self.error("rate", str(exc), data, "rate")
+
         retry = DEFAULT_POLICY
         if data.get("retry") is not None:
             try:
@@ -261,6 +271,7 @@ class _RuleBuilder(SpecChecker):
             when=when,
             accept=webhook_accept(data.get("webhook")),
             timeout=timeout,
+            rate=rate,
             retry=retry,
             ticket=ticket,
             on_failure=on_failure,

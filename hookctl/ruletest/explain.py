@@ -229,6 +229,7 @@ def explanation_dict(explanation: Explanation, *, curl: bool = False) -> dict[st
         "conditions": trace_dict(explanation.trace) if explanation.trace is not None else None,
         "request": masked.to_dict() if (masked := explanation.masked()) else None,
         "needs_env": [{"name": n, "set": ok} for n, ok in explanation.needs()],
+        "rate": str(rule.rate) if rule.rate else None,
         "error": explanation.error,
         "order_by": rule.order_by,
         "order_key": explanation.order_key,

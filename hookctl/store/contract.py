@@ -27,6 +27,11 @@ backend must guarantee (tests/contract/ checks each on every backend):
   flight, it is not claimed (nor counted due). One that failed for good does not block. A
   replay keeps its place; a request rendered anew by a replay with a key it lacked takes the
   next place. Deliveries without a key are unaffected.
+- Rate limits: `reserve_slots` hands out send slots for an endpoint atomically across every
+  client, never two closer than the strictest interval any rule named for it within
+  RATE_MEMORY; `slow_endpoint` (a Retry-After) pushes its schedule. Claims (and due counts)
+  skip an endpoint whose schedule has no slot within the horizon of the last reservation, or
+  that is slowed: it waits its turn unclaimed, attempts untouched.
 
 Calls are synchronous and each is one transaction; a store serializes its own calls, so a
 caller may run them in a worker thread to keep them off the event loop.
@@ -44,9 +49,11 @@ from hookctl.store.records import (
     Delivery,
     DeliveryDetail,
     EndpointHealth,
+    EndpointLimit,
     NewDelivery,
     NewEvent,
     RecordedRequest,
+    Reservation,
     Stats,
     StoredEvent,
     Unrendered,
@@ -239,6 +246,34 @@ class Endpoints(Protocol):
 
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
         """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        ...
+
+    def reserve_slots(
+        self,
+        endpoint: str,
+        *,
+        rule: str | None,
+        rate: str,
+        interval: float,
+        count: int,
+        now: float,
+        horizon: float,
+    ) -> Reservation:
+        """Atomically take up to `count` send slots for `endpoint` within `horizon` seconds of
+        `now`: the first at the schedule's end (or now, or its not-before), each next one
+        `interval` later, where the interval is the largest of `rule`'s (recorded as its rate
+        for the endpoint, replacing what it named before; None records nothing: a delivery
+        whose rule names no rate follows the others') and every other rule's recorded within
+        RATE_MEMORY. Claims skip the endpoint until its schedule's end is within `horizon`."""
+        ...
+
+    def slow_endpoint(self, endpoint: str, *, until: float, now: float, reason: str) -> None:
+        """Nothing goes to `endpoint` before `until` (a Retry-After): its schedule and claims
+        start there (a later hold already set stays)."""
+        ...
+
+    def endpoint_limits(self, *, now: float) -> dict[str, EndpointLimit]:
+        """Every endpoint with a rate recorded within RATE_MEMORY or a hold past `now`."""
         ...
 
 

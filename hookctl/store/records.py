@@ -354,3 +354,32 @@ class RecordedRequest:
     ticket: str | None
     request: dict[str, Any]
     unrendered: bool
+
+
+# --- rate limits per endpoint (issue 15) ------------------------------------------------------
+
+# A rule's rate binds its endpoint (every delivery to it, of any rule) for this long after the
+# last slot that rule reserved there; the strictest rate seen in that time applies.
+RATE_MEMORY = 3600.0
+
+
+@dataclass
+class Reservation:
+    """Send slots `reserve_slots` handed out for one endpoint, and where its schedule stands."""
+
+    slots: list[float]  # send times, ascending, spaced by `interval`; fewer than asked when full
+    next_slot: float  # the first time not yet handed out (the schedule's end)
+    interval: float  # the spacing used: the strictest rate recently named for the endpoint
+    rate: str  # that rate as written in its rule, e.g. "5/s"
+
+
+@dataclass
+class EndpointLimit:
+    """What slows an endpoint, shared by every worker: its rate and any Retry-After hold."""
+
+    endpoint: str
+    rate: str | None  # the strictest rate named for it recently (None: no rate)
+    interval: float  # seconds between sends under that rate (0: none)
+    next_slot: float | None  # its schedule's end: the next free send slot
+    not_before: float | None  # slowed by a Retry-After: nothing is sent to it before this
+    not_before_reason: str | None  # e.g. "HTTP 429, Retry-After 30s"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from hookctl.store.records import EndpointHealth
+from hookctl.store import schedule
+from hookctl.store.records import RATE_MEMORY, EndpointHealth, EndpointLimit, Reservation
 from hookctl.store.summaries import percentile
 
 Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver
@@ -93,3 +94,93 @@ def health(cur: Cursor, *, since: float) -> list[EndpointHealth]:
             )
         )
     return found
+
+
+# --- rate limits (m007_rate; the slot arithmetic is store/schedule.py, shared with SQLite) -----
+
+
+def reserve(
+    cur: Cursor,
+    endpoint: str,
+    *,
+    rule: str | None,
+    rate: str,
+    interval: float,
+    count: int,
+    now: float,
+    horizon: float,
+) -> Reservation:
+    """Record `rule`'s rate for `endpoint` (None: record nothing) and hand out its slots, the
+    endpoint's row locked
+    (FOR UPDATE) so that concurrent reservations take turns."""
+    cur.execute(
+        "INSERT INTO endpoints (endpoint, updated_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (endpoint, now),
+    )
+    cur.execute(
+        "SELECT next_slot, not_before FROM endpoints WHERE endpoint = %s FOR UPDATE", (endpoint,)
+    )
+    next_slot, not_before = cur.fetchone()
+    if rule is not None:
+        cur.execute(
+            'INSERT INTO endpoint_rates (endpoint, rule, rate, "interval", seen_at) '
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (endpoint, rule) DO UPDATE SET "
+            'rate = excluded.rate, "interval" = excluded."interval", seen_at = excluded.seen_at',
+            (endpoint, rule, rate, interval, now),
+        )
+    cur.execute(
+        'SELECT rate, "interval" FROM endpoint_rates WHERE endpoint = %s AND seen_at >= %s',
+        (endpoint, now - RATE_MEMORY),
+    )
+    others = cur.fetchall()
+    got = schedule.hand_out(
+        next_slot=next_slot,
+        not_before=not_before,
+        now=now,
+        rate=schedule.strictest(others, (rate, interval)),
+        count=count,
+        horizon=horizon,
+    )
+    cur.execute(
+        "UPDATE endpoints SET next_slot = %s, claim_after = %s, updated_at = %s "
+        "WHERE endpoint = %s",
+        (
+            got.next_slot,
+            schedule.claim_after(got, not_before=not_before, horizon=horizon),
+            now,
+            endpoint,
+        ),
+    )
+    return got
+
+
+def slow(cur: Cursor, endpoint: str, *, until: float, now: float, reason: str) -> None:
+    """Hold `endpoint` until `until` (a Retry-After): schedule and claims start there."""
+    cur.execute(
+        "INSERT INTO endpoints (endpoint, updated_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (endpoint, now),
+    )
+    cur.execute(
+        "UPDATE endpoints SET "
+        "not_before_reason = CASE WHEN %(until)s > coalesce(not_before, 0) THEN %(reason)s "
+        "ELSE not_before_reason END, "
+        "not_before = GREATEST(not_before, %(until)s), "
+        "next_slot = GREATEST(next_slot, %(until)s), "
+        "claim_after = GREATEST(claim_after, %(until)s), updated_at = %(now)s "
+        "WHERE endpoint = %(endpoint)s",
+        {"until": until, "reason": reason, "now": now, "endpoint": endpoint},
+    )
+
+
+def limits(cur: Cursor, *, now: float) -> dict[str, EndpointLimit]:
+    """Endpoints with a rate recorded within RATE_MEMORY or a Retry-After hold past `now`."""
+    cur.execute(
+        'SELECT endpoint, rate, "interval" FROM endpoint_rates WHERE seen_at >= %s',
+        (now - RATE_MEMORY,),
+    )
+    rates = cur.fetchall()
+    cur.execute(
+        "SELECT endpoint, next_slot, not_before, not_before_reason FROM endpoints "
+        "WHERE next_slot IS NOT NULL OR not_before IS NOT NULL"
+    )
+    return schedule.limits(cur.fetchall(), rates, now=now)

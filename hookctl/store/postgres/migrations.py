@@ -204,6 +204,29 @@ def m005_order(cur: Cursor) -> None:
         cur.execute(sql)
 
 
+def m007_rate(cur: Cursor) -> None:
+    """Rate limits per endpoint (issue 15), SQLite's m011_rate: each endpoint's send schedule
+    (next_slot), until when claims skip it (claim_after), a Retry-After hold (not_before and
+    its reason), and the rate each rule named for it (endpoint_rates)."""
+    cur.execute(
+        "ALTER TABLE endpoints ADD COLUMN next_slot double precision, "
+        "ADD COLUMN claim_after double precision, ADD COLUMN not_before double precision, "
+        "ADD COLUMN not_before_reason text"
+    )
+    cur.execute(
+        """
+        CREATE TABLE endpoint_rates (
+            endpoint text NOT NULL,
+            rule text NOT NULL,
+            rate text NOT NULL,
+            "interval" double precision NOT NULL,
+            seen_at double precision NOT NULL,
+            PRIMARY KEY (endpoint, rule)
+        )
+        """
+    )
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m001_initial,
@@ -211,6 +234,7 @@ MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m003_events,
     m004_endpoints,
     m005_order,
+    m007_rate,
 )
 
 

@@ -42,9 +42,11 @@ from hookctl.store.records import (
     Delivery,
     DeliveryDetail,
     EndpointHealth,
+    EndpointLimit,
     NewDelivery,
     NewEvent,
     RecordedRequest,
+    Reservation,
     Stats,
     StoredEvent,
     Unrendered,
@@ -60,11 +62,12 @@ CHANNEL = "hookctl_due"  # NOTIFY channel: deliveries became due (enqueued, rele
 _PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
 _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock: run the transaction again
 
-# A paused endpoint's deliveries are not due: held, their attempts and schedule untouched.
-# NOT EXISTS, not NOT IN: a row with no endpoint stays claimable.
+# A paused endpoint's deliveries are not due: held, their attempts and schedule untouched;
+# nor are those of an endpoint whose rate schedule is full or that a Retry-After slowed
+# (claim_after, m007_rate). NOT EXISTS, not NOT IN: a row with no endpoint stays claimable.
 _NOT_PAUSED = (
     "NOT EXISTS (SELECT 1 FROM endpoints AS e WHERE e.endpoint = deliveries.endpoint "
-    "AND e.paused_since IS NOT NULL)"
+    "AND (e.paused_since IS NOT NULL OR e.claim_after > %(now)s))"
 )
 _IN_TURN = ordering.IN_TURN  # an ordered delivery waits for its turn (ordering.py)
 _CLAIM_SET = (
@@ -870,6 +873,47 @@ class PostgresStore:
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
         """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
         return self._run(lambda cur, retry: endpoint_state.health(cur, since=since))
+
+    # --- rate limits (SQL in endpoints.py) ------------------------------------------------------
+
+    def reserve_slots(
+        self,
+        endpoint: str,
+        *,
+        rule: str | None,
+        rate: str,
+        interval: float,
+        count: int,
+        now: float,
+        horizon: float,
+    ) -> Reservation:
+        """Take up to `count` send slots for `endpoint` within `horizon` (the endpoint's row is
+        locked for the transaction, so concurrent workers take turns). Run again after a lost
+        connection, a committed first run's slots are lost: fewer sends, never closer ones."""
+        return self._run(
+            lambda cur, retry: endpoint_state.reserve(
+                cur,
+                endpoint,
+                rule=rule,
+                rate=rate,
+                interval=interval,
+                count=count,
+                now=now,
+                horizon=horizon,
+            )
+        )
+
+    def slow_endpoint(self, endpoint: str, *, until: float, now: float, reason: str) -> None:
+        """Hold `endpoint` until `until` (a Retry-After): its schedule and claims start there."""
+        self._run(
+            lambda cur, retry: endpoint_state.slow(
+                cur, endpoint, until=until, now=now, reason=reason
+            )
+        )
+
+    def endpoint_limits(self, *, now: float) -> dict[str, EndpointLimit]:
+        """Endpoints with a rate recorded within RATE_MEMORY or a Retry-After hold past `now`."""
+        return self._run(lambda cur, retry: endpoint_state.limits(cur, now=now))
 
 
 def _owners(cur: Any, keys: Sequence[tuple[str | None, str | None]]) -> dict[Any, str]:

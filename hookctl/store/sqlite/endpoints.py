@@ -1,7 +1,9 @@
 """Endpoint state and health in SQLite: pause and resume, and the listing `hookctl endpoints` shows.
 
 The `endpoints` table (migration m008_endpoints) holds what every worker on the file shares
-about an endpoint; the claim SQL (rows.READY) skips a paused one's deliveries. Health is read
+about an endpoint (m011_rate adds its rate schedule and Retry-After hold, and
+`endpoint_rates` the rate each rule named); the claim SQL (rows.READY) skips a paused one's
+deliveries, and those of one whose schedule is full or held. Health is read
 from the deliveries and their attempts: pending and failed counts over all time, attempts,
 successes (2xx answers) and the p95 duration over a window, the latest success.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 
-from hookctl.store.records import EndpointHealth
+from hookctl.store import schedule
+from hookctl.store.records import RATE_MEMORY, EndpointHealth, EndpointLimit, Reservation
 from hookctl.store.summaries import percentile
 
 
@@ -97,3 +100,88 @@ def health(conn: sqlite3.Connection, *, since: float) -> list[EndpointHealth]:
             )
         )
     return found
+
+
+# --- rate limits (m011_rate; the slot arithmetic is store/schedule.py, shared with PostgreSQL) --
+
+
+def reserve(
+    conn: sqlite3.Connection,
+    endpoint: str,
+    *,
+    rule: str | None,
+    rate: str,
+    interval: float,
+    count: int,
+    now: float,
+    horizon: float,
+) -> Reservation:
+    """Record `rule`'s rate for `endpoint` (None: record nothing) and hand out its slots (in
+    the caller's write)."""
+    conn.execute(
+        "INSERT INTO endpoints (endpoint, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (endpoint, now),
+    )
+    if rule is not None:
+        conn.execute(
+            "INSERT INTO endpoint_rates (endpoint, rule, rate, interval, seen_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint, rule) DO UPDATE SET "
+            "rate = excluded.rate, interval = excluded.interval, seen_at = excluded.seen_at",
+            (endpoint, rule, rate, interval, now),
+        )
+    others = conn.execute(
+        "SELECT rate, interval FROM endpoint_rates WHERE endpoint = ? AND seen_at >= ?",
+        (endpoint, now - RATE_MEMORY),
+    ).fetchall()
+    next_slot, not_before = conn.execute(
+        "SELECT next_slot, not_before FROM endpoints WHERE endpoint = ?", (endpoint,)
+    ).fetchone()
+    got = schedule.hand_out(
+        next_slot=next_slot,
+        not_before=not_before,
+        now=now,
+        rate=schedule.strictest(others, (rate, interval)),
+        count=count,
+        horizon=horizon,
+    )
+    conn.execute(
+        "UPDATE endpoints SET next_slot = ?, claim_after = ?, updated_at = ? WHERE endpoint = ?",
+        (
+            got.next_slot,
+            schedule.claim_after(got, not_before=not_before, horizon=horizon),
+            now,
+            endpoint,
+        ),
+    )
+    return got
+
+
+def slow(conn: sqlite3.Connection, endpoint: str, *, until: float, now: float, reason: str) -> None:
+    """Hold `endpoint` until `until` (a Retry-After): schedule and claims start there."""
+    conn.execute(
+        "INSERT INTO endpoints (endpoint, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (endpoint, now),
+    )
+    conn.execute(
+        "UPDATE endpoints SET "
+        "not_before_reason = CASE WHEN :until > coalesce(not_before, 0) THEN :reason "
+        "ELSE not_before_reason END, "
+        "not_before = max(coalesce(not_before, 0), :until), "
+        "next_slot = max(coalesce(next_slot, 0), :until), "
+        "claim_after = max(coalesce(claim_after, 0), :until), updated_at = :now "
+        "WHERE endpoint = :endpoint",
+        {"until": until, "reason": reason, "now": now, "endpoint": endpoint},
+    )
+
+
+def limits(conn: sqlite3.Connection, *, now: float) -> dict[str, EndpointLimit]:
+    """Endpoints with a rate recorded within RATE_MEMORY or a Retry-After hold past `now`."""
+    rates = conn.execute(
+        "SELECT endpoint, rate, interval FROM endpoint_rates WHERE seen_at >= ?",
+        (now - RATE_MEMORY,),
+    ).fetchall()
+    rows = conn.execute(
+        "SELECT endpoint, next_slot, not_before, not_before_reason FROM endpoints "
+        "WHERE next_slot IS NOT NULL OR not_before IS NOT NULL"
+    ).fetchall()
+    return schedule.limits(rows, rates, now=now)

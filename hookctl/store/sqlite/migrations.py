@@ -244,6 +244,35 @@ def m009_order(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def m011_rate(db: sqlite_utils.Database) -> None:
+    """Rate limits per endpoint (issue 15): each endpoint's send schedule and Retry-After hold,
+    and the rate each rule named for it (the strictest recent one applies to every delivery).
+
+    `next_slot` is the schedule's end (the next free send slot); `claim_after` is until when
+    claims skip the endpoint (rows.READY); `not_before` and its reason are a Retry-After hold.
+    """
+    conn = db.conn
+    for column in (
+        "next_slot REAL",
+        "claim_after REAL",
+        "not_before REAL",
+        "not_before_reason TEXT",
+    ):
+        conn.execute(f"ALTER TABLE endpoints ADD COLUMN {column}")
+    conn.execute(
+        """
+        CREATE TABLE endpoint_rates (
+            endpoint TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            rate TEXT NOT NULL,
+            interval REAL NOT NULL,
+            seen_at REAL NOT NULL,
+            PRIMARY KEY (endpoint, rule)
+        )
+        """
+    )
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
@@ -253,6 +282,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m007_events,
     m008_endpoints,
     m009_order,
+    m011_rate,
 )
 
 

@@ -31,14 +31,15 @@ CLAIM_COLUMNS = (
 )
 # INDEXED BY because, without statistics, the planner prefers the equality on
 # deliveries_status and then sorts every pending row.
-# A paused endpoint's deliveries are not ready: held, their attempts and schedule untouched.
-# NOT EXISTS, not NOT IN: a row with no endpoint must stay claimable.
+# A paused endpoint's deliveries are not ready: held, their attempts and schedule untouched;
+# nor are those of an endpoint whose rate schedule is full or that a Retry-After slowed
+# (claim_after, m011_rate). NOT EXISTS, not NOT IN: a row with no endpoint must stay claimable.
 # An ordered delivery waits for its turn (ordering.py: none of its key pending before it).
 READY = (
     "status = 'pending' AND next_attempt_at <= :due "
     "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
     "AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.endpoint = deliveries.endpoint "
-    "AND endpoints.paused_since IS NOT NULL) "
+    "AND (endpoints.paused_since IS NOT NULL OR endpoints.claim_after > :now)) "
     f"AND {IN_TURN}"
 )
 DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"

@@ -30,9 +30,11 @@ from hookctl.store.records import (
     Delivery,
     DeliveryDetail,
     EndpointHealth,
+    EndpointLimit,
     NewDelivery,
     NewEvent,
     RecordedRequest,
+    Reservation,
     Stats,
     StoredEvent,
     Unrendered,
@@ -741,3 +743,43 @@ class SQLiteStore:
         """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
         with self._read() as conn:
             return endpoint_state.health(conn, since=since)
+
+    # --- rate limits (issue 15; SQL in endpoints.py) --------------------------------------------
+
+    @_locked
+    def reserve_slots(
+        self,
+        endpoint: str,
+        *,
+        rule: str | None,
+        rate: str,
+        interval: float,
+        count: int,
+        now: float,
+        horizon: float,
+    ) -> Reservation:
+        """Take up to `count` send slots for `endpoint` within `horizon` (one write: the file's
+        write lock makes it atomic across processes)."""
+        with self._write() as conn:
+            return endpoint_state.reserve(
+                conn,
+                endpoint,
+                rule=rule,
+                rate=rate,
+                interval=interval,
+                count=count,
+                now=now,
+                horizon=horizon,
+            )
+
+    @_locked
+    def slow_endpoint(self, endpoint: str, *, until: float, now: float, reason: str) -> None:
+        """Hold `endpoint` until `until` (a Retry-After): its schedule and claims start there."""
+        with self._write() as conn:
+            endpoint_state.slow(conn, endpoint, until=until, now=now, reason=reason)
+
+    @_locked
+    def endpoint_limits(self, *, now: float) -> dict[str, EndpointLimit]:
+        """Endpoints with a rate recorded within RATE_MEMORY or a Retry-After hold past `now`."""
+        with self._read() as conn:
+            return endpoint_state.limits(conn, now=now)
