@@ -149,6 +149,12 @@ class Runner:
         assert self.db is not None
         return await self.db.call(fn, self.store, *args, **kwargs)
 
+    async def read_apart(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """`fn(store, *args, **kwargs)` on the store's thread even when the database is free:
+        a long read in SQLite's code that the loop must not wait for (StoreThread.call_apart)."""
+        assert self.db is not None
+        return await self.db.call_apart(fn, self.store, *args, **kwargs)
+
     def notify(self, event: observe.PipelineEvent) -> None:
         """The pipeline's events: Committed answers requests; every event goes to the metrics."""
         if isinstance(event, observe.Committed):
