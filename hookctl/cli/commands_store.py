@@ -354,7 +354,7 @@ def _render_again(
 
     from hookctl import paths
     from hookctl.delivery.prepare import Planner
-    from hookctl.events.read import Event
+    from hookctl.events.event import Event
     from hookctl.rules.load import load_rules
 
     found = paths.rule_paths(flags)

@@ -24,7 +24,7 @@ from hookctl.delivery.storethread import StoreThread
 from hookctl.transport.http import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
 
 if TYPE_CHECKING:
-    from hookctl.events.read import BadEvent, Event
+    from hookctl.events.event import BadEvent, Event
     from hookctl.rules.load import Rule
     from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard

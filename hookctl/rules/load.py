@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hookctl.delivery.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
 from hookctl.durations import format_duration, parse_duration
 from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.render.templates import (
     WebhookTemplate,
 )
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
+from hookctl.rules.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
 from hookctl.rules.trust import (
     ENV_NAME,
     credential_templates,

@@ -25,7 +25,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from hookctl.errors import HookctlError
-from hookctl.events.read import Event, read_source
+from hookctl.events.event import Event
+from hookctl.events.read import read_source
 from hookctl.serve import reads
 from hookctl.serve.auth import (
     QUERY_TOKEN_HEADER,
@@ -231,7 +232,7 @@ class Server:
         filters = {k: q.get(k, "").strip() for k in ("status", "rule", "ticket", "since")}
         since = None
         if filters["since"]:
-            from hookctl.delivery.policy import parse_duration
+            from hookctl.durations import parse_duration
 
             try:
                 since = time.time() - parse_duration(filters["since"])
