@@ -206,7 +206,7 @@ def serve(
     guard = network_guard(allow_net)
     store = open_store(db, create=True)
     try:
-        metrics = Metrics(store)
+        metrics = Metrics()
         runner = Runner(
             store,
             rules,

@@ -17,6 +17,7 @@ re-extension for every claim waiting), and one another worker took over is dropp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets as _secrets
 import sys
 import time
@@ -70,6 +71,9 @@ class Options:
     # process refused where this one was allowed holds the delivery instead of failing it.
     allow_net: tuple[str, ...] = ()
     keep_events: bool = True  # store every event read (for `plan`), with its deliveries
+    # False: fire only commits (serve's intake). What it would send is handed back to the
+    # queue, due now, for a drain to claim: intake never waits for a slow receiver.
+    send: bool = True
 
 
 @dataclass
@@ -113,6 +117,7 @@ class Pipeline:
         self._lease = 0.0
         self._confirmed_at = options.clock()  # when every claim in _held was last known ours
         self._notices: set[asyncio.Task[None]] = set()  # apart: _start waits on admitted tasks
+        self._unsent: list[str] = []  # with send=False: claims to hand back, not to send
         self._sender: Sender | None = None
         self._planner: Planner | None = None
         self._writing = asyncio.Lock()  # writes and lease renewals, one at a time
@@ -236,14 +241,18 @@ class Pipeline:
         slowest = max((n.timeout for n, _ in jobs), default=0.0)
         lease = self.options.lease_seconds or (slowest + LEASE_MARGIN)
         self._lease = max(self._lease, lease)
+        # send=False with nothing to record now: stored unclaimed, due, in one transaction.
+        queued = not self.options.send and not await self._to_record(jobs)
         results = await self._store(
             self.db.store.enqueue,
             [n for n, _ in jobs],
             now=now,
-            claim_token=self.token,
-            lease_seconds=lease,
+            claim_token=None if queued else self.token,
+            lease_seconds=0 if queued else lease,
             events=kept,
         )
+        if queued:
+            return await self._queued(jobs, results)
         claimed = [delivery_id for delivery_id, inserted in results if inserted]
         # Ordered ones not in their key's turn were enqueued unleased: they wait (issue 15).
         keyed = ordering.ordered_ids([n for n, _ in jobs], results)
@@ -279,6 +288,31 @@ class Pipeline:
                 )
                 continue
             await self._start(job)
+        await self._hand_over()
+        return [
+            (job.line, delivery_id, inserted)
+            for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True)
+        ]
+
+    async def _to_record(self, jobs: list[tuple[NewDelivery, _Job]]) -> bool:
+        """Whether some of the batch is recorded at once (cannot render; a paused endpoint)."""
+        if any(job.render_error is not None for _, job in jobs):
+            return True
+        if not jobs:
+            return False
+        paused = await self._store(self.db.store.paused_endpoints)  # type: ignore[union-attr]
+        return bool(paused) and any(endpoint_of(job.claim.url) in paused for _, job in jobs)
+
+    async def _queued(
+        self, jobs: list[tuple[NewDelivery, _Job]], results: list[tuple[str, bool]]
+    ) -> list[tuple[int | None, str, bool]]:
+        """A batch stored unclaimed: only its duplicates are reported (what they became)."""
+        earlier = [delivery_id for delivery_id, inserted in results if not inserted]
+        if earlier:
+            recorded = await self._store(self.db.store.statuses, earlier)  # type: ignore[union-attr]
+            for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True):
+                if not inserted:
+                    self._report(job, delivery_id, None, recorded.get(delivery_id))
         return [
             (job.line, delivery_id, inserted)
             for (_, job), (delivery_id, inserted) in zip(jobs, results, strict=True)
@@ -417,8 +451,20 @@ class Pipeline:
     # --- attempts -------------------------------------------------------------------------------
 
     async def _start(self, job: _Job) -> None:
+        if not self.options.send:
+            self._unsent.append(job.claim.id)  # handed back by _hand_over
+            return
         # Bound the work in flight: reading and claiming wait here, so memory stays flat.
         await self._admission.add(host_key(job.claim.url), job)
+
+    async def _hand_over(self) -> None:
+        """send=False: give the claims that would have been sent back to the queue, due now."""
+        if not self._unsent:
+            return
+        ids, self._unsent = self._unsent, []
+        self._held.difference_update(ids)  # never renewed: a failed release lapses, then due
+        with contextlib.suppress(StoreError):
+            await self._store(self.db.store.release, ids, token=self.token)  # type: ignore[union-attr]
 
     async def _attempt(self, job: _Job) -> None:
         assert self._sender is not None
@@ -627,6 +673,7 @@ class Pipeline:
                 self._record(job, None, job.render_error)
             else:
                 await self._start(job)
+        await self._hand_over()
 
     def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job]:
         from hookctl.delivery.notices import failure_notice

@@ -57,6 +57,12 @@ class StoreThread:
                 return method(*args, **kwargs)
             except DatabaseBusy:
                 pass
+        return await self.call_apart(method, *args, **kwargs)
+
+    async def call_apart(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """`method(*args, **kwargs)` on the thread even when the database is free: for a read
+        that takes long in the database's own code (a count over a big table), during which the
+        loop must go on; the calls made meanwhile queue behind it, in order, as in `call`."""
         self._queued += 1
         try:
             loop = asyncio.get_running_loop()

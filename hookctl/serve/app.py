@@ -217,8 +217,9 @@ class Server:
         """Everything in the Prometheus text format."""
         if not self._can_view(request):
             return self._sign_in_needed()
-        # The store's gauges are read as the registry is collected: on the store's thread.
-        text = await self.runner.read(lambda store: self.metrics.text())
+        # The store's gauges, read again only if old (cheap reads; the counts off the loop).
+        await self.metrics.gauges.refresh(self.runner.read, self.runner.read_apart)
+        text = self.metrics.text()
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
 
     # --- the log page -------------------------------------------------------------------------

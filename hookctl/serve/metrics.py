@@ -1,15 +1,19 @@
 """Prometheus figures: what `serve` counts as it runs, and what the store holds at a scrape.
 
 Live counters are fed from one place, `Metrics.notify(event)`, with the pipeline's observer
-events; the store's gauges are read at each scrape by `StoreCollector`, which `hookctl stats
---prometheus` uses alone, so cron users get the same queue figures in the same format.
+events; the store's gauges come from `StoreCollector`, which `hookctl stats --prometheus` uses
+alone (reading the store as it prints), so cron users get the same queue figures in the same
+format. `serve` reads them through `Gauges`: refreshed before a scrape when older than
+LEVELS_AGE (queue depth, due, oldest due) or COUNTS_AGE (deliveries by rule and status), so a
+busy scraper or several costs the store one cheap read a second, not one each.
 Encoding is prometheus_client's, never hand-written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -22,21 +26,23 @@ from hookctl.serve import reads
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
+    from hookctl.store.records import QueueLevels
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Attempt latency buckets in seconds: around Movidesk's 3 s answer limit and the 2 min cap.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+LEVELS_AGE = 1.0  # seconds a scrape may show old queue depth, due count and oldest due age
+COUNTS_AGE = 5.0  # seconds for the deliveries by rule and status (a pass over two indexes)
 
 
 class StoreCollector(Collector):
-    """Gauges read from the store at each scrape: deliveries by rule and status, the queue."""
+    """Gauges of what the store holds: deliveries by rule and status, the queue."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.clock = clock
+    def __init__(self, figures: Callable[[], reads.QueueFigures]) -> None:
+        self.figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        figures = reads.queue_figures(self.store, self.clock())
+        figures = self.figures()
         stored = GaugeMetricFamily(
             "hookctl_stored_deliveries",
             "Deliveries in the store, by rule and status.",
@@ -61,10 +67,47 @@ class StoreCollector(Collector):
         )
 
 
+Read = Callable[..., Awaitable[object]]
+
+
+class Gauges:
+    """The store's figures as last read, for `serve`'s scrapes; `refresh` before each one."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
+        self.clock = clock
+        self.wall = wall
+        self._levels: QueueLevels | None = None
+        self._counts: dict[str, dict[str, int]] = {}
+        self._levels_at = self._counts_at = -float("inf")
+        self._lock = asyncio.Lock()  # scrapes at the same moment share one read
+
+    async def refresh(self, read: Read, read_apart: Read) -> None:
+        """Read what is older than its age allows: the levels with `read` (a millisecond),
+        the counts by rule with `read_apart` (on the store's thread, off the loop); each
+        calls `fn(store, *args)` on the store's thread, as Runner.read does."""
+        async with self._lock:
+            if self.clock() - self._levels_at >= LEVELS_AGE:
+                self._levels = await read(reads.queue_levels, self.wall())  # type: ignore[assignment]
+                self._levels_at = self.clock()
+            if self.clock() - self._counts_at >= COUNTS_AGE:
+                self._counts = await read_apart(reads.rule_counts)  # type: ignore[assignment]
+                self._counts_at = self.clock()
+
+    def figures(self) -> reads.QueueFigures:
+        """The gauges as of the last refresh (the oldest due age as of now)."""
+        from hookctl.store.records import QueueLevels
+
+        levels = self._levels or QueueLevels(pending=0, due=0, oldest_due_at=None)
+        return reads.figures_of(self._counts, levels, self.wall())
+
+
 class Metrics:
     """The registry `serve` exposes on /metrics."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self) -> None:
+        self.gauges = Gauges()
         self.registry = CollectorRegistry()
         self.events_received = Counter(
             "hookctl_events_received",
@@ -97,7 +140,7 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(StoreCollector(store))
+        self.registry.register(StoreCollector(self.gauges.figures))
 
     def notify(self, event: observe.PipelineEvent) -> None:
         """The pipeline's events (the one feed of delivery figures): outcomes and attempts."""
@@ -135,5 +178,5 @@ def _host(url: str) -> str:
 def store_text(store: Store) -> bytes:
     """The store's gauges alone in the text format (for `hookctl stats --prometheus`)."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(lambda: reads.queue_figures(store, time.time())))
     return generate_latest(registry)

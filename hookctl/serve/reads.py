@@ -15,7 +15,7 @@ from hookctl.store.records import STATUSES
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
-    from hookctl.store.records import Delivery
+    from hookctl.store.records import Delivery, QueueLevels
 
 __all__ = ["STATUSES", "AttemptView", "DeliveryView", "LogRow", "QueueFigures"]
 
@@ -137,23 +137,32 @@ def delivery(store: Store, delivery_id: str) -> DeliveryView | None:
 def queue_figures(store: Store, now: float) -> QueueFigures:
     """Counts by rule and status, pending and due now, and how long the oldest due one waits.
 
-    The oldest-due age walks the pending deliveries (the store has no query for it yet): fine
-    for a scrape every few seconds over a queue of thousands, not of millions.
+    From the store's index-only reads (queue_levels, rule_counts): no walk over the rows, so
+    a scrape costs about the same at a million deliveries as at a thousand.
     """
-    stats = store.stats(since=None)
-    by_rule = {
-        rule: {str(status): int(counts.get(status, 0)) for status in STATUSES}
-        for rule, counts in stats.by_rule.items()
-    }
-    oldest: float | None = None
-    for d in store.query(status="pending", limit=None):
-        due_at = d.next_attempt_at
-        if due_at is not None and due_at <= now and (oldest is None or due_at < oldest):
-            oldest = due_at
+    return figures_of(store.rule_counts(), store.queue_levels(now), now)
+
+
+def queue_levels(store: Store, now: float) -> QueueLevels:
+    """Pending, due now and the oldest due time: index reads, about a millisecond."""
+    return store.queue_levels(now)
+
+
+def rule_counts(store: Store) -> dict[str, dict[str, int]]:
+    """Deliveries by rule and status (a pass over two indexes: tens of ms at 100k)."""
+    return store.rule_counts()
+
+
+def figures_of(by_rule: dict[str, dict[str, int]], levels: QueueLevels, now: float) -> QueueFigures:
+    """The gauges from what the store said (read at different times, perhaps: see metrics)."""
+    oldest = levels.oldest_due_at
     return QueueFigures(
-        by_rule=by_rule,
-        pending=int(stats.by_status.get("pending", 0)),
-        due=store.due_count(now),
+        by_rule={
+            rule: {str(status): int(counts.get(status, 0)) for status in STATUSES}
+            for rule, counts in by_rule.items()
+        },
+        pending=levels.pending,
+        due=levels.due,
         oldest_due_age=0.0 if oldest is None else max(0.0, now - oldest),
     )
 

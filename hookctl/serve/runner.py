@@ -26,6 +26,7 @@ from hookctl.delivery.pipeline import BATCH, Options, Pipeline
 from hookctl.delivery.storethread import StoreThread
 from hookctl.errors import HookctlError, StoreError
 from hookctl.events.event import BadEvent, Event
+from hookctl.serve.budget import BudgetedSender, SendBudget
 
 if TYPE_CHECKING:
     from hookctl.rules.load import Rule
@@ -105,6 +106,8 @@ class Runner:
         self._intake: asyncio.Task[None] | None = None
         self._retrier: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self.budget = SendBudget()  # intake first: sends wait their turn during a burst
+        self._work = asyncio.Event()  # intake committed deliveries: a sending pass is due
         self._sender: Sender | None = None
         self._sender_cm: Any = None
 
@@ -112,10 +115,11 @@ class Runner:
 
     async def start(self, guard: Any) -> None:
         """Open the sender and start the retry loop (intake starts with the first event)."""
-        from hookctl.transport.http import Sender
-
-        self._sender_cm = Sender(
-            concurrency=self.settings.concurrency, per_host=self.settings.per_host, guard=guard
+        self._sender_cm = BudgetedSender(
+            self.budget,
+            concurrency=self.settings.concurrency,
+            per_host=self.settings.per_host,
+            guard=guard,
         )
         self.db = StoreThread(self.store)
         self._sender = await self._sender_cm.__aenter__()
@@ -145,10 +149,19 @@ class Runner:
         assert self.db is not None
         return await self.db.call(fn, self.store, *args, **kwargs)
 
+    async def read_apart(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """`fn(store, *args, **kwargs)` on the store's thread even when the database is free:
+        a long read in SQLite's code that the loop must not wait for (StoreThread.call_apart)."""
+        assert self.db is not None
+        return await self.db.call_apart(fn, self.store, *args, **kwargs)
+
     def notify(self, event: observe.PipelineEvent) -> None:
         """The pipeline's events: Committed answers requests; every event goes to the metrics."""
         if isinstance(event, observe.Committed):
             self._stored(event.events, event.deliveries)
+            self.budget.committed(len(event.events), sum(new for *_, new in event.deliveries))
+            if event.deliveries:
+                self._work.set()  # due now: the sending loop starts a pass
         self.observer.notify(event)
 
     def reload(self, rules: list[Rule]) -> None:
@@ -196,6 +209,7 @@ class Runner:
                     environ=self.settings.environ,
                     lease_seconds=self.settings.lease_seconds,
                     batch=self.settings.batch,
+                    send=False,  # commit only: the sending loop claims what it commits
                 ),
                 self,
             )
@@ -204,7 +218,7 @@ class Runner:
 
     async def _run_intake(self, pipeline: Pipeline, feed: Feed) -> None:
         try:
-            await pipeline.fire(feed, self.rules, self._sender)
+            await pipeline.fire(feed, self.rules, None)
         except StoreError as exc:
             self.store_ok = False
             self.log(f"serve: the store failed; events not yet stored get 503: {exc}")
@@ -259,6 +273,7 @@ class Runner:
         assert self._sender is not None
         while not self._stop.is_set():
             assert self.db is not None
+            self._work.clear()  # this pass takes what is due now; what comes later, the next
             pipeline = Pipeline(
                 self.db,
                 Options(environ=self.settings.environ, lease_seconds=self.settings.lease_seconds),
@@ -268,8 +283,18 @@ class Runner:
                 await pipeline.drain(self._sender, stop=self._stop)
             except HookctlError as exc:
                 self.log(f"serve: retry pass failed, trying again: {exc}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.retry_every)
+            await self._until_work()
+
+    async def _until_work(self) -> None:
+        """Wait for the next pass: new deliveries committed, a stop, or `retry_every` gone by."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._work)]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.settings.retry_every, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     # --- state ------------------------------------------------------------------------------
 

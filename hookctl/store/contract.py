@@ -52,6 +52,7 @@ from hookctl.store.records import (
     EndpointLimit,
     NewDelivery,
     NewEvent,
+    QueueLevels,
     RecordedRequest,
     Reservation,
     Stats,
@@ -120,6 +121,15 @@ class Queue(Protocol):
 
     def due_count(self, now: float) -> int:
         """How many deliveries a claim at `now` could take."""
+        ...
+
+    def queue_levels(self, now: float) -> QueueLevels:
+        """Pending, due now, and when the oldest pending delivery due by `now` fell due;
+        from indexes, never a walk over the deliveries (a scrape's cost stays flat)."""
+        ...
+
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        """Deliveries in the store by rule and status (every status present, 0 if none)."""
         ...
 
     def statuses(self, ids: Sequence[str]) -> dict[str, str]:

@@ -226,6 +226,15 @@ class Unrendered:
     error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class QueueLevels:
+    """The queue now, cheaply (for gauges scraped every few seconds): no walk over the rows."""
+
+    pending: int  # deliveries pending, due or scheduled
+    due: int  # of those, what a claim now could take (as due_count)
+    oldest_due_at: float | None  # when the longest-waiting pending delivery due now fell due
+
+
 @dataclass
 class UrlTiming:
     """Attempt durations to one URL."""

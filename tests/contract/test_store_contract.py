@@ -26,6 +26,7 @@ from hookctl.store.records import (
     Delivery,
     DeliveryDetail,
     NewDelivery,
+    QueueLevels,
     new_delivery_id,
 )
 
@@ -549,6 +550,28 @@ def test_stats(store: Store) -> None:
     recent = store.stats(since=NOW + 50)
     assert (recent.deliveries, recent.attempts, recent.success_rate) == (1, 0, None)
     assert recent.duration_ms == {"p50": None, "p95": None, "p99": None}
+
+
+def test_queue_levels_and_rule_counts_agree_with_stats(store: Store) -> None:
+    assert store.queue_levels(NOW) == QueueLevels(pending=0, due=0, oldest_due_at=None)
+    assert store.rule_counts() == {}
+    store.enqueue([new(rule="a") for _ in range(3)] + [new(rule="b") for _ in range(2)], now=NOW)
+    claims = store.claim(now=NOW, limit=3, lease_seconds=60, token="t")
+    store.complete(
+        [outcome(claims[0]), outcome(claims[1], status="failed", code=500)], now=NOW + 1
+    )  # claims[2] stays leased: pending, not due until its lease ends
+    later = enqueue_one(store, now=NOW + 100, rule="b")
+    levels = store.queue_levels(NOW + 10)
+    assert (levels.pending, levels.due, levels.oldest_due_at) == (4, 2, NOW)
+    assert store.queue_levels(NOW + 100).due == 4  # the lease ran out at NOW + 60
+    assert store.queue_levels(NOW - 1) == QueueLevels(pending=4, due=0, oldest_due_at=None)
+    stats = store.stats(since=None)
+    counts = store.rule_counts()
+    assert sum(c["pending"] for c in counts.values()) == stats.by_status["pending"] == 4
+    for rule, by_status in counts.items():
+        assert list(by_status) == list(STATUSES)
+        assert by_status == {k: v for k, v in stats.by_rule[rule].items() if k != "total"}
+    assert later in {c.id for c in store.claim(now=NOW + 100, limit=5, lease_seconds=60, token="u")}
 
 
 def test_purge_deletes_only_old_finished_deliveries(store: Store) -> None:

@@ -45,6 +45,7 @@ from hookctl.store.records import (
     EndpointLimit,
     NewDelivery,
     NewEvent,
+    QueueLevels,
     RecordedRequest,
     Reservation,
     Stats,
@@ -654,6 +655,37 @@ class PostgresStore:
         except StoreError:
             time.sleep(timeout)
         return False
+
+    def queue_levels(self, now: float) -> QueueLevels:
+        """Pending (the status index), due now, and the oldest due time (the due index)."""
+
+        def work(cur: Any, retry: bool) -> QueueLevels:
+            self._reap_gone(cur, now)
+            cur.execute(DUE_COUNT, {"now": now, "due": now})
+            (due,) = cur.fetchone()
+            cur.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            (pending,) = cur.fetchone()
+            cur.execute(
+                "SELECT next_attempt_at FROM deliveries WHERE next_attempt_at <= %(now)s "
+                "AND status = 'pending' ORDER BY next_attempt_at LIMIT 1",
+                {"now": now},
+            )
+            first = cur.fetchone()
+            return QueueLevels(pending=int(pending), due=int(due), oldest_due_at=first and first[0])
+
+        return self._run(work)
+
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        """Deliveries in the store by rule and status (one GROUP BY)."""
+
+        def work(cur: Any, retry: bool) -> dict[str, dict[str, int]]:
+            cur.execute("SELECT rule, status, count(*) FROM deliveries GROUP BY rule, status")
+            counts: dict[str, dict[str, int]] = {}
+            for rule, status, count in cur.fetchall():
+                counts.setdefault(rule, dict.fromkeys(STATUSES, 0))[status] = int(count)
+            return counts
+
+        return self._run(work)
 
     # --- the log --------------------------------------------------------------------------------
 
