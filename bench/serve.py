@@ -1,7 +1,7 @@
 """`hookctl serve`'s intake: events/s accepted and committed, and the 202's p99 latency, next to a
 bare aiohttp server that reads the body and answers 202 without storing it (same run).
 
-    python bench/serve.py [--requests 4000] [--concurrency 50] [--rounds 3] [--src DIR]
+    python bench/serve.py [--requests 4000] [--concurrency 50] [--rounds 3] [--src DIR] [--no-send]
 
 Both servers run as their own process on 127.0.0.1 and get the same load, interleaved (bare,
 serve, bare, serve, ...): POSTs of one ~1 KB `ticket.created` event each from one aiohttp
@@ -12,8 +12,10 @@ bench/receiver.py, as in production: the sending runs on the same two cores. Thr
 request's own time. The median of the rounds counts. Goal: serve >= 0.5x the bare server's
 throughput at a p99 under 50 ms. During a burst serve sends only a share of what it commits
 (intake first: hookctl/serve/budget.py), so each serve round also says how many deliveries
-went out during the load and how long after it the last one did. Nothing here asserts on
-timing.
+went out during the load and how long after it the last one did. With --no-send, serve only
+stores (`serve --no-send`, the deployment where `retry-loop` workers send) and a `retry-loop
+--every` process beside it, started with serve, sends on the same two cores. Nothing here
+asserts on timing.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--src", type=Path, help="run the hookctl package in this directory")
+    parser.add_argument(
+        "--no-send", action="store_true", help="serve --no-send, a retry-loop process sending"
+    )
     args = parser.parse_args()
     env = dict(os.environ, HOOKCTL_ALLOW_NET="127.0.0.1")
     if args.src:
@@ -157,11 +162,19 @@ def main() -> None:
         cmds = {
             "bare aiohttp": [sys.executable, "-c", BARE],
             "hookctl serve": [sys.executable, "-m", "hookctl", "serve", "--port", "0",
-                              "-r", str(rules), "--db", str(db)],
+                              "-r", str(rules), "--db", str(db),
+                              *(["--no-send"] if args.no_send else [])],
         }  # fmt: skip
+        worker_cmd = [sys.executable, "-m", "hookctl", "retry-loop", "--every", "0.2s",
+                      "--quiet", "--db", str(db)]  # fmt: skip
         for round_no in range(args.rounds):
             for name, cmd in cmds.items():
                 proc, url = start(cmd, env)
+                worker = (
+                    subprocess.Popen(worker_cmd, env=env, stderr=subprocess.DEVNULL)
+                    if args.no_send and name == "hookctl serve"
+                    else None
+                )
                 try:
                     r, p = asyncio.run(
                         load(url, args.requests, args.concurrency, round_no * args.requests)
@@ -180,11 +193,15 @@ def main() -> None:
                             time.perf_counter() - ended,
                         )
                 finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                    for running in (proc, worker):
+                        if running is None:
+                            continue
+                        running.terminate()
+                        try:
+                            running.wait(timeout=60)
+                        except subprocess.TimeoutExpired:
+                            running.kill()
+                            running.wait()
                 rate[name].append(r)
                 p99[name].append(p)
                 extra = ""
@@ -204,7 +221,8 @@ def main() -> None:
     print("| server | events/s (202s) | p99 of the 202 |")
     print("| --- | --- | --- |")
     print(f"| bare aiohttp (reads, answers 202) | {bare:,.0f} | {bare_p99:.1f} ms |")
-    print(f"| hookctl serve (stored, then sent) | {serve:,.0f} | {serve_p99:.1f} ms |")
+    how = "stored; a retry-loop sends" if args.no_send else "stored, then sent"
+    print(f"| hookctl serve ({how}) | {serve:,.0f} | {serve_p99:.1f} ms |")
     print(
         f"\nratio {ratio:.2f}x (goal >= 0.5x at p99 < 50 ms): {'pass' if ok else 'FAIL'}; "
         f"{args.requests} posts x {args.rounds} rounds at concurrency {args.concurrency}; "

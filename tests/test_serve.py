@@ -63,6 +63,25 @@ def test_posted_events_are_stored_then_delivered(cli, rule_file, receiver, db_fi
     assert sorted(i for _, i in receiver.received) == [f"evt_{n}" for n in range(1, 6)]
 
 
+def test_no_send_only_stores_and_a_retry_loop_beside_it_sends(cli, rule_file, receiver, db_file):
+    # The split deployment: serve takes events in, retry-loop workers send them.
+    rules = rule_file(rule_yaml(receiver.url))
+    with (
+        serving("-r", rules, "--no-send", "--retry-every", "50ms") as server,
+        server.client() as http,
+    ):
+        answer = http.post("/events", json=[event(1), event(2)])
+        assert answer.status_code == 202, answer.text
+        assert [e["deliveries"] for e in answer.json()["events"]] == [1, 1]
+        time.sleep(0.5)  # a sending serve would have sent them by now (retry-every 50ms)
+        assert receiver.arrived() == 0
+        assert [r["status"] for r in log_json(cli, db_file)] == ["pending", "pending"]
+        done = cli("retry-loop", "--db", db_file)
+        assert done.exit_code == 0, done.stderr
+        assert receiver.arrived() == 2
+        assert {r["status"] for r in log_json(cli, db_file)} == {"succeeded"}
+
+
 def test_bad_input_is_refused_with_the_line_and_nothing_stored(cli, rule_file, receiver, db_file):
     rules = rule_file(rule_yaml(receiver.url))
     limits = ("--max-body", "2k", "--max-pending", "3")

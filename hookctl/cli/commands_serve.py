@@ -148,6 +148,14 @@ def serve(
     retry_every: Annotated[
         str, typer.Option("--retry-every", help="How often due retries are looked for.")
     ] = "2s",
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send/--no-send",
+            help="Send and retry in this process. --no-send only stores (the 202 as ever) and "
+            "leaves sending to `retry-loop --every` processes on the same database.",
+        ),
+    ] = True,
     grace: Annotated[
         str,
         typer.Option("--grace", help="On SIGTERM, how long attempts in flight may take to finish."),
@@ -217,6 +225,7 @@ def serve(
                 retry_every=every,
                 max_pending=max_pending,
                 lease_seconds=duration(os.environ.get("HOOKCTL_LEASE"), "HOOKCTL_LEASE"),
+                send=send,
             ),
             metrics,
         )

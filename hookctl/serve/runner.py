@@ -78,6 +78,7 @@ class Settings:
     max_pending: int = 10_000  # events posted and not yet stored, at most, before 503s
     lease_seconds: float | None = None
     batch: int = BATCH  # events per commit at most, as fire's; a batch is only what is ready
+    send: bool = True  # False: intake only; `retry-loop` processes beside it send
 
 
 class Runner:
@@ -114,7 +115,11 @@ class Runner:
     # --- life -------------------------------------------------------------------------------
 
     async def start(self, guard: Any) -> None:
-        """Open the sender and start the retry loop (intake starts with the first event)."""
+        """Open the sender and start the retry loop (intake starts with the first event);
+        with `send` off, only the store: other processes claim and send what intake commits."""
+        if not self.settings.send:
+            self.db = StoreThread(self.store)
+            return
         self._sender_cm = BudgetedSender(
             self.budget,
             concurrency=self.settings.concurrency,
