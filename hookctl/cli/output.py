@@ -138,7 +138,7 @@ class Printer:
             return
         if self.quiet and not needs_attention(report):
             return
-        label = "held" if held(report) else report.status
+        label = "held" if held(report) else "waiting" if report.waiting else report.status
         status = paint(f"{label:<9}", STATUS_STYLE.get(report.status, "bold"), self.color)
         ticket = f" ticket {report.ticket}" if report.ticket else ""
         line = f"{report.rule}{ticket}  {report.method} {report.url}  {describe(report)}"
@@ -176,7 +176,7 @@ def json_line(data: Mapping[str, Any]) -> str:
 
 def held(report: Report) -> bool:
     """Waiting with nothing sent: a setting this process lacks (an unset variable)."""
-    return report.status == "pending" and not report.sent
+    return report.status == "pending" and not report.sent and not report.waiting
 
 
 def needs_attention(report: Report) -> bool:
@@ -199,6 +199,8 @@ def describe(report: Report) -> str:
         return (
             f"{reason}; nothing sent: the next retry-loop (or replay --now) with it fixed sends it"
         )
+    if report.waiting:
+        return f"{reason}; nothing sent"
     if not report.sent:
         before = (
             f" ({plural(report.attempts, 'attempt')} before{replays})" if report.attempts else ""
@@ -247,6 +249,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "replays": report.replays,
         "sent": report.sent,
         "held": held(report),
+        "waiting": report.error if report.waiting else None,  # its endpoint's breaker is open
     }
     if report.status == "duplicate":
         data["recorded_status"] = report.recorded
@@ -274,6 +277,7 @@ def format_summary(summary: Summary) -> str:
         "succeeded": "succeeded",
         "pending": "pending retry",
         "held": "held (nothing sent)",
+        "waiting": "waiting for their endpoint's probe (breaker open)",
         "failed": "failed",
         "duplicates": "duplicate",
         "dry_run": "not sent (dry run)",
@@ -293,6 +297,8 @@ def format_pass_summary(summary: Summary) -> list[str]:
     """What a retry-loop or `replay --now` says at the end: `sent 3: 3 succeeded, ...`, and
     what it handed back or dropped when it stopped."""
     held = f", {summary.held} held (nothing sent)" if summary.held else ""
+    if summary.waiting:
+        held += f", {summary.waiting} waiting for their endpoint's probe (breaker open)"
     lines = [
         f"sent {summary.deliveries}: {summary.succeeded} succeeded, {summary.pending} rescheduled, "
         f"{summary.failed} failed{held}"

@@ -33,6 +33,7 @@ class Report:
     replays: int = 0
     recorded: str | None = None  # a duplicate: the status of the delivery already recorded
     needs: tuple[str, ...] = ()  # a dry run: the variables a real send reads
+    waiting: bool = False  # pending, unsent: its endpoint's breaker is open (delivery/health.py)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Summary:
     duplicates: int = 0
     dry_run: int = 0
     held: int = 0  # pending with nothing sent: waiting for a setting this process lacks
+    waiting: int = 0  # pending with nothing sent: handed back until its endpoint's next probe
     handed_back: int = 0  # claimed, then released unattempted when the run was stopped
     lost: int = 0  # claimed, then taken over by another worker (our lease ran out): not sent
 
@@ -63,6 +65,8 @@ class Summary:
             self.dry_run += 1
         elif report.status == "duplicate":
             self.duplicates += 1
+        elif report.status == "pending" and report.waiting:
+            self.waiting += 1
         elif report.status == "pending" and not report.sent:
             self.held += 1
         else:

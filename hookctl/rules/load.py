@@ -15,6 +15,7 @@ from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.render.templates import (
     WebhookTemplate,
 )
+from hookctl.rules.breaker import BreakerError, parse_breaker
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
 from hookctl.rules.trust import (
     ENV_NAME,
@@ -28,6 +29,7 @@ from hookctl.rules.webhook import (
     plain,
 )
 from hookctl.rules.yamlfile import LineMapping, read_yaml
+from hookctl.store.records import DEFAULT_BREAKER, Breaker
 
 DEFAULT_TIMEOUT = 3.0  # Movidesk: a webhook must answer within 3 seconds
 MAX_TIMEOUT = 120.0  # Movidesk's hard cap: "The operation was cancelled" after 2 minutes
@@ -42,6 +44,7 @@ RULE_KEYS = (
     "retry",
     "ticket",
     "on_failure",
+    "breaker",
     "tests",
     "allow_literal_secrets",
     "public_env",
@@ -68,6 +71,7 @@ class Rule:
     description: str | None = None
     tests: tuple[Any, ...] = ()
     public_env: frozenset[str] = frozenset()  # env variables that are not secret: shown in logs
+    breaker: Breaker = DEFAULT_BREAKER  # its endpoint's circuit breaker (rules/breaker.py)
 
     def handles(self, event_name: str | None) -> bool:
         """True when the rule listens for this event name (`on:` omitted = every event)."""
@@ -221,6 +225,17 @@ class _RuleBuilder(SpecChecker):
             except ValueError as exc:
                 self.error("retry", str(exc), data, "retry")
 
+        breaker = DEFAULT_BREAKER
+        if data.get("breaker") is not None:
+            try:
+                breaker = parse_breaker(data["breaker"])
+            except BreakerError as exc:
+                spec = data["breaker"]
+                if exc.key is None:
+                    self.error("breaker", str(exc), data, "breaker")
+                else:
+                    self.error(f"breaker.{exc.key}", str(exc), spec, exc.key)
+
         ticket = data.get("ticket")
         if ticket is not None:
             if not isinstance(ticket, str | int):
@@ -263,6 +278,7 @@ class _RuleBuilder(SpecChecker):
             description=str(description) if description is not None else None,
             tests=tuple(plain(tests)),
             public_env=public_env,
+            breaker=breaker,
         )
 
     def public_env(self, data: Mapping[str, Any], on_failure: Any) -> frozenset[str]:

@@ -132,7 +132,8 @@ def page(
     cur.execute(sql, [*params, *([before] if before is not None else []), size])
     found = cur.fetchall()
     held = endpoint_state.paused(cur)  # a handful of rows: read with each page
-    return [rows.delivery(row, held) for row in found]
+    opened = endpoint_state.opened(cur)
+    return [rows.delivery(row, held, opened) for row in found]
 
 
 def get(cur: Cursor, delivery_id: str) -> DeliveryDetail | None:
@@ -149,7 +150,11 @@ def get(cur: Cursor, delivery_id: str) -> DeliveryDetail | None:
         (full_id,),
     )
     attempts = cur.fetchall()
-    return rows.detail(rows.delivery(summary, endpoint_state.paused(cur)), stored, attempts)
+    return rows.detail(
+        rows.delivery(summary, endpoint_state.paused(cur), endpoint_state.opened(cur)),
+        stored,
+        attempts,
+    )
 
 
 def stats(cur: Cursor, *, since: float | None = None) -> Stats:
