@@ -28,7 +28,7 @@ _WRITE_STATE = (
 # time it was open back (it does not count against their window).
 _GIVE_BACK_WINDOW = (
     "UPDATE deliveries SET first_attempt_at = first_attempt_at + (%s - %s) "
-    "WHERE status = 'pending' AND endpoint = %s AND first_attempt_at < %s"
+    "WHERE status = 'pending' AND endpoint = %s AND first_attempt_at <= %s"
 )
 
 

@@ -27,7 +27,7 @@ _UPSERT_STATE = (
 # time it was open back (it does not count against their window).
 _GIVE_BACK_WINDOW = (
     "UPDATE deliveries SET first_attempt_at = first_attempt_at + (? - ?) "
-    "WHERE status = 'pending' AND endpoint = ? AND first_attempt_at < ?"
+    "WHERE status = 'pending' AND endpoint = ? AND first_attempt_at <= ?"
 )
 
 
