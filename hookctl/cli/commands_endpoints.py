@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 ENDPOINT_COLUMNS = [
     ("endpoint", "Endpoint"),
     ("state", "State"),
+    ("breaker", "Breaker"),
     ("pending", "Pending"),
     ("failed", "Failed"),
     ("success", "Success"),
@@ -52,7 +53,7 @@ def endpoints(
     db: DbOption = None,
     json_lines: JsonOption = False,
 ) -> None:
-    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not.
+    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not, and its circuit breaker (closed, or open since when with its next probe; failing since when).
 
     An endpoint is the scheme, host and port of a delivery's URL. With --json, one record per endpoint.
 
@@ -78,6 +79,7 @@ def endpoints(
         {
             "endpoint": h.endpoint,
             "state": f"paused since {short_time(h.paused_since)}" if h.paused_since else "active",
+            "breaker": breaker_cell(h, short_time),
             "pending": str(h.pending),
             "failed": str(h.failed),
             "success": "-" if h.success_rate is None else f"{h.success_rate:.0%} of {h.attempts}",
@@ -104,7 +106,21 @@ def endpoint_record(h: "EndpointHealth", iso: Any, window: str) -> dict[str, Any
         "success_rate": None if h.success_rate is None else round(h.success_rate, 4),
         "p95_ms": None if h.p95_ms is None else round(h.p95_ms, 1),
         "last_success_at": iso(h.last_success_at),
+        "breaker": h.breaker_state,  # closed, or open (its deliveries wait for a probe)
+        "consecutive_failures": h.failures,
+        "failing_since": iso(h.failing_since),
+        "open_since": iso(h.open_since),
+        "next_probe_at": iso(h.next_probe_at),
     }
+
+
+def breaker_cell(h: "EndpointHealth", short_time: Any) -> str:
+    """The breaker column: closed, failing since when, or open with its next probe."""
+    if h.open_since is not None:
+        return f"open since {short_time(h.open_since)}, next probe {short_time(h.next_probe_at)}"
+    if h.failures:
+        return f"closed, {h.failures} failing since {short_time(h.failing_since)}"
+    return "closed"
 
 
 def resolve_endpoint(store: "Store", given: str) -> str:

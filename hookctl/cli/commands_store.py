@@ -156,12 +156,17 @@ def _attempts(row: "Delivery") -> str:
 
 
 def waiting(row: "Delivery") -> str | None:
-    """Why a pending delivery is not being sent, if its endpoint is paused (issue 15)."""
-    if row.status != "pending" or row.paused_since is None or row.endpoint is None:
+    """Why a pending delivery is not being sent: its endpoint is paused, or its breaker is
+    open (issue 15)."""
+    if row.status != "pending" or row.endpoint is None:
         return None
-    from hookctl.store.endpoint import paused_note
+    from hookctl.store.endpoint import open_note, paused_note
 
-    return paused_note(row.endpoint, row.paused_since)
+    if row.paused_since is not None:
+        return paused_note(row.endpoint, row.paused_since)
+    if row.open_since is not None:
+        return open_note(row.endpoint, row.open_since, row.next_probe_at)
+    return None
 
 
 def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
@@ -183,7 +188,7 @@ def log_record(row: "Delivery", iso: Any) -> dict[str, Any]:
         "updated_at": iso(row.updated_at),
         "next_attempt_at": iso(row.next_attempt_at),
         "endpoint": row.endpoint,
-        "waiting": waiting(row),  # why a pending one is not sent (its endpoint is paused)
+        "waiting": waiting(row),  # why a pending one is not sent (endpoint paused or open)
     }
 
 

@@ -206,6 +206,10 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
                     "yellow" if unset else "",
                 )
             )
+    if explanation.matched:
+        from hookctl.rules.breaker import describe_breaker
+
+        node.children.append(_Node(f"breaker: {describe_breaker(rule.breaker)}", "dim"))
     return node
 
 

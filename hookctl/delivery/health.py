@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from hookctl.durations import format_duration
-from hookctl.store.endpoint import endpoint_of
+from hookctl.store.endpoint import endpoint_of, open_note
 from hookctl.store.records import (
     DEFAULT_BREAKER,
     AttemptResult,
@@ -57,16 +57,6 @@ def _parsed(data: Mapping[str, object]) -> Breaker:
     if found is None:
         found = _PARSED[key] = Breaker.from_dict(dict(data))
     return found
-
-
-def open_note(endpoint: str, since: float, next_probe: float | None) -> str:
-    """Why a delivery waits: its endpoint's breaker is open (what `fire` and `log` say)."""
-    when = time.strftime("%H:%M", time.gmtime(since))
-    probe = time.strftime("%H:%M:%S", time.gmtime(next_probe)) if next_probe else "due"
-    return (
-        f"endpoint {endpoint} open since {when} UTC, next probe {probe} UTC; "
-        "it waits, attempts untouched"
-    )
 
 
 class Health:

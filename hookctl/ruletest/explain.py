@@ -15,6 +15,7 @@ from hookctl.errors import RenderError
 from hookctl.events.read import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
 from hookctl.render.templates import render_request
+from hookctl.rules.breaker import describe_breaker
 from hookctl.rules.conditions import ABSENT, Condition, Trace, trace
 from hookctl.rules.load import Rule
 
@@ -226,6 +227,7 @@ def explanation_dict(explanation: Explanation, *, curl: bool = False) -> dict[st
         "request": masked.to_dict() if (masked := explanation.masked()) else None,
         "needs_env": [{"name": n, "set": ok} for n, ok in explanation.needs()],
         "error": explanation.error,
+        "breaker": describe_breaker(rule.breaker),  # its endpoint's circuit breaker
     }
     if curl:
         data["curl"] = to_curl(explanation.request) if explanation.request else None
