@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from hookctl.delivery.policy import PRESETS
 from hookctl.events.intake import dedupe_key
 from hookctl.render.templates import render_request
 from hookctl.rules.load import load_rules
+from hookctl.rules.policy import PRESETS
 from hookctl.store import open_store
 from hookctl.store.records import (
     AttemptResult,

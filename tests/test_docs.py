@@ -14,9 +14,9 @@ import typer
 from werkzeug import Response
 
 from hookctl.cli import app
-from hookctl.delivery.policy import PRESETS
 from hookctl.rules.conditions import OPERATORS
 from hookctl.rules.load import RULE_KEYS, load_rules
+from hookctl.rules.policy import PRESETS
 from hookctl.rules.webhook import WEBHOOK_KEYS
 from tests.conftest import ndjson
 from tests.receivers import wait_until_due

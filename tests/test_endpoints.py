@@ -124,7 +124,7 @@ def test_a_database_from_before_gets_its_endpoints_from_the_urls(cli, tmp_path):
 
     import sqlite_utils
 
-    from hookctl.delivery.policy import DEFAULT_POLICY
+    from hookctl.rules.policy import DEFAULT_POLICY
     from hookctl.store.records import new_delivery_id
     from hookctl.store.sqlite import migrations
 

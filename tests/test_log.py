@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from hookctl.delivery.policy import PRESETS
+from hookctl.rules.policy import PRESETS
 from hookctl.store import open_store
 from hookctl.store.records import AttemptResult, NewDelivery, new_delivery_id
 from tests.conftest import deliveries, ndjson

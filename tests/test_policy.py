@@ -8,16 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hookctl.delivery.policy import (
-    DEFAULT_POLICY,
-    PRESETS,
-    RETRY_AFTER_CAP,
-    RetryPolicy,
-    classify,
-    next_attempt_at,
-    parse_policy,
-)
+from hookctl.delivery.policy import RETRY_AFTER_CAP, classify, next_attempt_at
 from hookctl.durations import format_duration, parse_duration
+from hookctl.rules.policy import DEFAULT_POLICY, PRESETS, RetryPolicy, parse_policy
 
 T = 1_700_000_000.0  # first attempt
 

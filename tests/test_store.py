@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from hookctl.delivery.policy import DEFAULT_POLICY
 from hookctl.errors import StoreError
+from hookctl.rules.policy import DEFAULT_POLICY
 from hookctl.store import holder as holders
 from hookctl.store import open_store
 from hookctl.store.errors import DatabaseBusy, DatabaseDamaged, ForeignDatabase, NewerDatabase

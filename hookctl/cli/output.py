@@ -115,7 +115,7 @@ class Printer:
         elif isinstance(event, observe.Unreadable):
             self.diagnostic(f"Error: {event.bad}")
         elif isinstance(event, observe.Started) and event.every is not None and not self.quiet:
-            from hookctl.delivery.policy import format_duration
+            from hookctl.durations import format_duration
 
             self.diagnostic(
                 f"retry-loop: sending due deliveries every {format_duration(event.every)} until "

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hookctl.delivery.policy import PRESETS
 from hookctl.errors import RenderError
 from hookctl.render.templates import render_request, unrendered_request
+from hookctl.rules.policy import PRESETS
 from hookctl.rules.webhook import webhook_from_dict
 from hookctl.store.records import AttemptResult, Claim, NewDelivery, new_delivery_id
 

@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from hookctl.delivery import observe
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.health import Health
-from hookctl.delivery.policy import RetryPolicy, classify, next_attempt_at
+from hookctl.delivery.policy import classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
 from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
+from hookctl.rules.policy import RetryPolicy
 from hookctl.store.endpoint import endpoint_of, paused_note
 from hookctl.store.errors import DatabaseUnusable
 from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent

@@ -10,12 +10,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hookctl.delivery.policy import PRESETS, RetryPolicy
 from hookctl.errors import RenderError
 from hookctl.events.intake import event_ticket
 from hookctl.events.read import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
 from hookctl.render.templates import render_request, render_text, unrendered_request
+from hookctl.rules.policy import PRESETS, RetryPolicy
 from hookctl.rules.webhook import webhook_to_dict
 from hookctl.store.records import DEFAULT_BREAKER, Breaker, NewDelivery, new_delivery_id
 

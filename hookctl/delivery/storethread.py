@@ -1,11 +1,12 @@
 """The store, off the event loop whenever it would wait: calls that would block go to a thread.
 
-SQLite waits for another process's write lock (up to its busy timeout, 30 s) inside the call.
+A store waits for another client's lock inside the call (SQLite: another process's write lock,
+up to its busy timeout, 30 s).
 Made on the event loop, that wait froze every attempt in flight: their measured durations grew
 by the stall, their answers went unread, leases went unrenewed. Here the connection is told
 never to wait (busy timeout 0) while a StoreThread has it, and each call is first made inline,
 on the loop, where an uncontended write costs what it always did. A call that finds the
-database busy has done nothing; it goes to a worker thread of its own, which retries it
+database busy (DatabaseBusy, whatever the backend) has done nothing; it goes to a worker thread of its own, which retries it
 (5 ms, doubling to 100 ms apart) until it goes through or the busy timeout has passed, while
 the loop goes on sending. Once a call is on the thread, the next ones queue behind it there,
 so calls still run one at a time in the order they were made.
@@ -25,8 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from hookctl.errors import StoreError
-from hookctl.store.sqlite import database
+from hookctl.store.errors import DatabaseBusy
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
@@ -55,14 +55,14 @@ class StoreThread:
         if not self._queued:
             try:
                 return method(*args, **kwargs)
-            except StoreError as exc:
-                if not database.is_busy(exc):
-                    raise
+            except DatabaseBusy:
+                pass
         self._queued += 1
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
-                self._pool, functools.partial(_until_free, method, *args, **kwargs)
+                self._pool,
+                functools.partial(_until_free, self.store.busy_timeout, method, *args, **kwargs),
             )
         finally:
             self._queued -= 1
@@ -71,7 +71,7 @@ class StoreThread:
         """Wait for the call in progress, if any, stop the thread, and let the store wait
         for busy locks again (it stays open)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self.store.wait_when_busy(database.BUSY_TIMEOUT)
+        self.store.wait_when_busy(None)
 
     def __enter__(self) -> StoreThread:
         return self
@@ -80,15 +80,17 @@ class StoreThread:
         self.close()
 
 
-def _until_free(method: Callable[..., R], *args: object, **kwargs: object) -> R:
+def _until_free(
+    busy_timeout: float, method: Callable[..., R], *args: object, **kwargs: object
+) -> R:
     """On the thread: retry a call the database was too busy for, until the busy timeout."""
-    deadline = time.monotonic() + database.BUSY_TIMEOUT
+    deadline = time.monotonic() + busy_timeout
     pause = FIRST_PAUSE
     while True:
         try:
             return method(*args, **kwargs)
-        except StoreError as exc:
-            if not database.is_busy(exc) or time.monotonic() >= deadline:
+        except DatabaseBusy:
+            if time.monotonic() >= deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, LONGEST_PAUSE)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hookctl.delivery.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
 from hookctl.durations import format_duration, parse_duration
 from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.render.templates import (
@@ -17,6 +16,7 @@ from hookctl.render.templates import (
 )
 from hookctl.rules.breaker import BreakerError, parse_breaker
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
+from hookctl.rules.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
 from hookctl.rules.trust import (
     ENV_NAME,
     credential_templates,

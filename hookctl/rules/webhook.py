@@ -21,6 +21,7 @@ from hookctl.render.templates import (
     valid_header_name,
     valid_xml_name,
 )
+from hookctl.rules.policy import ACCEPTS
 from hookctl.rules.trust import (
     LITERAL_HINT,
     literal_secrets,
@@ -30,7 +31,6 @@ from hookctl.rules.trust import (
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 FORMATS = tuple(CONTENT_TYPES)
-ACCEPTS = ("2xx-3xx", "2xx")
 WEBHOOK_KEYS = (
     "method",
     "url",

@@ -230,7 +230,7 @@ class Server:
         filters = {k: q.get(k, "").strip() for k in ("status", "rule", "ticket", "since")}
         since = None
         if filters["since"]:
-            from hookctl.delivery.policy import parse_duration
+            from hookctl.durations import parse_duration
 
             try:
                 since = time.time() - parse_duration(filters["since"])

@@ -249,10 +249,16 @@ class Store(Queue, Log, Events, Endpoints, Protocol):
         """The database as messages name it (a path; a URL with any password masked)."""
         ...
 
-    def wait_when_busy(self, seconds: float) -> None:
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a call waits for another client's lock by default before DatabaseBusy."""
+        ...
+
+    def wait_when_busy(self, seconds: float | None) -> None:
         """How long a call waits for another client's lock before it raises DatabaseBusy
-        (0: at once, with nothing of the call done). The pipeline's store thread sets 0 so a
-        busy database moves its calls off the event loop instead of stalling it."""
+        (0: at once, with nothing of the call done; None: the backend's default again). The
+        pipeline's store thread sets 0 so a busy database moves its calls off the event loop
+        instead of stalling it."""
         ...
 
     def check_integrity(self) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hookctl.delivery.policy import DEFAULT_POLICY
+from hookctl.rules.policy import DEFAULT_POLICY
 from hookctl.store import holder as holders
 from hookctl.store.contract import Store
 from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery

@@ -56,6 +56,7 @@ from hookctl.store.records import (
 __all__ = ["CHANNEL", "PostgresStore"]
 
 T = TypeVar("T")
+BUSY_TIMEOUT = 30.0  # seconds the store thread retries a call that met another client's lock
 CHANNEL = "hookctl_due"  # NOTIFY channel: deliveries became due (enqueued, released, replayed)
 _PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
 _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock: run the transaction again
@@ -203,20 +204,31 @@ class PostgresStore:
         """The database as messages name it: the URL with any password masked."""
         return self.masked_url
 
-    def wait_when_busy(self, seconds: float) -> None:
+    @property
+    def busy_timeout(self) -> float:
+        """How long a caller retrying a busy call (the store thread) keeps at it. A statement
+        itself waits as the server's lock_timeout says unless wait_when_busy set one."""
+        return BUSY_TIMEOUT
+
+    def wait_when_busy(self, seconds: float | None) -> None:
         """How long a statement waits for another client's row or table lock before it fails
         DatabaseBusy (lock_timeout; the transaction is rolled back, so nothing of the call is
-        done). Claims never wait (SKIP LOCKED); 0 becomes 1 ms, since PostgreSQL's 0 means
-        "wait for ever". Kept across reconnects."""
+        done); None: the server's setting again. Claims never wait (SKIP LOCKED); 0 becomes
+        1 ms, since PostgreSQL's 0 means "wait for ever". Kept across reconnects."""
         with self._lock:
-            self._lock_timeout_ms = max(1, int(seconds * 1000))
-            self._apply_settings()
+            self._lock_timeout_ms = None if seconds is None else max(1, int(seconds * 1000))
+            self._apply_settings(reset=seconds is None)
 
-    def _apply_settings(self) -> None:
-        if self._lock_timeout_ms is not None:
+    def _apply_settings(self, *, reset: bool = False) -> None:
+        if self._lock_timeout_ms is not None or reset:
             psycopg = connection.driver()
+            setting = (
+                "RESET lock_timeout"
+                if self._lock_timeout_ms is None
+                else f"SET lock_timeout = {self._lock_timeout_ms}"
+            )
             try:
-                self.conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+                self.conn.execute(setting)
             except psycopg.Error as exc:
                 raise connection.error(self.url, exc) from exc
 

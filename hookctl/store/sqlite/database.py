@@ -127,12 +127,6 @@ def not_writable(path: Path) -> str | None:
     return None
 
 
-def is_busy(exc: BaseException) -> bool:
-    """Whether a StoreError (or the sqlite3 error behind it) says another process held the lock."""
-    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
-    return isinstance(cause, sqlite3.Error) and _primary(cause) == _SQLITE_BUSY
-
-
 def _enable_wal(conn: sqlite3.Connection) -> None:
     """Switch the file to WAL once; later opens find it already set."""
     deadline = time.monotonic() + BUSY_TIMEOUT

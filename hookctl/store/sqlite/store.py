@@ -124,11 +124,17 @@ class SQLiteStore:
         """The database, as messages name it."""
         return str(self.path)
 
-    def wait_when_busy(self, seconds: float) -> None:
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a call waits for another process's write lock by default."""
+        return database.BUSY_TIMEOUT
+
+    def wait_when_busy(self, seconds: float | None) -> None:
         """How long a call waits for another process's write lock before it fails busy
-        (default database.BUSY_TIMEOUT); 0 fails at once, and nothing of the call is done."""
+        (None: database.BUSY_TIMEOUT); 0 fails at once, and nothing of the call is done."""
+        wait = database.BUSY_TIMEOUT if seconds is None else seconds
         with self._lock:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            self._conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
 
     def close(self) -> None:
         """Close the connection; a holder that holds nothing any more leaves lease_holders."""
