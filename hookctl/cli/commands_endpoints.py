@@ -16,12 +16,12 @@ if TYPE_CHECKING:
 ENDPOINT_COLUMNS = [
     ("endpoint", "Endpoint"),
     ("state", "State"),
-    ("breaker", "Breaker"),
     ("pending", "Pending"),
     ("failed", "Failed"),
     ("success", "Success"),
     ("p95", "p95"),
     ("last_success", "Last success"),
+    ("breaker", "Breaker"),  # last: the piped columns before it stay where they were
 ]
 DEFAULT_WINDOW = "1h"
 

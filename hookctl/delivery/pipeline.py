@@ -124,6 +124,7 @@ class Pipeline:
         self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
         self._healthy.set()
         self._health = Health(options.clock)  # endpoints' breakers (delivery/health.py)
+        self._postponing: list[tuple[_Job, str, float | None]] = []  # for an open endpoint
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -398,6 +399,9 @@ class Pipeline:
     # --- attempts -------------------------------------------------------------------------------
 
     async def _start(self, job: _Job) -> None:
+        if self._health.open and (wait := self._health.waiting(job.claim)) is not None:
+            self._postpone_soon(job, *wait)  # its endpoint is open: handed back, unsent
+            return
         # Bound the work in flight: reading and claiming wait here, so memory stays flat.
         await self._admission.add(host_key(job.claim.url), job)
 
@@ -409,7 +413,7 @@ class Pipeline:
             self._record(job, None, UNRENDERED)
             return
         if (wait := self._health.waiting(claim)) is not None:
-            await self._postpone([job], *wait)  # its endpoint is open: hand it back
+            self._postpone_soon(job, *wait)  # its endpoint opened meanwhile: hand it back
             return
         request = job.request or Request.from_dict(claim.request)
         try:
@@ -709,7 +713,24 @@ class Pipeline:
         if opened:
             jobs = self._admission.take(lambda job: self._health.waiting(job.claim) is not None)
             for job in jobs:
-                await self._postpone([job], *(self._health.waiting(job.claim) or ("", None)))
+                self._postpone_soon(job, *(self._health.waiting(job.claim) or ("", None)))
+
+    def _postpone_soon(self, job: _Job, why: str, until: float | None) -> None:
+        """Hand `job` back with the others that come in meanwhile: one release per batch."""
+        self._postponing.append((job, why, until))
+        if len(self._postponing) == 1:
+            task = asyncio.ensure_future(self._postpone_waiting())
+            self._notices.add(task)  # the run's end waits for it, as for notices
+            task.add_done_callback(self._notices.discard)
+
+    async def _postpone_waiting(self) -> None:
+        await asyncio.sleep(FLUSH_LINGER)
+        waiting, self._postponing = self._postponing, []
+        groups: dict[tuple[str, float | None], list[_Job]] = {}
+        for job, why, until in waiting:
+            groups.setdefault((why, until), []).append(job)
+        for (why, until), jobs in groups.items():
+            await self._postpone(jobs, why, until)
 
     async def _postpone(self, jobs: list[_Job], why: str, until: float | None) -> None:
         """Hand claims back unsent, due not before `until` (their endpoint's next probe), no
