@@ -313,8 +313,11 @@ def test_endpoints_and_log_show_an_open_breaker(
         assert listed["open_since"] and listed["next_probe_at"] and listed["failing_since"]
         logged = ndjson(cli("log", "--json").stdout)
         assert all("open since" in d["waiting"] and "next probe" in d["waiting"] for d in logged)
+        (stats,) = ndjson(cli("stats", "--json").stdout)
+        assert [e["endpoint"] for e in stats["open_endpoints"]] == [listed["endpoint"]]
     else:
         table = cli("endpoints").stdout
         assert "open since" in table and "next probe" in table
         one = cli("log", ndjson(fired.stdout)[0]["id"]).stdout
         assert "waiting: endpoint http://127.0.0.1:" in one and "next probe" in one
+        assert "open endpoints (breaker): http://127.0.0.1:" in cli("stats").stdout
