@@ -35,8 +35,8 @@ sys.path.insert(0, str(BENCH))
 from harness import write_events, write_rule  # noqa: E402
 
 from hookctl.delivery.prepare import Planner  # noqa: E402
+from hookctl.events.event import Event  # noqa: E402
 from hookctl.events.intake import dedupe_key, event_ticket  # noqa: E402
-from hookctl.events.read import Event  # noqa: E402
 from hookctl.rules.load import load_rules  # noqa: E402
 from hookctl.store.records import EventIds, NewEvent  # noqa: E402
 from hookctl.store.sqlite.store import Store  # noqa: E402

@@ -141,13 +141,24 @@ class Receiver:
         finally:
             self._stopped.set()
 
-    def shutdown(self) -> None:
-        """Stop serving (waiting for serve() to return, when it runs) and close the socket."""
+    @property
+    def stop_asked(self) -> bool:
+        """Whether shutdown() or stop_soon() was called."""
+        return self._shutdown_asked
+
+    def stop_soon(self) -> None:
+        """Ask serve() to stop, without waiting: safe from any thread and from a signal handler
+        (`listen`'s Ctrl-C), whenever it comes: before serve() starts, it returns at once."""
         self._shutdown_asked = True
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not self._stopped.is_set():
             with contextlib.suppress(RuntimeError):  # the loop has just closed
                 loop.call_soon_threadsafe(stop.set)
+
+    def shutdown(self) -> None:
+        """Stop serving (waiting for serve() to return, when it runs) and close the socket."""
+        self.stop_soon()
+        if self._loop is not None and not self._stopped.is_set():
             self._stopped.wait(timeout=10)
         self.close()
 
@@ -160,6 +171,7 @@ class Receiver:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # After both are set: a stop_soon() before this line is seen here, one after sets _stop.
         if self._shutdown_asked:
             return
         # aiohttp's low-level server: every path is ours, so no router or middlewares to pass.

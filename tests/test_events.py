@@ -1,4 +1,4 @@
-"""Tests for hookctl.events.read: shapes, line numbers, bad input, and streaming."""
+"""Tests for reading events (hookctl.events read, ndjson, document): shapes, lines, bad input, streaming."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookctl.events.read import BadEvent, Event, read_events, read_source
+from hookctl.events.event import BadEvent, Event
+from hookctl.events.read import read_events, read_source
 from tests.conftest import ndjson
 
 
@@ -534,7 +535,7 @@ def test_any_chunking_gives_the_same_events(
 def test_an_event_past_the_size_limit_is_reported_at_its_line_and_the_rest_still_read(
     cli, rule_file, event_file, httpserver, tmp_path
 ):
-    from hookctl.events.read import MAX_EVENT_BYTES
+    from hookctl.events.event import MAX_EVENT_BYTES
 
     httpserver.expect_request("/hook").respond_with_data("ok")
     rules = rule_file(f"name: r\nwebhook: {{url: {httpserver.url_for('/hook')!r}}}\nretry: none\n")

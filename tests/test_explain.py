@@ -11,7 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from hookctl.events.read import Event
+from hookctl.events.event import Event
 from hookctl.render.request import resolve
 from hookctl.render.templates import render_request
 from hookctl.rules.conditions import ABSENT

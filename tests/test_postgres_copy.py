@@ -1,4 +1,5 @@
-"""`hookctl db copy`: SQLite to PostgreSQL and back, deliveries and attempts intact, pending still due."""
+"""`hookctl db copy`: SQLite to PostgreSQL and back, deliveries and attempts intact, pending still
+due, stored events (for `plan`) and paused endpoints along."""
 
 from __future__ import annotations
 
@@ -6,14 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from hookctl.store import open_store
+from hookctl.store.records import EventIds, NewEvent
 from tests.test_store import NOW, new, result
+
+PAUSED = "https://paused.example:443"
 
 
 def fill(store: Any) -> list[str]:
-    """A succeeded, a failed-then-replayed, a pending retry and a never-tried delivery."""
+    """A succeeded, a failed-then-replayed, a pending retry and a never-tried delivery; the
+    events the first three came from (and one that matched nothing); a paused endpoint."""
     done, replayed, retrying, fresh = (new(event={"n": k}, dedupe_key=f"k{k}") for k in range(4))
     done.request = {**done.request, "body": "binary\x00body"}
-    store.enqueue([done, replayed, retrying], now=NOW)
+    ids = EventIds()
+    events = [
+        NewEvent(ids.next(NOW), NOW, "events.ndjson", k + 1, f"e{k}", "ticket.created", "42",
+                 {"event": "ticket.created", "id": f"e{k}", "note": "ação"})
+        for k in range(4)
+    ]  # fmt: skip
+    for d, e in zip((done, replayed, retrying), events, strict=False):
+        d.event_ref = e.id
+    store.enqueue([done, replayed, retrying], now=NOW, events=events)
     claims = {c.id: c for c in store.claim(now=NOW, limit=3, lease_seconds=60, token="t")}
     store.complete(
         [
@@ -25,11 +38,19 @@ def fill(store: Any) -> list[str]:
     )
     store.requeue(ids=[replayed.id], now=NOW + 1)
     store.enqueue([fresh], now=NOW + 2)
+    assert store.pause_endpoint(PAUSED, now=NOW + 3, reason="their maintenance")
     return [d.id for d in (done, replayed, retrying, fresh)]
 
 
 def snapshot(store: Any, ids: list[str]) -> list[Any]:
-    return [store.get(delivery_id) for delivery_id in ids]
+    """Everything a copy must carry, read through the contract."""
+    return [
+        [store.get(delivery_id) for delivery_id in ids],
+        [store.event_of(delivery_id) for delivery_id in ids],
+        list(store.stored_events()),
+        store.stored_event_rules(),
+        store.paused_endpoints(),
+    ]
 
 
 def test_sqlite_to_postgres_and_back(cli: Any, tmp_path: Path, pg_url: str) -> None:
@@ -40,7 +61,10 @@ def test_sqlite_to_postgres_and_back(cli: Any, tmp_path: Path, pg_url: str) -> N
         due_before = store.due_count(NOW + 60)
     there = cli("db", "copy", source, pg_url)
     assert there.exit_code == 0, there.stderr
-    assert there.stderr.startswith("copied 4 deliveries and 3 attempts to postgresql://")
+    assert there.stderr.startswith(
+        "copied 4 deliveries, 3 attempts, 4 stored events and 1 paused endpoints to postgresql://"
+    )
+    assert before[2] and before[4] == {PAUSED: (NOW + 3, "their maintenance")}
     with open_store(pg_url) as store:
         assert snapshot(store, ids) == before
         assert store.due_count(NOW + 60) == due_before == 3  # pending ones are still due
@@ -61,3 +85,18 @@ def test_copy_refuses_a_destination_that_is_not_empty(cli: Any, tmp_path: Path) 
     refused = cli("db", "copy", source, target)
     assert refused.exit_code == 4  # a store error: that database cannot take the copy
     assert "Error: the destination already holds deliveries" in refused.stderr
+
+
+def test_copy_refuses_a_destination_with_only_events_or_a_pause(
+    cli: Any, tmp_path: Path, pg_url: str
+) -> None:
+    source = tmp_path / "a.db"
+    with open_store(source) as store:
+        fill(store)
+    with open_store(pg_url) as store:
+        store.pause_endpoint(PAUSED, now=NOW)
+    refused = cli("db", "copy", source, pg_url)
+    assert refused.exit_code == 4, refused.stderr
+    assert "already holds deliveries, stored events or paused endpoints" in refused.stderr
+    with open_store(pg_url) as store:  # nothing of the copy went in
+        assert next(iter(store.query(limit=1)), None) is None

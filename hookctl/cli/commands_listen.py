@@ -1,13 +1,20 @@
 """`listen`: a local receiver to watch deliveries (and retries) arrive."""
 
+import contextlib
 import json
+import os
+import signal
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hookctl.cli.app import JsonOption, app, duration, handle_errors
 from hookctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from hookctl.devserver import Receiver
 
 
 @app.command()
@@ -55,7 +62,7 @@ def listen(
 ) -> None:
     """Receive webhooks locally and print each request: method, path, headers and body.
 
-    Answers every request with --status, or fails the first N with 500 (--fail-first) so you can watch retries, or answers slowly (--delay) so you can watch timeouts. With --secret, checks each request's webhook-signature and says whether it holds. Binds to 127.0.0.1 unless --host says otherwise. With --count N it answers exactly N requests (any arriving after the Nth get 503) and exits. Exit code 0 on Ctrl-C or after --count requests, 2 when the port cannot be bound.
+    Answers every request with --status, or fails the first N with 500 (--fail-first) so you can watch retries, or answers slowly (--delay) so you can watch timeouts. With --secret, checks each request's webhook-signature and says whether it holds. Binds to 127.0.0.1 unless --host says otherwise. With --count N it answers exactly N requests (any arriving after the Nth get 503) and exits. Exit code 0 on Ctrl-C (at any moment, start-up included) or after --count requests, 130 on a second Ctrl-C while it stops, 2 when the port cannot be bound.
 
     Example: hookctl listen --port 8765 --fail-first 2
     """
@@ -99,13 +106,43 @@ def listen(
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     receiver.on_idle = sys.stdout.flush  # once a burst of requests is printed, not per request
     try:
-        sys.stderr.write(f"listening on http://{host}:{receiver.port}/ (Ctrl-C to stop)\n")
-        sys.stderr.flush()
-        receiver.serve(limit=count or None)
-    except KeyboardInterrupt:
+        with _stopping_on_ctrl_c(receiver):
+            sys.stderr.write(f"listening on http://{host}:{receiver.port}/ (Ctrl-C to stop)\n")
+            sys.stderr.flush()
+            receiver.serve(limit=count or None)
+    except KeyboardInterrupt:  # a Ctrl-C just before the handler was in place
         pass
     finally:
         receiver.close()
+
+
+@contextlib.contextmanager
+def _stopping_on_ctrl_c(receiver: "Receiver") -> Iterator[None]:
+    """Ctrl-C (SIGINT) stops `receiver` cleanly whenever it comes; a second one exits 130.
+
+    Not left to asyncio.run: its own SIGINT handler is installed before it resets its count
+    of interrupts, so a Ctrl-C in between cancelled the server without being counted, and a
+    bare CancelledError (exit 1, a traceback) came out instead of KeyboardInterrupt. With a
+    handler of ours in place, asyncio.run installs none, and the stop is the same path as
+    --count's, at any point of start-up (Receiver.stop_soon)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        if receiver.stop_asked:
+            # A second Ctrl-C: out now. Not KeyboardInterrupt, which raised inside asyncio's
+            # own teardown leaves it half done (and in 3.11 fails there with another error).
+            os.write(2, b"Interrupted.\n")
+            os._exit(130)
+        receiver.stop_soon()
+
+    try:
+        previous = signal.signal(signal.SIGINT, interrupt)
+    except ValueError:  # not the main thread (an embedding caller): Ctrl-C stays as it was
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _key(secret: str) -> bytes:

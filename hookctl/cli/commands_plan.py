@@ -3,8 +3,9 @@
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -78,7 +79,7 @@ def plan(
     Example: hookctl plan -r rules/ --since 7d
     """
     from hookctl.rules.load import load_rules
-    from hookctl.ruletest.plan import RevisionError, make_plan, rules_at_revision
+    from hookctl.ruletest.plan import make_plan
 
     try:
         paths = rule_paths(rules_paths)
@@ -94,6 +95,8 @@ def plan(
             if Path(against).exists():
                 old_rules = load_rules([Path(against)])
             else:
+                from hookctl.ruletest.revision import RevisionError, rules_at_revision
+
                 try:
                     at = rules_at_revision(against, paths, Path(scratch))
                 except RevisionError as exc:
@@ -129,7 +132,6 @@ def plan(
             store.close()
     if json_lines:
         from hookctl.cli.output import Printer
-        from hookctl.ruletest.plan import plan_records
 
         printer = Printer(json_lines=True)
         for record in plan_records(result):
@@ -137,6 +139,43 @@ def plan(
     else:
         _print_plan(result, since)
     exit_with(ExitCode.DIFFERENCES if result.differs else ExitCode.OK)
+
+
+def plan_records(plan: "Plan") -> Iterator[dict[str, Any]]:
+    """The plan as `--json` prints it: a record per rule, one per example, then a summary."""
+    for r in plan.rules:
+        yield {
+            "record": "rule",
+            "rule": r.rule,
+            "status": r.status,
+            "renamed_from": r.renamed_from,
+            "source": r.source,
+            **r.counts,
+            "differs": r.differs,
+        }
+        for e in r.examples:
+            yield {
+                "record": "example",
+                "rule": e.rule,
+                "kind": e.kind,
+                "event": e.event,
+                "event_id": e.event_id,
+                "ticket": e.ticket,
+                "source": f"{e.source}:{e.line}" if e.line else e.source,
+                "delivery_id": e.delivery_id,
+                "diff": e.diff,
+                "error": e.error,
+            }
+    yield {
+        "record": "summary",
+        "against": plan.against,
+        "events": plan.events,
+        "duplicates": plan.duplicates,
+        "truncated": plan.truncated,
+        "render_errors": plan.errors,
+        **plan.totals(),
+        "differs": plan.differs,
+    }
 
 
 def _check_rule(name: str, known: set[str], store: "Store | None", start: float | None) -> None:

@@ -88,7 +88,8 @@ def _render_samples(
     events it rendered for."""
     if not files:
         return [], {}
-    from hookctl.events.read import BadEvent, read_events
+    from hookctl.events.event import BadEvent
+    from hookctl.events.read import read_events
     from hookctl.ruletest.explain import explain_rule
 
     problems: list[tuple[str, str]] = []

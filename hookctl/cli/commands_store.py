@@ -359,7 +359,7 @@ def _render_again(
 
     from hookctl import paths
     from hookctl.delivery.prepare import Planner
-    from hookctl.events.read import Event
+    from hookctl.events.event import Event
     from hookctl.rules.load import load_rules
 
     found = paths.rule_paths(flags)
@@ -444,10 +444,11 @@ def db_copy(
         str, typer.Argument(help="An empty database to copy into: a SQLite file or a URL.")
     ],
 ) -> None:
-    """Copy every delivery and attempt to another database: SQLite to PostgreSQL, or back.
+    """Copy a whole database to another: SQLite to PostgreSQL, or back.
 
-    Ids, states, schedules and the attempt log come along; pending deliveries stay due. Stop
-    fire and retry-loop first: leases are not copied. The destination must be empty.
+    Ids, states, schedules and the attempt log come along; pending deliveries stay due; stored
+    events (for plan) and paused endpoints too. Stop fire and retry-loop first: leases are not
+    copied. The destination must be empty.
 
     Example: hookctl db copy ~/.local/share/hookctl/hookctl.db postgresql://hookctl@db1/hookctl
     """
@@ -463,6 +464,7 @@ def db_copy(
     finally:
         src.close()
     sys.stderr.write(
-        f"copied {copied.deliveries} deliveries and {copied.attempts} attempts "
+        f"copied {copied.deliveries} deliveries, {copied.attempts} attempts, "
+        f"{copied.events} stored events and {copied.paused} paused endpoints "
         f"to {store_location(destination)}\n"
     )

@@ -129,7 +129,8 @@ def explain(
 
     Example: hookctl explain -r examples/rules examples/events/ticket-created.json --curl
     """
-    from hookctl.events.read import BadEvent, read_events
+    from hookctl.events.event import BadEvent
+    from hookctl.events.read import read_events
     from hookctl.rules.load import load_rules
     from hookctl.ruletest.explain import explain as explain_event
     from hookctl.ruletest.explain import explanation_dict

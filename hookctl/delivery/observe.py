@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hookctl.delivery.reports import Report
-from hookctl.events.read import BadEvent, Event
+from hookctl.events.event import BadEvent, Event
 
 
 @dataclass(slots=True)

@@ -30,8 +30,8 @@ from hookctl.delivery.health import Health
 from hookctl.delivery.policy import classify, next_attempt_at
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
+from hookctl.events.event import BadEvent, Event
 from hookctl.events.intake import batches, dedupe_key, event_ticket
-from hookctl.events.read import BadEvent, Event
 from hookctl.render.request import Request, resolve
 from hookctl.rules.policy import RetryPolicy
 from hookctl.store.endpoint import endpoint_of, paused_note

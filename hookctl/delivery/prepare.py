@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hookctl.errors import RenderError
+from hookctl.events.event import Event
 from hookctl.events.intake import event_ticket
-from hookctl.events.read import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
 from hookctl.render.templates import render_request, render_text, unrendered_request
 from hookctl.rules.policy import PRESETS, RetryPolicy

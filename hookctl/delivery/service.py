@@ -3,7 +3,8 @@ and (next) `hookctl serve`.
 
 It owns what a long-running sender needs besides the pipeline: the HTTP sender's life,
 SIGINT/SIGTERM (attempts in flight finish, claims not yet started are handed back), passes
-over the queue every `every` seconds, and the summed counts. It prints nothing: callers
+over the queue every `every` seconds (sooner when a backend that signals work, PostgreSQL,
+says deliveries became due), and the summed counts. It prints nothing: callers
 subscribe an observer (cli/output.py's printer and progress bar) and format the Summary.
 """
 
@@ -21,10 +22,14 @@ from hookctl.delivery import observe
 from hookctl.delivery.pipeline import Options, Pipeline
 from hookctl.delivery.reports import Summary
 from hookctl.delivery.storethread import StoreThread
+from hookctl.store.contract import WorkSignal
 from hookctl.transport.http import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
 
+# How long one wait for a work signal lasts: a stop (SIGTERM) waits at most this long for it.
+WAKE_SLICE = 0.2
+
 if TYPE_CHECKING:
-    from hookctl.events.read import BadEvent, Event
+    from hookctl.events.event import BadEvent, Event
     from hookctl.rules.load import Rule
     from hookctl.store.contract import Store
     from hookctl.transport.netguard import Guard
@@ -84,6 +89,9 @@ async def drain(
     """Send the deliveries due now (just `ids`, if given) once, or every `every` seconds
     until `stop` is set or SIGINT/SIGTERM arrives; returns the counts over every pass.
 
+    With `every`, a store that signals work (WorkSignal) starts the next pass as soon as
+    another client makes deliveries due; polling every `every` seconds stays the backstop.
+
     On a stop, attempts in flight finish and their outcomes are recorded; claims not yet
     started are handed back, due at once for any worker.
     """
@@ -92,6 +100,10 @@ async def drain(
     stop = stop or asyncio.Event()
     total = Summary()
     with _stopping_on_signals(stop), StoreThread(store) as db:
+        signals = store if every is not None and isinstance(store, WorkSignal) else None
+        if signals is not None:
+            # Listen before the first pass: what is made due during it wakes the next one.
+            await db.call_waiting(signals.wait_for_work, 0)
         observer.notify(observe.Started(every, os.getpid()))
         async with Sender(concurrency=concurrency, per_host=per_host, guard=guard) as sender:
             while True:
@@ -114,9 +126,30 @@ async def drain(
                 total.merge(await pipeline.drain(sender, stop=stop, ids=ids))
                 if every is None or stop.is_set():
                     break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=every)
+                if signals is not None:
+                    await _until_work(db, signals, stop, every)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=every)
     return total
+
+
+async def _until_work(
+    db: StoreThread, signal_: WorkSignal, stop: asyncio.Event, every: float
+) -> None:
+    """Wait until `signal_` says deliveries may be due, `every` seconds pass, or `stop` is set.
+
+    The wait blocks a thread, so it is made in WAKE_SLICE slices with `stop` checked between
+    them: a SIGTERM is never kept waiting longer than one slice.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + every
+    while not stop.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        if await db.call_waiting(signal_.wait_for_work, min(WAKE_SLICE, left)):
+            return
 
 
 @contextlib.contextmanager

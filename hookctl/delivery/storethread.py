@@ -67,6 +67,18 @@ class StoreThread:
         finally:
             self._queued -= 1
 
+    async def call_waiting(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """`method(*args, **kwargs)` on the thread, never inline: for a call that waits by
+        design (WorkSignal.wait_for_work), queued with the others so they stay in order."""
+        self._queued += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool, functools.partial(method, *args, **kwargs)
+            )
+        finally:
+            self._queued -= 1
+
     def close(self) -> None:
         """Wait for the call in progress, if any, stop the thread, and let the store wait
         for busy locks again (it stays open)."""

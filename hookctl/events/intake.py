@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from hookctl.events.read import BadEvent, Event
+from hookctl.events.event import BadEvent, Event
 
 
 def event_ticket(data: Mapping[str, Any], rule_ticket: str | None = None) -> str | None:

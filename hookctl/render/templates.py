@@ -23,6 +23,7 @@ from jinja2.sandbox import SecurityError
 
 from hookctl.errors import RenderError
 from hookctl.events.fields import describe_missing
+from hookctl.render.budget import Budget, limits
 from hookctl.render.encoding import CONTENT_TYPES as CONTENT_TYPES
 from hookctl.render.encoding import clean as _clean
 from hookctl.render.encoding import encode_body, form_encode, form_pairs, tojson
@@ -36,13 +37,7 @@ from hookctl.render.request import (
     mask,
     placeholder,
 )
-from hookctl.render.sandbox import (
-    Budget,
-    SandboxEnvironment,
-    limits,
-    make_environment,
-    render_capped,
-)
+from hookctl.render.sandbox import SandboxEnvironment, make_environment, render_capped
 
 METHODS_WITH_DEFAULT_BODY = frozenset({"POST", "PUT", "PATCH"})
 MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body changes it

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hookctl.errors import RuleError, RuleErrors
-from hookctl.events.read import BadEvent, Event, read_events
+from hookctl.events.event import BadEvent, Event
+from hookctl.events.read import read_events
 from hookctl.render.request import MaskedRequest
 from hookctl.rules.load import Rule
 from hookctl.rules.webhook import METHODS

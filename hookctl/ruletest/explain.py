@@ -12,7 +12,7 @@ from typing import Any
 
 from hookctl.delivery.prepare import reveal, shown_values
 from hookctl.errors import RenderError
-from hookctl.events.read import Event
+from hookctl.events.event import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
 from hookctl.render.templates import render_request
 from hookctl.rules.breaker import describe_breaker

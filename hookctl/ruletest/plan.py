@@ -11,35 +11,26 @@ with the old side: the deliveries on record for that event (what was sent), or a
 - unchanged: both send the same request.
 
 Events neither side sends anything for are not counted. Requests are compared as they would
-be shown (every environment variable as `${NAME}`, public ones too: the environment is not
-the rules), so the plan never needs a secret and never prints one. Nothing is sent or written.
+be shown (outcomes.py), so the plan never needs a secret and never prints one. Nothing is sent
+or written.
 
 Copies of one event (the same dedupe key, as `fire` recognises duplicates) count once. An event
 stored truncated (over the stored-event limit) cannot be replayed: it is counted apart.
 
 A rule that is in the old side but not the new one, while a new one is not in the old side,
-is a rename, not a delete plus an add, when (against another rule set) both come from a file
-of the same name and have the same webhook, or (against the record, which keeps no rule
-file) the new rule matches every event the old one's deliveries were made for in the window
-and sends them to the same method and URL. Each old rule pairs with at most one new rule.
+may be a rename rather than a delete plus an add: renames.py tells them apart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
-from pathlib import Path
 from typing import Any, Literal
 
-from hookctl.errors import RenderError
 from hookctl.events.intake import dedupe_key, event_ticket
-from hookctl.render.request import MaskedRequest, Request
-from hookctl.render.templates import render_request
 from hookctl.rules.load import Rule
+from hookctl.ruletest.outcomes import Outcome, Side, recorded_outcome, request_diff
+from hookctl.ruletest.renames import record_renames, renames_between
 from hookctl.store.records import RecordedRequest, StoredEvent
 
 Kind = Literal["added", "removed", "changed", "unchanged"]
@@ -47,14 +38,6 @@ KINDS: tuple[Kind, ...] = ("added", "removed", "changed", "unchanged")
 Status = Literal["kept", "new", "deleted", "renamed"]
 EXAMPLES = 3  # examples of each kind per rule, by default
 CHUNK = 500  # events looked at together (one read of their deliveries on record)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one side sends for one event and rule: the request as shown, or why none."""
-
-    request: MaskedRequest | None
-    error: str | None = None  # could not render (the old side: the record says it was not)
 
 
 @dataclass
@@ -109,125 +92,6 @@ class Plan:
     def totals(self) -> dict[str, int]:
         """Counts of each kind over every rule."""
         return {k: sum(r.counts[k] for r in self.rules) for k in KINDS}
-
-
-class _Side:
-    """One rule set as the plan sees it: which rules fire for an event, and what they send."""
-
-    def __init__(self, rules: Sequence[Rule], environ: Mapping[str, str]) -> None:
-        self.rules = list(rules)
-        self.by_name = {r.name: r for r in self.rules}
-        self.environ = environ
-
-    def matched(self, data: Mapping[str, Any], name: str | None) -> dict[str, Rule]:
-        return {r.name: r for r in self.rules if r.matches(name, data)}
-
-    def outcome(self, rule: Rule, data: Mapping[str, Any]) -> Outcome:
-        try:
-            request = render_request(
-                rule.webhook, data, environ=self.environ, extra={"rule": {"name": rule.name}}
-            )
-        except RenderError as exc:
-            return Outcome(None, f"cannot render: {exc}")
-        return Outcome(request.masked())
-
-
-def recorded_outcome(recorded: RecordedRequest | None) -> Outcome:
-    """What a delivery on record sent, as shown (every variable as `${NAME}`)."""
-    if recorded is None:
-        return Outcome(None, "the delivery is no longer on record (purged)")
-    if recorded.unrendered or not recorded.request.get("method"):
-        return Outcome(None, "its request could not be rendered (nothing was sent)")
-    return Outcome(Request.from_dict(recorded.request).masked())
-
-
-def request_text(request: MaskedRequest) -> list[str]:
-    """A request as lines for a diff: method and URL, headers, a blank line, the body
-    (JSON pretty-printed, so a diff points at the field that changed)."""
-    lines = [f"{request.method} {request.url}", *(f"{k}: {v}" for k, v in request.headers)]
-    if request.body is not None:
-        body = request.body
-        with contextlib.suppress(ValueError):
-            body = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-        lines += ["", *body.splitlines()]
-    return lines
-
-
-def request_diff(old: Outcome, new: Outcome, *, old_name: str, new_name: str) -> str:
-    """The unified diff between two outcomes' requests (or their errors)."""
-
-    def lines(o: Outcome) -> list[str]:
-        return request_text(o.request) if o.request else [f"# {o.error}"]
-
-    diff = difflib.unified_diff(
-        lines(old), lines(new), fromfile=old_name, tofile=new_name, lineterm="", n=2
-    )
-    return "\n".join(diff)
-
-
-def _pairs(
-    old: Sequence[str], new: Sequence[str], same: Callable[[str, str], bool]
-) -> dict[str, str]:
-    """Old name -> new name for renames: each old rule pairs with the one new rule `same` says."""
-    pairs: dict[str, str] = {}
-    taken: set[str] = set()
-    for o in old:
-        candidates = [n for n in new if n not in taken and same(o, n)]
-        if len(candidates) == 1:
-            pairs[o] = candidates[0]
-            taken.add(candidates[0])
-    return pairs
-
-
-def renames_between(old: Sequence[Rule], new: Sequence[Rule]) -> dict[str, str]:
-    """Renames between two rule sets: same file name and the same webhook."""
-    old_by, new_by = {r.name: r for r in old}, {r.name: r for r in new}
-    gone = [n for n in old_by if n not in new_by]
-    fresh = [n for n in new_by if n not in old_by]
-
-    def same(o: str, n: str) -> bool:
-        a, b = old_by[o], new_by[n]
-        return Path(a.source).name == Path(b.source).name and a.webhook == b.webhook
-
-    return _pairs(gone, fresh, same)
-
-
-class _RenameTally:
-    """Against the record: does a new rule send what an old one's deliveries did?"""
-
-    def __init__(self, gone: Sequence[str], fresh: Sequence[str]) -> None:
-        self.gone, self.fresh = list(gone), list(fresh)
-        self.agree: dict[tuple[str, str], int] = {}
-        self.disagree: set[tuple[str, str]] = set()
-
-    def see(self, recorded: Mapping[str, Outcome], new: _Side, data: Any, name: Any) -> None:
-        for old_name in self.gone:
-            was = recorded.get(old_name)
-            if was is None or was.request is None:
-                continue
-            for new_name in self.fresh:
-                key = (old_name, new_name)
-                if key in self.disagree:
-                    continue
-                rule = new.by_name[new_name]
-                now = new.outcome(rule, data) if rule.matches(name, data) else None
-                if (
-                    now is None
-                    or now.request is None
-                    or (
-                        (now.request.method, now.request.url)
-                        != (was.request.method, was.request.url)
-                    )
-                ):
-                    self.disagree.add(key)
-                else:
-                    self.agree[key] = self.agree.get(key, 0) + 1
-
-    def pairs(self) -> dict[str, str]:
-        def same(o: str, n: str) -> bool:
-            return (o, n) not in self.disagree and self.agree.get((o, n), 0) > 0
-
-        return _pairs(self.gone, self.fresh, same)
 
 
 @dataclass
@@ -285,8 +149,8 @@ def make_plan(
     """
     if (against is None) == (recorded is None) or (recorded is None) != (recorded_rules is None):
         raise ValueError("give either `against`, or `recorded` and `recorded_rules`")
-    new = _Side(new_rules, environ)
-    old = _Side(against, environ) if against is not None else None
+    new = Side(new_rules, environ)
+    old = Side(against, environ) if against is not None else None
     plan = Plan(rules=[], against=against_name)
     rows: dict[str, RulePlan] = {}
 
@@ -297,7 +161,7 @@ def make_plan(
     else:
         assert recorded is not None and recorded_rules is not None
         seen_old = {n for n in recorded_rules() if not n.endswith(":on_failure")}
-        renames = _record_renames(events, new, recorded, seen_old)
+        renames = record_renames(events, new, recorded, seen_old, chunk_size=CHUNK)
     renamed_to = set(renames.values())
 
     def row(name: str, status: Status, renamed_from: str | None, source: str | None) -> RulePlan:
@@ -381,8 +245,8 @@ def _compare(
     key: str,
     was: _Was | None,
     rule: Rule | None,
-    new: _Side,
-    old: _Side | None,
+    new: Side,
+    old: Side | None,
     target: RulePlan,
     examples: int,
 ) -> None:
@@ -429,128 +293,3 @@ def _compare(
             then, now, old_name=f"{was.name} ({side})", new_name=f"{key} (new rules)"
         )
     target.examples.append(example)
-
-
-def _record_renames(
-    events: Callable[[], Iterable[StoredEvent]],
-    new: _Side,
-    recorded: Callable[[Sequence[str]], Mapping[str, RecordedRequest]],
-    on_record: set[str],
-) -> dict[str, str]:
-    """Renames against the record: a pass over the window only when one is possible."""
-    gone = sorted(on_record - set(new.by_name))
-    fresh = sorted(set(new.by_name) - on_record)
-    if not gone or not fresh:
-        return {}
-    tally = _RenameTally(gone, fresh)
-    for chunk in _chunks(events(), CHUNK):
-        ids = [i for e in chunk for n, i in e.deliveries.items() if n in gone]
-        requests = recorded(ids) if ids else {}
-        for stored in chunk:
-            if stored.data is None or not any(n in gone for n in stored.deliveries):
-                continue
-            outcomes = {
-                n: recorded_outcome(requests.get(i))
-                for n, i in stored.deliveries.items()
-                if n in gone
-            }
-            name = stored.data.get("event") if isinstance(stored.data.get("event"), str) else None
-            tally.see(outcomes, new, stored.data, name)
-    return tally.pairs()
-
-
-def _chunks(items: Iterable[StoredEvent], size: int) -> Iterator[list[StoredEvent]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def plan_records(plan: Plan) -> Iterator[dict[str, Any]]:
-    """The plan as `--json` prints it: a record per rule, one per example, then a summary."""
-    for r in plan.rules:
-        yield {
-            "record": "rule",
-            "rule": r.rule,
-            "status": r.status,
-            "renamed_from": r.renamed_from,
-            "source": r.source,
-            **r.counts,
-            "differs": r.differs,
-        }
-        for e in r.examples:
-            yield {
-                "record": "example",
-                "rule": e.rule,
-                "kind": e.kind,
-                "event": e.event,
-                "event_id": e.event_id,
-                "ticket": e.ticket,
-                "source": f"{e.source}:{e.line}" if e.line else e.source,
-                "delivery_id": e.delivery_id,
-                "diff": e.diff,
-                "error": e.error,
-            }
-    yield {
-        "record": "summary",
-        "against": plan.against,
-        "events": plan.events,
-        "duplicates": plan.duplicates,
-        "truncated": plan.truncated,
-        "render_errors": plan.errors,
-        **plan.totals(),
-        "differs": plan.differs,
-    }
-
-
-# --- the other rule set at a git revision -------------------------------------------------
-
-
-class RevisionError(Exception):
-    """`--against` names neither rules on disk nor a git revision that holds them."""
-
-
-def rules_at_revision(revision: str, paths: Sequence[Path], into: Path) -> list[Path]:
-    """Write the rule files `paths` had at git `revision` under `into`; their new paths.
-
-    Read with `git ls-tree` and `git show REV:FILE` one file at a time (no archive to unpack),
-    each path relative to the repository that holds it. A path the revision lacks is left out.
-    """
-    import subprocess
-
-    if revision.startswith("-") or not revision.strip():
-        raise RevisionError(f"{revision!r} is not a revision")  # never an option to git
-
-    def git(cwd: Path, *args: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RevisionError(f"cannot run git: {exc}") from None
-        if done.returncode != 0:
-            said = (done.stderr.strip().splitlines() or ["failed"])[-1]
-            raise RevisionError(f"git {args[0]}: {said}")
-        return done.stdout
-
-    found: list[Path] = []
-    for path in paths:
-        where = path.resolve()
-        cwd = where if where.is_dir() else where.parent
-        top = Path(git(cwd, "rev-parse", "--show-toplevel").strip())
-        git(top, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
-        relative = where.relative_to(top)
-        names = git(top, "ls-tree", "-r", "--name-only", revision, "--", str(relative)).split("\n")
-        target = into / relative
-        for name in filter(None, names):
-            inside = Path(name).relative_to(relative) if where.is_dir() else Path()
-            if where.is_dir() and (
-                len(inside.parts) != 1 or inside.suffix not in (".yaml", ".yml")
-            ):
-                continue  # rule directories are read one level deep, as load_rules does
-            text = git(top, "show", f"{revision}:{name}")
-            out = target / inside if where.is_dir() else target
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
-        if target.exists():
-            found.append(target)
-    return found

@@ -25,7 +25,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from hookctl.errors import HookctlError
-from hookctl.events.read import Event, read_source
+from hookctl.events.event import Event
+from hookctl.events.read import read_source
 from hookctl.serve import reads
 from hookctl.serve.auth import (
     QUERY_TOKEN_HEADER,

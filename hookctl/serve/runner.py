@@ -25,7 +25,7 @@ from hookctl.delivery import observe
 from hookctl.delivery.pipeline import BATCH, Options, Pipeline
 from hookctl.delivery.storethread import StoreThread
 from hookctl.errors import HookctlError, StoreError
-from hookctl.events.read import BadEvent, Event
+from hookctl.events.event import BadEvent, Event
 
 if TYPE_CHECKING:
     from hookctl.rules.load import Rule

@@ -25,6 +25,8 @@ backend must guarantee (tests/contract/ checks each on every backend):
   but spends neither retries nor retry window; closing gives pending deliveries back the
   window they spent while it was open. An endpoint auto-disabled is paused, and its notice
   enqueued, by exactly one transaction.
+- Optional: a backend that can signal work (`WorkSignal`, PostgreSQL's LISTEN/NOTIFY) wakes a
+  waiting worker whenever deliveries are made due for anyone; without it workers poll.
 
 Calls are synchronous and each is one transaction; a store serializes its own calls, so a
 caller may run them in a worker thread to keep them off the event loop.
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hookctl.store.records import (
     AttemptResult,
@@ -215,6 +217,12 @@ class Events(Protocol):
         """Delete stored events received before `older_than`."""
         ...
 
+    def restore_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store events read from another store (`db copy`) as they were: id, times, source,
+        size, truncation and the map of their deliveries kept; an id already stored is left
+        alone. How many were added."""
+        ...
+
 
 class Endpoints(Protocol):
     """Per-endpoint state every worker shares (pause today), and the health `endpoints` lists."""
@@ -238,6 +246,22 @@ class Endpoints(Protocol):
 
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
         """Every endpoint with deliveries or state, by name; attempt figures since `since`."""
+        ...
+
+
+@runtime_checkable
+class WorkSignal(Protocol):
+    """An optional capability: a backend that can tell a waiting worker that deliveries may
+    have become due (PostgreSQL: LISTEN/NOTIFY on enqueue, replay, release and resume).
+    `retry-loop --every` waits on it between passes; on a backend without it (SQLite) it only
+    polls. Checked with isinstance(store, WorkSignal)."""
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds (0: do not wait) until another client (or this one)
+        may have made deliveries due; True if so. The first call starts listening; a signal
+        that comes between calls is kept for the next. A hint only: True may find nothing due,
+        and work made due otherwise (a retry's time coming) sends no signal, hence polling.
+        It waits on a connection of its own, so it may run on a thread beside the store's calls."""
         ...
 
 

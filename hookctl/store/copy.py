@@ -1,13 +1,15 @@
 """Copy a whole delivery database between backends (SQLite -> PostgreSQL and back), as it is.
 
 Deliveries keep their ids, states, schedules, counts and replays; every attempt comes along;
-pending ones stay due when they were due. Leases are dropped: a copy is made with the workers
+pending ones stay due when they were due; stored events (for `plan`) and paused endpoints
+(with their since and reason) come along through the contract (`stored_events` then
+`restore_events`, `paused_endpoints` then `pause_endpoint`). Leases are dropped: a copy is made with the workers
 stopped, so nothing is in flight, and a lease left over would only delay a pending delivery.
 The source is read through the store's public reads (`query`, `get`), plus one column the
 records do not carry (`attempts_at_replay`, where a replayed delivery's retry policy counts
 from), read per backend; the destination is written row for row by a small writer per backend,
 since no public method stores a finished delivery with its history (the contract has no
-"import"). The destination must be empty. Stored events and paused endpoints are not copied.
+"import"). The destination must be empty: no deliveries, stored events or paused endpoints.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Copied:
 
     deliveries: int
     attempts: int
+    events: int = 0
+    paused: int = 0  # paused endpoints
 
 
 def _json(value: Any) -> str | None:
@@ -176,11 +180,19 @@ def _postgres_writer(
 
 
 def copy(source: Any, destination: Any, *, progress: Callable[[int], None] | None = None) -> Copied:
-    """Copy every delivery and attempt from `source` into the empty store `destination`."""
+    """Copy every delivery, attempt, stored event and endpoint pause from `source` into the
+    empty store `destination`."""
     from hookctl.store.postgres.store import PostgresStore
 
-    if next(iter(destination.query(limit=1)), None) is not None:
-        raise StoreError("the destination already holds deliveries; copy into an empty database")
+    if (
+        next(iter(destination.query(limit=1)), None) is not None
+        or next(iter(destination.stored_events()), None) is not None
+        or destination.paused_endpoints()
+    ):
+        raise StoreError(
+            "the destination already holds deliveries, stored events or paused endpoints; "
+            "copy into an empty database"
+        )
     write = (
         _postgres_writer(destination)
         if isinstance(destination, PostgresStore)
@@ -201,6 +213,11 @@ def copy(source: Any, destination: Any, *, progress: Callable[[int], None] | Non
         write(batch)
         copied.deliveries += len(batch)
         copied.attempts += sum(len(a) for _, a in batch)
+    read = _copy_events(source, destination, copied)
+    paused = source.paused_endpoints()
+    for endpoint, (since, reason) in sorted(paused.items()):
+        destination.pause_endpoint(endpoint, now=since, reason=reason)
+    copied.paused = len(paused)
     # Checked against the source's own counts: a copy that lost a row says so.
     want, got = source.stats(), destination.stats()
     if (want.deliveries, want.attempts) != (got.deliveries, got.attempts):
@@ -208,4 +225,25 @@ def copy(source: Any, destination: Any, *, progress: Callable[[int], None] | Non
             f"copy incomplete: source has {want.deliveries} deliveries and "
             f"{want.attempts} attempts, destination {got.deliveries} and {got.attempts}"
         )
+    if copied.events != read or destination.paused_endpoints() != paused:
+        raise StoreError(
+            f"copy incomplete: source has {read} stored events and {len(paused)} paused "
+            f"endpoints, {copied.events} events were added"
+        )
     return copied
+
+
+def _copy_events(source: Any, destination: Any, copied: Copied) -> int:
+    """Every stored event, oldest first, BATCH per destination transaction; how many read."""
+    read = 0
+    chunk = []
+    for event in source.stored_events():
+        chunk.append(event)
+        if len(chunk) >= BATCH:
+            copied.events += destination.restore_events(chunk)
+            read += len(chunk)
+            chunk = []
+    if chunk:
+        copied.events += destination.restore_events(chunk)
+        read += len(chunk)
+    return read

@@ -7,6 +7,7 @@ both ways, and purges them by age. No SQL here: state is read back through the p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -118,3 +119,27 @@ def test_purge_events_removes_only_those_received_before_the_cutoff(store: Store
     assert store.purge_events(older_than=NOW - 30 * DAY) == 3
     assert [e.id for e in store.stored_events()] == [recent.id]
     assert store.purge_events(older_than=NOW - 30 * DAY) == 0
+
+
+def test_restored_events_come_back_exactly_and_a_stored_id_is_kept(store: Store) -> None:
+    from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES
+
+    ids = EventIds()
+    first = event(ids, n=1, note="ação ✓")
+    huge = event(ids, n=2, blob="x" * MAX_STORED_EVENT_BYTES)
+    results = store.enqueue([linked(first)], now=NOW, events=[first, huge])
+    read = list(store.stored_events())
+    assert read[1].truncated and read[1].data is None  # restored cut, as it was kept
+    assert read[0].deliveries == {"urgent": results[0][0]}
+    # As `db copy` fills an empty database: here the same one, its events purged first.
+    assert store.purge_events(older_than=NOW + 1) == 2
+    assert store.restore_events(read) == 2
+    assert list(store.stored_events()) == read
+    assert store.stored_event(read[0].id) == read[0]
+    assert store.stored_event_rules() == {"urgent"}
+    event_of = store.event_of(results[0][0])
+    assert event_of is not None and event_of.id == first.id
+    changed = [dataclasses.replace(read[0], source="elsewhere"), read[1]]
+    assert store.restore_events(changed) == 0  # already there: left as it was
+    assert store.stored_event(read[0].id) == read[0]
+    assert store.restore_events([]) == 0

@@ -17,7 +17,7 @@ import pytest
 
 from hookctl.rules.policy import DEFAULT_POLICY
 from hookctl.store import holder as holders
-from hookctl.store.contract import Store
+from hookctl.store.contract import Store, WorkSignal
 from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery
 from hookctl.store.records import (
     STATUSES,
@@ -647,3 +647,34 @@ def test_endpoint_health_counts_deliveries_and_attempts(store: Store) -> None:
     ) == (1, 0)
     assert found["http://paused.example:80"].paused_since == NOW
     assert store.endpoint_health(since=NOW + 3600)[-1].attempts == 0
+
+
+# --- the optional work signal (retry-loop --every wakes on it) --------------------------------
+
+
+def test_a_signalling_backend_wakes_a_waiter_whenever_deliveries_become_due(
+    backend: Backend,
+) -> None:
+    waiting, other = backend(), backend()
+    if not isinstance(waiting, WorkSignal):
+        # SQLite: no signal, so retry-loop --every polls; nothing half-implements it.
+        assert not hasattr(waiting, "wait_for_work")
+        return
+    assert waiting.wait_for_work(0) is False  # listening from here on; nothing yet
+    # Each way another client makes deliveries due: enqueue, release, replay, resume. The
+    # signal is kept until the next wait (none is lost between a pass and the wait after it).
+    first = new()
+    other.enqueue([first], now=NOW)
+    assert waiting.wait_for_work(10) is True
+    assert waiting.wait_for_work(0) is False  # one wake-up takes every signal queued
+    [claim] = other.claim(now=NOW, limit=1, lease_seconds=60, token="t")
+    assert other.release([claim.id], token="t") == 1
+    assert waiting.wait_for_work(10) is True
+    [claim] = other.claim(now=NOW, limit=1, lease_seconds=60, token="t")
+    other.complete([outcome(claim, status="failed", code=410)], now=NOW)
+    assert other.requeue(ids=[first.id], now=NOW + 1) == [first.id]
+    assert waiting.wait_for_work(10) is True
+    assert other.pause_endpoint(HOOKS, now=NOW)
+    assert other.resume_endpoint(HOOKS, now=NOW + 1)
+    assert waiting.wait_for_work(10) is True
+    assert waiting.wait_for_work(0.05) is False  # and nothing more came

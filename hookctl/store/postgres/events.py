@@ -11,12 +11,19 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from hookctl.store.postgres.rows import EVENT_COLUMNS, dumps, event_params, recorded, stored_event
+from hookctl.store.postgres.rows import (
+    EVENT_COLUMNS,
+    dumps,
+    event_params,
+    recorded,
+    stored_event,
+    text,
+)
 from hookctl.store.records import NewDelivery, NewEvent, RecordedRequest, StoredEvent
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES, window_bounds
 
-__all__ = ["PAGE", "get", "insert", "page", "purge_ids", "ref_of", "requests", "rule_names"]
-__all__ += ["window_bounds"]
+__all__ = ["PAGE", "get", "insert", "page", "purge_ids", "ref_of", "requests", "restore"]
+__all__ += ["rule_names", "window_bounds"]
 
 PAGE = 500  # events per read page
 
@@ -51,6 +58,22 @@ def insert(
             for e in events
         ],
     )
+
+
+def restore(cur: Cursor, events: Sequence[StoredEvent]) -> int:
+    """Insert events read from another store as they were (an id already here is kept)."""
+    cur.executemany(_INSERT, [_restored(e) for e in events])
+    return int(cur.rowcount)  # psycopg >= 3.1: summed over the batch; skipped ones count 0
+
+
+def _restored(e: StoredEvent) -> list[Any]:
+    """A stored event's row again: a truncated one keeps its cut text, a whole one its data."""
+    data = e.text if e.truncated else dumps(e.data)
+    return [
+        e.id, e.received_at, text(e.source), e.line, text(e.event_id), text(e.event_name),
+        text(e.ticket), e.size, e.truncated, data or "",
+        dumps(e.deliveries) if e.deliveries else None,
+    ]  # fmt: skip
 
 
 def page(cur: Cursor, *, after: str, before: str | None, limit: int = PAGE) -> list[StoredEvent]:

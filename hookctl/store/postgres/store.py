@@ -192,6 +192,7 @@ class PostgresStore:
         self._leased: set[str] = set()  # ids this store leased and has not completed/released
         self._lock_timeout_ms: int | None = None  # wait_when_busy; None: the server's setting
         self._listener: Any = None
+        self._listened = False  # a LISTEN connection was had: a new one may have missed some
         self.conn: Any = connection.connect(url)
         try:
             self._run(lambda cur, retry: migrations.migrate(self.conn, self.masked_url))
@@ -641,25 +642,32 @@ class PostgresStore:
         return self._run(work)
 
     def wait_for_work(self, timeout: float) -> bool:
-        """Block until deliveries may have become due (a NOTIFY on CHANNEL) or `timeout` passes.
+        """Block until deliveries may have become due (a NOTIFY on CHANNEL) or `timeout` passes
+        (0: only take what has come); the contract's WorkSignal.
 
-        True when woken by a notification, False on timeout. For `retry-loop --every`: call it
+        True when woken by a notification, False on timeout. For `retry-loop --every`: called
         between passes instead of sleeping the whole interval; polling stays the backstop, since
         a notification is only a hint (deliveries rescheduled for later send none when due).
-        The listening connection is separate from the store's and opened on first use.
+        The listening connection is separate from the store's and opened on first use; one
+        opened again after the first was lost answers True, since what was notified while it
+        was gone is unknown. It never takes the store's lock: it may run on a thread of its own.
         """
         psycopg = connection.driver()
         try:
             if self._listener is None or self._listener.closed or self._listener.broken:
-                self._listener = connection.connect(self.url)
-                self._listener.execute(f"LISTEN {CHANNEL}")
+                listener = connection.connect(self.url)
+                listener.execute(f"LISTEN {CHANNEL}")
+                self._listener = listener
+                if self._listened:
+                    return True
+                self._listened = True
             woken = False
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            # A timeout of 0 would still poll once; a short one keeps older psycopg happy too.
+            for _ in self._listener.notifies(timeout=max(timeout, 0.001), stop_after=1):
                 woken = True
             if woken:
                 # Several NOTIFYs may be queued: take them all, one wake-up is enough. (After
-                # the loop above: the generator holds the connection. A timeout of 0 would mean
-                # "none" to psycopg, hence a short one.)
+                # the loop above: the generator holds the connection.)
                 for _ in self._listener.notifies(timeout=0.001):
                     pass
             return woken
@@ -849,6 +857,12 @@ class PostgresStore:
             deleted += count
             if count < _PURGE_CHUNK:
                 return deleted
+
+    def restore_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store events read from another store as they were; an id already stored is kept."""
+        if not events:
+            return 0
+        return self._run(lambda cur, retry: stored_events.restore(cur, events))
 
     # --- endpoints (SQL in endpoints.py) ------------------------------------------------------
 

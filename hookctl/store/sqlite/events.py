@@ -68,6 +68,23 @@ def insert(
     )
 
 
+def restore(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> int:
+    """Insert events read from another store as they were (an id already here is kept)."""
+    before = conn.total_changes
+    conn.executemany(_INSERT, [_restored(e) for e in events])
+    return conn.total_changes - before
+
+
+def _restored(event: StoredEvent) -> tuple[Any, ...]:
+    """A stored event's row again: a truncated one keeps its cut text, a whole one its data."""
+    text = event.text if event.truncated else dumps(event.data)
+    return (
+        event.id, event.received_at, event.source, event.line, event.event_id, event.event_name,
+        event.ticket, event.size, int(event.truncated), text or "",
+        dumps(event.deliveries) if event.deliveries else None,
+    )  # fmt: skip
+
+
 def page(
     conn: sqlite3.Connection, *, after: str, before: str | None, limit: int = PAGE
 ) -> list[StoredEvent]:

@@ -713,6 +713,12 @@ class SQLiteStore:
                 return deleted
 
     @_locked
+    def restore_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store events read from another store as they were; an id already stored is kept."""
+        with self._write() as conn:
+            return stored_events.restore(conn, events)
+
+    @_locked
     def stats(self, *, since: float | None = None) -> Stats:
         """Counts by status and rule, attempt duration percentiles, slowest and failing URLs."""
         with self._read() as conn:
