@@ -14,6 +14,10 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+# For tests whose receiver fails on purpose to exercise retries, notices or leases: the
+# circuit breaker (on by default; tests/test_breaker.py) would hold its deliveries instead.
+NO_BREAKER = "breaker: off\n"
+
 
 def rule_yaml(url: str, *, name: str = "r1", retry: str = "none", extra: str = "") -> str:
     """A one-rule file for ticket.created events, POSTing the event to `url`."""

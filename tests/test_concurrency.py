@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import attempts, deliveries, ndjson
 from tests.receivers import (
+    NO_BREAKER,
     Receiver,
     events_ndjson,
     hookctl,
@@ -29,7 +30,7 @@ def test_four_retry_loops_send_each_due_delivery_exactly_once(
     cli, rule_file, event_file, receiver: Receiver, db_file
 ):
     receiver.status = 500
-    rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}"))
+    rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}", extra=NO_BREAKER))
     fired = cli("fire", "-r", rules, event_file(events_ndjson(COUNT)), "--quiet")
     assert fired.exit_code == 0, fired.stderr
     assert status_counts(db_file) == {"pending": COUNT}
@@ -61,7 +62,7 @@ def test_four_retry_loops_send_each_due_delivery_exactly_once(
 
 def test_fire_during_a_retry_loop(cli, rule_file, event_file, receiver: Receiver, db_file):
     receiver.status = 503
-    rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}"))
+    rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}", extra=NO_BREAKER))
     assert cli("fire", "-r", rules, event_file(events_ndjson(100)), "--quiet").exit_code == 0
     receiver.status, receiver.delay = 200, 0.02
     wait_until_due(db_file)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import deliveries
 from tests.receivers import (
+    NO_BREAKER,
     Receiver,
     events_ndjson,
     hookctl,
@@ -95,7 +96,9 @@ def test_fire_killed_mid_flight(rule_file, event_file, receiver: Receiver, db_fi
 def test_retry_loop_killed_mid_flight(cli, rule_file, event_file, receiver: Receiver, db_file):
     receiver.status = 503
     rules = rule_file(
-        rule_yaml(receiver.url, retry="{every: 10ms, retries: 5}", extra="timeout: 10s\n")
+        rule_yaml(
+            receiver.url, retry="{every: 10ms, retries: 5}", extra="timeout: 10s\n" + NO_BREAKER
+        )
     )
     assert cli("fire", "-r", rules, event_file(events_ndjson(COUNT)), "--quiet").exit_code == 0
     first_round = receiver.arrived()

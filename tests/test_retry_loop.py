@@ -17,6 +17,7 @@ from werkzeug import Request, Response
 
 from tests.conftest import attempts, deliveries, ndjson
 from tests.receivers import (
+    NO_BREAKER,
     Receiver,
     event,
     events_ndjson,
@@ -118,7 +119,9 @@ def test_on_failure_fires_once_per_failed_delivery_across_concurrent_loops(
 ):
     httpserver.expect_request("/alert").respond_with_data("noted")
     rules = rule_file(
-        rule_yaml(f"http://127.0.0.1:{free_port}/hook", retry="{schedule: [10ms]}")
+        rule_yaml(
+            f"http://127.0.0.1:{free_port}/hook", retry="{schedule: [10ms]}", extra=NO_BREAKER
+        )
         + ON_FAILURE.format(alert=httpserver.url_for("/alert"))
     )
     fired = cli("fire", "-r", rules, event_file(events_ndjson(30)), "--json")
@@ -241,7 +244,9 @@ def test_one_pass_sends_each_due_delivery_once(cli, rule_file, event_file, db_fi
     receiver = Receiver().start()
     try:
         receiver.status, receiver.delay = 500, 0.15
-        rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 20}"))
+        rules = rule_file(
+            rule_yaml(receiver.url, retry="{every: 10ms, retries: 20}", extra=NO_BREAKER)
+        )
         assert cli("fire", "-r", rules, event_file(events_ndjson(4))).exit_code == 0
         wait_until_due(db_file)
         result = cli("retry-loop", "--concurrency", "1")
@@ -261,7 +266,7 @@ def stopped_while_retrying(
     receiver = Receiver().start()
     try:
         receiver.status = 503
-        rules = rule_file(rule_yaml(receiver.url, retry="{schedule: [10ms]}"))
+        rules = rule_file(rule_yaml(receiver.url, retry="{schedule: [10ms]}", extra=NO_BREAKER))
         assert cli("fire", "-r", rules, event_file(events_ndjson(count))).exit_code == 0
         receiver.status, receiver.delay = 200, 1.0
         wait_until_due(db_file)

@@ -56,7 +56,7 @@ def echo(request: Request) -> Response:
 
 
 def rules_text(base: str, refused: str) -> str:
-    retry = "retry: {every: 10ms, retries: 3}"
+    retry = "retry: {every: 10ms, retries: 3}\n  breaker: off"  # NO_BREAKER: refused on purpose
     return f"""
 - name: telegram
   webhook:

@@ -21,7 +21,15 @@ import pytest
 
 from hookctl.store import open_store
 from tests.conftest import ndjson
-from tests.receivers import Receiver, events_ndjson, hookctl, rule_yaml, wait_for, wait_until_due
+from tests.receivers import (
+    NO_BREAKER,
+    Receiver,
+    events_ndjson,
+    hookctl,
+    rule_yaml,
+    wait_for,
+    wait_until_due,
+)
 
 LOCK_SECONDS = 2.5  # the other process's transaction: longer than the busy timeout below
 BUSY_TIMEOUT = 1.0
@@ -142,7 +150,7 @@ def test_a_resumed_worker_does_not_send_claims_another_has_finished(
 ):
     count = 200
     receiver.status = 503
-    rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}"))
+    rules = rule_file(rule_yaml(receiver.url, retry="{every: 10ms, retries: 3}", extra=NO_BREAKER))
     assert cli("fire", "-r", rules, event_file(events_ndjson(count)), "--quiet").exit_code == 0
     first_round = receiver.arrived()
     receiver.status, receiver.delay = 200, 0.3

@@ -22,6 +22,7 @@ ENDPOINT_COLUMNS = [
     ("p95", "p95"),
     ("last_success", "Last success"),
     ("rate", "Rate"),
+    ("breaker", "Breaker"),  # last: the piped columns before it stay where they were
 ]
 DEFAULT_WINDOW = "1h"
 
@@ -53,7 +54,7 @@ def endpoints(
     db: DbOption = None,
     json_lines: JsonOption = False,
 ) -> None:
-    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not, its rate limit and any Retry-After hold.
+    """List every endpoint deliveries go to, with its health: deliveries pending and failed, success rate and p95 latency of its attempts over --window, last success, paused or not, its rate limit and any Retry-After hold, and its circuit breaker (closed, or open since when with its next probe; failing since when).
 
     An endpoint is the scheme, host and port of a delivery's URL. With --json, one record per endpoint.
 
@@ -82,6 +83,7 @@ def endpoints(
             "endpoint": h.endpoint,
             "state": _state(h, limits.get(h.endpoint), short_time),
             "rate": (limit.rate if (limit := limits.get(h.endpoint)) else None) or "-",
+            "breaker": breaker_cell(h, short_time),
             "pending": str(h.pending),
             "failed": str(h.failed),
             "success": "-" if h.success_rate is None else f"{h.success_rate:.0%} of {h.attempts}",
@@ -124,7 +126,21 @@ def endpoint_record(
         "next_slot": iso(limit.next_slot) if limit and limit.rate else None,
         "not_before": iso(limit.not_before) if limit else None,
         "not_before_reason": limit.not_before_reason if limit else None,
+        "breaker": h.breaker_state,  # closed, or open (its deliveries wait for a probe)
+        "consecutive_failures": h.failures,
+        "failing_since": iso(h.failing_since),
+        "open_since": iso(h.open_since),
+        "next_probe_at": iso(h.next_probe_at),
     }
+
+
+def breaker_cell(h: "EndpointHealth", short_time: Any) -> str:
+    """The breaker column: closed, failing since when, or open with its next probe."""
+    if h.open_since is not None:
+        return f"open since {short_time(h.open_since)}, next probe {short_time(h.next_probe_at)}"
+    if h.failures:
+        return f"closed, {h.failures} failing since {short_time(h.failing_since)}"
+    return "closed"
 
 
 def resolve_endpoint(store: "Store", given: str) -> str:

@@ -159,15 +159,18 @@ def _attempts(row: "Delivery") -> str:
 
 
 def waiting(row: "Delivery", limits: "Mapping[str, EndpointLimit] | None" = None) -> str | None:
-    """Why a pending delivery is not being sent: its endpoint is paused, an earlier delivery of
-    its order_by key is still pending, or its endpoint is slowed by a Retry-After or busy under
-    its rate (`limits`: the store's endpoint_limits) (issue 15)."""
+    """Why a pending delivery is not being sent: its endpoint is paused or its breaker open,
+    an earlier delivery of its order_by key is still pending, or its endpoint is slowed by a
+    Retry-After or busy under its rate (`limits`: the store's endpoint_limits) (issue 15)."""
     if row.status != "pending":
         return None
-    if row.paused_since is not None and row.endpoint is not None:
-        from hookctl.store.endpoint import paused_note
+    if row.endpoint is not None:
+        from hookctl.store.endpoint import open_note, paused_note
 
-        return paused_note(row.endpoint, row.paused_since)
+        if row.paused_since is not None:
+            return paused_note(row.endpoint, row.paused_since)
+        if row.open_since is not None:
+            return open_note(row.endpoint, row.open_since, row.next_probe_at)
     if row.waiting_after is not None:
         from hookctl.cli.output import plural
 
@@ -209,7 +212,7 @@ def log_record(
         "updated_at": iso(row.updated_at),
         "next_attempt_at": iso(row.next_attempt_at),
         "endpoint": row.endpoint,
-        # Why a pending one is not sent: paused, not its turn, slowed or at its rate.
+        # Why a pending one is not sent: paused or open, not its turn, slowed or at its rate.
         "waiting": waiting(row, limits),
         "order_key": row.order_key,
         "follows_failed": row.follows_failed,  # the one before it in its key failed for good

@@ -223,6 +223,10 @@ def _explain_node(explanation: "Explanation", curl: bool) -> "_Node":
                     "yellow" if unset else "",
                 )
             )
+    if explanation.matched:
+        from hookctl.rules.breaker import describe_breaker
+
+        node.children.append(_Node(f"breaker: {describe_breaker(rule.breaker)}", "dim"))
     return node
 
 
@@ -438,19 +442,46 @@ def stats(
         return
     try:
         found = store.stats(since=start)
+        breakers = store.breaker_states()  # a handful of rows: which endpoints are open
     finally:
         store.close()
     by_status = found.by_status
     data = {**asdict(found), "success_rate": found.success_rate}
+    # Endpoints whose circuit breaker is open now (README "Circuit breaker"): name, since.
+    opened = {e: v for e, v in sorted(breakers.items()) if v.open_since is not None}
     over = max_failed is not None and by_status["failed"] > max_failed
     if json_lines:
         from hookctl.cli.output import Printer, iso
 
         Printer(json_lines=True).json(
-            {**data, "since": iso(start), "window": since, "max_failed": max_failed}
+            {
+                **data,
+                "since": iso(start),
+                "window": since,
+                "max_failed": max_failed,
+                "open_endpoints": [
+                    {
+                        "endpoint": e,
+                        "open_since": iso(v.open_since),
+                        "next_probe_at": iso(v.next_probe_at),
+                    }
+                    for e, v in opened.items()
+                ],
+            }
         )
     else:
         _stats_text(data, since)
+        if opened:
+            from hookctl.cli.output import short_time
+
+            sys.stdout.write(
+                "open endpoints (breaker): "
+                + "; ".join(
+                    f"{e} since {short_time(v.open_since)}, next probe {short_time(v.next_probe_at)}"
+                    for e, v in opened.items()
+                )
+                + "\n"
+            )
     if over:
         from hookctl.cli.output import plural
 

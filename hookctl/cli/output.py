@@ -176,8 +176,14 @@ def json_line(data: Mapping[str, Any]) -> str:
 
 def held(report: Report) -> bool:
     """Waiting with nothing sent: a setting this process lacks (an unset variable). Not one
-    waiting its turn behind an earlier delivery of its order_by key: that goes by itself."""
-    return report.status == "pending" and not report.sent and report.waiting is None
+    waiting its turn behind an earlier delivery of its order_by key, nor one waiting for its
+    endpoint's probe: those go by themselves."""
+    return (
+        report.status == "pending"
+        and not report.sent
+        and report.waiting is None
+        and not report.probe_wait
+    )
 
 
 def needs_attention(report: Report) -> bool:
@@ -202,6 +208,8 @@ def describe(report: Report) -> str:
         return (
             f"{reason}; nothing sent: the next retry-loop (or replay --now) with it fixed sends it"
         )
+    if report.probe_wait:
+        return f"{reason}; nothing sent"
     if not report.sent:
         before = (
             f" ({plural(report.attempts, 'attempt')} before{replays})" if report.attempts else ""
@@ -250,7 +258,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "replays": report.replays,
         "sent": report.sent,
         "held": held(report),
-        "waiting": report.waiting,
+        # Why a pending one was not sent: its turn (order_by), or its endpoint's breaker is open.
+        "waiting": report.waiting or (report.error if report.probe_wait else None),
     }
     if report.status == "duplicate":
         data["recorded_status"] = report.recorded
@@ -279,6 +288,7 @@ def format_summary(summary: Summary) -> str:
         "pending": "pending retry",
         "held": "held (nothing sent)",
         "waiting": "waiting their turn (order_by)",
+        "probe_wait": "waiting for their endpoint's probe (breaker open)",
         "failed": "failed",
         "duplicates": "duplicate",
         "dry_run": "not sent (dry run)",
@@ -300,6 +310,10 @@ def format_pass_summary(summary: Summary) -> list[str]:
     """What a retry-loop or `replay --now` says at the end: `sent 3: 3 succeeded, ...`, and
     what it handed back or dropped when it stopped."""
     held = f", {summary.held} held (nothing sent)" if summary.held else ""
+    if summary.waiting:
+        held += f", {summary.waiting} waiting their turn (order_by)"
+    if summary.probe_wait:
+        held += f", {summary.probe_wait} waiting for their endpoint's probe (breaker open)"
     lines = [
         f"sent {summary.deliveries}: {summary.succeeded} succeeded, {summary.pending} rescheduled, "
         f"{summary.failed} failed{held}"

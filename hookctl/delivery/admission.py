@@ -61,6 +61,20 @@ class Admission(Generic[Job]):
         else:
             self._launch(host, job)
 
+    def take(self, wanted: Callable[[Job], bool]) -> list[Job]:
+        """Remove and return the jobs held back (not started) that `wanted` picks."""
+        taken: list[Job] = []
+        for host in list(self._parked):
+            kept: deque[Job] = deque()
+            for job in self._parked[host]:
+                (taken if wanted(job) else kept).append(job)
+            if kept:
+                self._parked[host] = kept
+            else:
+                del self._parked[host]
+        self._parked_count -= len(taken)
+        return taken
+
     def close(self) -> list[Job]:
         """Start nothing more; the jobs still held back for their host, removed and returned."""
         self.closed = True

@@ -1,4 +1,5 @@
-"""`on_failure`: the notice a rule sends once when one of its deliveries fails for good."""
+"""`on_failure`: the notice a rule sends once when one of its deliveries fails for good, or
+when the endpoint it goes to is paused for failing too long (auto-disable, issue 15)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from hookctl.store.records import AttemptResult, Claim, NewDelivery, new_deliver
 
 
 def failure_notice(
-    claim: Claim, result: AttemptResult, *, environ: Mapping[str, str], now: float
+    claim: Claim,
+    result: AttemptResult,
+    *,
+    environ: Mapping[str, str],
+    now: float,
+    endpoint: str | None = None,
+    reason: str | None = None,
 ) -> tuple[NewDelivery, str | None]:
     """The rule's `on_failure` webhook as a new delivery, with the failed one in its context.
 
@@ -26,7 +33,7 @@ def failure_notice(
         "rule": claim.rule,
         "url": claim.url,
         "method": claim.method,
-        "status": result.status,
+        "status": result.status if endpoint is None else "disabled",
         "attempts": claim.attempts + int(result.sent),  # over the delivery's life, as the log
         "error": result.error,
         "status_code": result.status_code,
@@ -38,7 +45,12 @@ def failure_notice(
             webhook,
             event,
             environ=environ,
-            extra={"delivery": delivery, "rule": {"name": claim.rule}},
+            extra={
+                "delivery": delivery,
+                "rule": {"name": claim.rule},
+                # Only for an endpoint's notice: an event's own `endpoint` key is not shadowed.
+                **({"endpoint": {"name": endpoint, "reason": reason}} if endpoint else {}),
+            },
         )
     except RenderError as exc:
         error = f"cannot render: {exc}"
@@ -60,4 +72,24 @@ def failure_notice(
         accept="2xx-3xx",
         unrendered=error is not None,
     )
+    return new, error
+
+
+def endpoint_notice(
+    claim: Claim,
+    result: AttemptResult,
+    *,
+    endpoint: str,
+    reason: str,
+    environ: Mapping[str, str],
+    now: float,
+) -> tuple[NewDelivery, str | None]:
+    """The rule's `on_failure` webhook for an endpoint auto-disabled: `endpoint.name` and
+    `endpoint.reason` in its context, beside the delivery whose failure tipped it over
+    (`delivery.status` is "disabled"). Enqueued by the store only in the transaction that
+    pauses the endpoint, so once; the dedupe key makes a second copy impossible too."""
+    new, error = failure_notice(claim, result, environ=environ, now=now, endpoint=endpoint,
+                                reason=reason)  # fmt: skip
+    new.event_name = "endpoint.disabled"
+    new.dedupe_key = f"endpoint_disabled:{endpoint}:{reason}"
     return new, error

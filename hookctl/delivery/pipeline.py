@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from hookctl.delivery import observe, ordering
 from hookctl.delivery.admission import Admission
+from hookctl.delivery.health import Health
 from hookctl.delivery.policy import classify, next_attempt_at
 from hookctl.delivery.ratelimit import Limiter
 from hookctl.delivery.reports import Report, Summary
@@ -130,6 +131,8 @@ class Pipeline:
         self._healthy = asyncio.Event()  # clear while a store call is failing: sends wait
         self._healthy.set()
         self._rate = Limiter(store, options.clock)  # rate limits and Retry-After holds (issue 15)
+        self._health = Health(options.clock)  # endpoints' breakers (delivery/health.py)
+        self._postponing: list[tuple[_Job, str, float | None]] = []  # for an open endpoint
 
     def _use(self, sender: Sender | None) -> None:
         self._sender = sender
@@ -385,6 +388,8 @@ class Pipeline:
         writer = asyncio.create_task(self._writer()) if self.db is not None else None
         try:
             try:
+                if self.db is not None:  # which endpoints are open, once per run
+                    self._health.learn(await self._store(self.db.store.breaker_states))
                 await work()
             except StoreError as exc:
                 # The store stayed unwritable: stop sending, and end as below.
@@ -454,6 +459,9 @@ class Pipeline:
         if not self.options.send:
             self._unsent.append(job.claim.id)  # handed back by _hand_over
             return
+        if self._health.open and (wait := self._health.waiting(job.claim)) is not None:
+            self._postpone_soon(job, *wait)  # its endpoint is open: handed back, unsent
+            return
         # Bound the work in flight: reading and claiming wait here, so memory stays flat.
         await self._admission.add(host_key(job.claim.url), job)
 
@@ -472,6 +480,9 @@ class Pipeline:
         if claim.unrendered:
             # Stored bare (a crash came before its failure was recorded): never sent as is.
             self._record(job, None, UNRENDERED)
+            return
+        if (wait := self._health.waiting(claim)) is not None:
+            self._postpone_soon(job, *wait)  # its endpoint opened meanwhile: hand it back
             return
         request = job.request or Request.from_dict(claim.request)
         try:
@@ -617,6 +628,7 @@ class Pipeline:
             next_attempt_at=next_at,
             sent=outcome is not None,
         )
+        self._health.mark(claim, outcome, result)  # the breaker's reading (delivery/health.py)
         self._done.append(_Done(job, result))
         self._wake.set()
 
@@ -664,7 +676,12 @@ class Pipeline:
         notify(observe.Reported(report))
         if report.status == "failed":
             notify(observe.FailedForGood(report))
-        elif report.status == "pending" and not report.sent and not report.waiting:
+        elif (
+            report.status == "pending"
+            and not report.sent
+            and not report.waiting
+            and not report.probe_wait
+        ):
             notify(observe.Held(report))
 
     async def _send_notices(self, jobs: list[_Job]) -> None:
@@ -737,6 +754,12 @@ class Pipeline:
             for d in done
             if d.result.status == "failed" and d.job.claim.on_failure
         }
+        # Auto-disable's notices, enqueued only by the transaction that pauses their endpoint.
+        disabling, endpoint_notices = self._health.disable_notices(
+            [(d.job.claim, d.result) for d in done],
+            environ=self.options.environ,
+            allow_net=self.options.allow_net,
+        )
         applied, inserted = await call(  # type: ignore[misc]
             self.db.store.complete_with_follow_ups,
             [d.result for d in done],
@@ -744,6 +767,7 @@ class Pipeline:
             follow_ups={key: new for key, (new, _) in notices.items()},
             claim_token=self.token,
             lease_seconds=self._lease or LEASE_MARGIN,
+            endpoint_notices=disabling,
         )
         self._held.difference_update(d.result.delivery_id for d in done)
         self.observer.notify(observe.Flushed(len(done), time.perf_counter() - started))
@@ -755,11 +779,69 @@ class Pipeline:
                 continue
             self._report(item.job, item.job.claim.id, item.result)
         jobs = [job for new, job in notices.values() if new.id in inserted]
+        jobs += [
+            _Job(_claim_of(new, self.token), render_error=error)
+            for new, error in endpoint_notices
+            if new.id in inserted
+        ]
+        if self._health.has_news([d.result for d in done]):
+            await self._endpoint_news()
         if jobs:
             self._held.update(job.claim.id for job in jobs)  # inserted leased to us
             task = asyncio.ensure_future(self._send_notices(jobs))
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
+
+    async def _endpoint_news(self) -> None:
+        """A batch with failures (or a success on a failing endpoint) is on record: read the
+        breakers again; the jobs held back for an endpoint that has opened go back unsent."""
+        assert self.db is not None
+        try:
+            opened = self._health.learn(await self.db.call(self.db.store.breaker_states))
+        except StoreError:
+            return  # the claims go out and fail as before; the next batch reads it again
+        if opened:
+            jobs = self._admission.take(lambda job: self._health.waiting(job.claim) is not None)
+            for job in jobs:
+                self._postpone_soon(job, *(self._health.waiting(job.claim) or ("", None)))
+
+    def _postpone_soon(self, job: _Job, why: str, until: float | None) -> None:
+        """Hand `job` back with the others that come in meanwhile: one release per batch."""
+        self._postponing.append((job, why, until))
+        if len(self._postponing) == 1:
+            task = asyncio.ensure_future(self._postpone_waiting())
+            self._notices.add(task)  # the run's end waits for it, as for notices
+            task.add_done_callback(self._notices.discard)
+
+    async def _postpone_waiting(self) -> None:
+        await asyncio.sleep(FLUSH_LINGER)
+        waiting, self._postponing = self._postponing, []
+        groups: dict[tuple[str, float | None], list[_Job]] = {}
+        for job, why, until in waiting:
+            groups.setdefault((why, until), []).append(job)
+        for (why, until), jobs in groups.items():
+            await self._postpone(jobs, why, until)
+
+    async def _postpone(self, jobs: list[_Job], why: str, until: float | None) -> None:
+        """Hand claims back unsent, due not before `until` (their endpoint's next probe), no
+        attempt spent; each is reported as waiting, with `why`."""
+        assert self.db is not None
+        ids = [job.claim.id for job in jobs]
+        self._held.difference_update(ids)
+        try:
+            await self._store(self.db.store.release, ids, token=self.token, until=until)
+        except StoreError:
+            return  # they come back when their lease runs out
+        for job in jobs:
+            claim = job.claim
+            report = Report(
+                rule=claim.rule, status="pending", method=claim.method, url=claim.url,
+                delivery_id=claim.id, event_id=claim.event_id, ticket=claim.ticket,
+                source=job.source, line=job.line, replays=claim.replays,
+                attempts=claim.attempts, sent=False, error=why, next_attempt_at=until,
+                probe_wait=True,
+            )  # fmt: skip
+            self._tell(report)
 
     async def _finish(self) -> None:
         while True:

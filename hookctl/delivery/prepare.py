@@ -17,7 +17,7 @@ from hookctl.render.request import MaskedRequest, Request, placeholder
 from hookctl.render.templates import render_request, render_text, unrendered_request
 from hookctl.rules.policy import PRESETS, RetryPolicy
 from hookctl.rules.webhook import webhook_to_dict
-from hookctl.store.records import NewDelivery, new_delivery_id
+from hookctl.store.records import DEFAULT_BREAKER, Breaker, NewDelivery, new_delivery_id
 
 if TYPE_CHECKING:
     from hookctl.rules.load import Rule
@@ -30,7 +30,7 @@ class Planner:
         self.environ = environ
         self.clock = clock
         # One dict per rule, not per delivery: the store encodes a batch's shared ones once.
-        self._policies: dict[RetryPolicy, dict[str, Any]] = {}
+        self._policies: dict[tuple[RetryPolicy, Breaker], dict[str, Any]] = {}
 
     def render(self, rule: Rule, event: Event) -> tuple[Request, str | None, str | None]:
         """The request, the ticket for the log, and why the request could not be rendered.
@@ -81,7 +81,7 @@ class Planner:
             method=request.method,
             url=reveal(request, shown).url,
             request=stored,
-            policy=self._policy(PRESETS["none"] if render_error else rule.retry),
+            policy=self._policy(PRESETS["none"] if render_error else rule.retry, rule.breaker),
             timeout=rule.timeout,
             accept=rule.accept,
             on_failure=webhook_to_dict(rule.on_failure) if rule.on_failure else None,
@@ -98,10 +98,15 @@ class Planner:
         """The request as it may be shown: secrets masked, public variables as their values."""
         return reveal(request, self.shown(rule, request))
 
-    def _policy(self, policy: RetryPolicy) -> dict[str, Any]:
-        if policy not in self._policies:
-            self._policies[policy] = policy.to_dict()
-        return self._policies[policy]
+    def _policy(self, policy: RetryPolicy, breaker: Breaker = DEFAULT_BREAKER) -> dict[str, Any]:
+        """The stored policy: the retry policy, and the rule's breaker unless it is the default."""
+        key = (policy, breaker)
+        if key not in self._policies:
+            data = policy.to_dict()
+            if breaker != DEFAULT_BREAKER:
+                data["breaker"] = breaker.to_dict()
+            self._policies[key] = data
+        return self._policies[key]
 
     def _rule_ticket(self, rule: Rule, data: Mapping[str, Any]) -> str | None:
         if rule.ticket is None:

@@ -34,6 +34,7 @@ class Report:
     recorded: str | None = None  # a duplicate: the status of the delivery already recorded
     needs: tuple[str, ...] = ()  # a dry run: the variables a real send reads
     waiting: str | None = None  # pending, unsent: waiting its turn (order_by), not held
+    probe_wait: bool = False  # pending, unsent: its endpoint's breaker is open (delivery/health.py)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Summary:
     dry_run: int = 0
     held: int = 0  # pending with nothing sent: waiting for a setting this process lacks
     waiting: int = 0  # pending with nothing sent yet: waiting its turn after an earlier one
+    probe_wait: int = 0  # pending with nothing sent: handed back until its endpoint's next probe
     handed_back: int = 0  # claimed, then released unattempted when the run was stopped
     lost: int = 0  # claimed, then taken over by another worker (our lease ran out): not sent
     postponed: int = 0  # claimed, then given back to wait for its endpoint's rate (issue 15)
@@ -68,6 +70,8 @@ class Summary:
             self.duplicates += 1
         elif report.waiting:
             self.waiting += 1
+        elif report.status == "pending" and report.probe_wait:
+            self.probe_wait += 1
         elif report.status == "pending" and not report.sent:
             self.held += 1
         else:

@@ -14,6 +14,7 @@ from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.render.templates import (
     WebhookTemplate,
 )
+from hookctl.rules.breaker import BreakerError, parse_breaker
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
 from hookctl.rules.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
 from hookctl.rules.rate import Rate, parse_rate
@@ -29,6 +30,7 @@ from hookctl.rules.webhook import (
     plain,
 )
 from hookctl.rules.yamlfile import LineMapping, read_yaml
+from hookctl.store.records import DEFAULT_BREAKER, Breaker
 
 DEFAULT_TIMEOUT = 3.0  # Movidesk: a webhook must answer within 3 seconds
 MAX_TIMEOUT = 120.0  # Movidesk's hard cap: "The operation was cancelled" after 2 minutes
@@ -44,6 +46,7 @@ RULE_KEYS = (
     "retry",
     "ticket",
     "on_failure",
+    "breaker",
     "tests",
     "allow_literal_secrets",
     "public_env",
@@ -74,6 +77,7 @@ class Rule:
     public_env: frozenset[str] = frozenset()  # env variables that are not secret: shown in logs
     # A template (e.g. '{{ ticket.id }}'): deliveries with the same rendered key go in fire order.
     order_by: str | None = None
+    breaker: Breaker = DEFAULT_BREAKER  # its endpoint's circuit breaker (rules/breaker.py)
 
     def handles(self, event_name: str | None) -> bool:
         """True when the rule listens for this event name (`on:` omitted = every event)."""
@@ -234,6 +238,17 @@ class _RuleBuilder(SpecChecker):
             except ValueError as exc:
                 self.error("retry", str(exc), data, "retry")
 
+        breaker = DEFAULT_BREAKER
+        if data.get("breaker") is not None:
+            try:
+                breaker = parse_breaker(data["breaker"])
+            except BreakerError as exc:
+                spec = data["breaker"]
+                if exc.key is None:
+                    self.error("breaker", str(exc), data, "breaker")
+                else:
+                    self.error(f"breaker.{exc.key}", str(exc), spec, exc.key)
+
         ticket = data.get("ticket")
         if ticket is not None:
             if not isinstance(ticket, str | int):
@@ -280,6 +295,7 @@ class _RuleBuilder(SpecChecker):
             tests=tuple(plain(tests)),
             public_env=public_env,
             order_by=order_by,
+            breaker=breaker,
         )
 
     def order_by(self, data: Mapping[str, Any], names: tuple[str, ...]) -> str | None:

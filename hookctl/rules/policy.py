@@ -76,7 +76,16 @@ class RetryPolicy:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetryPolicy:
         """Rebuild a policy from to_dict's output."""
-        unknown = set(data) - {"name", "schedule", "every", "retries", "window", "jitter"}
+        # "breaker" beside them is the breaker's settings (rules/breaker.py), not the policy's.
+        unknown = set(data) - {
+            "name",
+            "schedule",
+            "every",
+            "retries",
+            "window",
+            "jitter",
+            "breaker",
+        }
         if unknown:
             raise ValueError(f"unknown retry policy fields: {', '.join(sorted(unknown))}")
         return cls(

@@ -49,7 +49,7 @@ AUTH_KEYS = {
     "bearer": ("token",),
 }
 # Names every template may use besides the event's own keys; near-misses are typos.
-KNOWN_NAMES = ("env", "rule", "event", "ticket", "id", "delivery")
+KNOWN_NAMES = ("env", "rule", "event", "ticket", "id", "delivery", "endpoint")
 SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # What a rule's key can look like; anything else is quoted only by an excerpt (it may be a
 # line of a file that was never meant to be read as a rule).

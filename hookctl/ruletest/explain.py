@@ -15,6 +15,7 @@ from hookctl.errors import RenderError
 from hookctl.events.event import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
 from hookctl.render.templates import render_request
+from hookctl.rules.breaker import describe_breaker
 from hookctl.rules.conditions import ABSENT, Condition, Trace, trace
 from hookctl.rules.load import Rule
 
@@ -233,6 +234,7 @@ def explanation_dict(explanation: Explanation, *, curl: bool = False) -> dict[st
         "error": explanation.error,
         "order_by": rule.order_by,
         "order_key": explanation.order_key,
+        "breaker": describe_breaker(rule.breaker),  # its endpoint's circuit breaker
     }
     if curl:
         data["curl"] = to_curl(explanation.request) if explanation.request else None

@@ -19,6 +19,12 @@ backend must guarantee (tests/contract/ checks each on every backend):
 - Endpoints: every delivery belongs to the endpoint its URL names (store/endpoint.py); a
   paused endpoint's deliveries are not claimed (nor counted due), keep their attempts and
   schedule, and are claimable again once it is resumed, by every worker on the store.
+- Breaker (store/breaker.py): the results' `health` advance their endpoint's breaker in the
+  transaction that records them. An open endpoint's deliveries are not claimed, except one
+  probe (Claim.probe) once its probe is due, across every worker; a `free` attempt is logged
+  but spends neither retries nor retry window; closing gives pending deliveries back the
+  window they spent while it was open. An endpoint auto-disabled is paused, and its notice
+  enqueued, by exactly one transaction.
 - Optional: a backend that can signal work (`WorkSignal`, PostgreSQL's LISTEN/NOTIFY) wakes a
   waiting worker whenever deliveries are made due for anyone; without it workers poll.
 - Order per key: a delivery with an `order_key` takes the next place in its (rule, order_key)
@@ -45,6 +51,7 @@ from typing import Protocol, runtime_checkable
 
 from hookctl.store.records import (
     AttemptResult,
+    BreakerView,
     Claim,
     Delivery,
     DeliveryDetail,
@@ -105,9 +112,13 @@ class Queue(Protocol):
         follow_ups: Mapping[str, NewDelivery] | None = None,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        endpoint_notices: Mapping[str, NewDelivery | None] | None = None,
     ) -> tuple[list[bool], set[str]]:
         """complete(), and enqueue each applied result's follow-up in the same transaction;
-        returns the applied flags and the ids of the follow-ups inserted."""
+        returns the applied flags and the ids of the follow-ups inserted.
+
+        `endpoint_notices`: the endpoints this batch may auto-disable (pause as failing too
+        long) and the notice each one's pause enqueues (None: none); one not named waits."""
         ...
 
     def extend_lease(self, ids: Sequence[str], *, token: str, until: float) -> list[str]:
@@ -252,6 +263,10 @@ class Endpoints(Protocol):
 
     def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
         """Every paused endpoint: (since, reason)."""
+        ...
+
+    def breaker_states(self) -> dict[str, BreakerView]:
+        """Every endpoint whose breaker is failing or open (store/breaker.py), by name."""
         ...
 
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:

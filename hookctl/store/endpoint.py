@@ -59,3 +59,14 @@ def paused_note(endpoint: str, since: float, reason: str | None = None) -> str:
         f"endpoint {endpoint} paused since {when}{why}; it waits, attempts untouched, "
         f"until `hookctl endpoints resume {endpoint}`"
     )
+
+
+def open_note(endpoint: str, since: float, next_probe: float | None) -> str:
+    """Why a delivery waits: its endpoint's circuit breaker is open (what `fire` and `log`
+    say): "endpoint ... open since 10:42 UTC, next probe 10:47:30 UTC"."""
+    when = time.strftime("%H:%M", time.gmtime(since))
+    probe = time.strftime("%H:%M:%S UTC", time.gmtime(next_probe)) if next_probe else "due"
+    return (
+        f"endpoint {endpoint} open since {when} UTC, next probe {probe}; "
+        "it waits, its attempts and retry window untouched"
+    )

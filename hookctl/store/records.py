@@ -101,11 +101,52 @@ class Claim:
     replays: int = 0
     attempts_at_replay: int = 0  # `attempts` when the latest replay began: its policy counts on
     order_key: str | None = None  # its rule's order_by key: the next of its key waits for it
+    probe: bool = False  # its endpoint's breaker is open: this is the one probe sent to it
 
     @property
     def run_attempts(self) -> int:
         """Attempts since the latest replay (or ever): what the retry policy counts."""
         return self.attempts - self.attempts_at_replay
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """A rule's circuit breaker settings (`breaker:`); every field has the documented default.
+
+    `failures` consecutive failures open the endpoint; the first probe goes `probe` seconds
+    after, each failed probe doubles the wait up to `probe_max`; an endpoint with no success for
+    `disable_after` seconds (None: never) is paused; `on_gone` says what a 410 does ("pause"
+    the endpoint, or "fail" the delivery). `enabled` False: the rule's attempts are not counted.
+    """
+
+    failures: int = 5
+    probe: float = 30.0
+    probe_max: float = 300.0
+    disable_after: float | None = 86400.0
+    on_gone: Literal["pause", "fail"] = "fail"
+    enabled: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able form stored with each delivery (in its policy, as "breaker")."""
+        return {
+            "failures": self.failures,
+            "probe": self.probe,
+            "probe_max": self.probe_max,
+            "disable_after": self.disable_after,
+            "on_gone": self.on_gone,
+            "enabled": self.enabled,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Breaker:
+        """Back from to_dict (None or a field left out: its default)."""
+        if not data:
+            return DEFAULT_BREAKER
+        return cls(**{k: v for k, v in data.items() if k in _BREAKER_FIELDS})
+
+
+DEFAULT_BREAKER = Breaker()
+_BREAKER_FIELDS = frozenset(Breaker.__dataclass_fields__)
 
 
 @dataclass
@@ -125,6 +166,15 @@ class AttemptResult:
     # False: nothing was sent (the request could not be rendered, or a setting this process
     # lacks held it back). Not an attempt: not logged as one, not counted, no policy consumed.
     sent: bool = True
+    # The circuit breaker's reading of the attempt (store/breaker.py), for `endpoint`: "up"
+    # (the receiver answered), "down" (no answer, a timeout, 5xx, 408, 429), "gone" (410 with
+    # `on_gone: pause`); None: nothing for the breaker (not sent, or the rule's breaker is off).
+    endpoint: str | None = None
+    health: Literal["up", "down", "gone"] | None = None
+    breaker: Breaker | None = None  # the rule's breaker settings (None: the defaults)
+    # Logged as an attempt but not counted against the retry policy (a failed probe, a 410
+    # that paused its endpoint): neither its retries nor the start of its retry window.
+    free: bool = False
 
 
 @dataclass
@@ -158,6 +208,8 @@ class Delivery:
     waiting_after: str | None = None
     waiting_after_attempts: int = 0
     follows_failed: str | None = None
+    open_since: float | None = None  # its endpoint's breaker is open (since then): it waits
+    next_probe_at: float | None = None  # ... until this probe closes it
 
 
 @dataclass
@@ -176,11 +228,33 @@ class EndpointHealth:
     last_success_at: float | None
     paused_since: float | None
     paused_reason: str | None
+    # The circuit breaker (store/breaker.py): consecutive failures, failing (no success) since,
+    # open since, and when the next probe may go (None: closed).
+    failures: int = 0
+    failing_since: float | None = None
+    open_since: float | None = None
+    next_probe_at: float | None = None
+
+    @property
+    def breaker_state(self) -> str:
+        """ "closed" (deliveries go) or "open" (they wait for a probe to close it)."""
+        return "closed" if self.open_since is None else "open"
 
     @property
     def success_rate(self) -> float | None:
         """Successful attempts / attempts in the window (None: no attempts)."""
         return self.successes / self.attempts if self.attempts else None
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    """An endpoint's breaker as a worker needs it: is it open, until when, failing since when."""
+
+    failures: int
+    failing_since: float | None
+    open_since: float | None
+    next_probe_at: float | None
+    paused: bool
 
 
 @dataclass

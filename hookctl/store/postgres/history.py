@@ -132,7 +132,8 @@ def page(
     cur.execute(sql, [*params, *([before] if before is not None else []), size])
     found = cur.fetchall()
     held = endpoint_state.paused(cur)  # a handful of rows: read with each page
-    listed = [rows.delivery(row, held) for row in found]
+    opened = endpoint_state.opened(cur)
+    listed = [rows.delivery(row, held, opened) for row in found]
     ordering.annotate(cur, listed)
     return listed
 
@@ -151,7 +152,7 @@ def get(cur: Cursor, delivery_id: str) -> DeliveryDetail | None:
         (full_id,),
     )
     attempts = cur.fetchall()
-    row = rows.delivery(summary, endpoint_state.paused(cur))
+    row = rows.delivery(summary, endpoint_state.paused(cur), endpoint_state.opened(cur))
     ordering.annotate(cur, [row])
     return rows.detail(row, stored, attempts)
 

@@ -227,6 +227,17 @@ def m007_rate(cur: Cursor) -> None:
     )
 
 
+def m006_breaker(cur: Cursor) -> None:
+    """The circuit breaker's state per endpoint (store/breaker.py): SQLite's m010_breaker."""
+    cur.execute(
+        "ALTER TABLE endpoints ADD COLUMN failures integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN failing_since double precision, ADD COLUMN last_success_at double precision, "
+        "ADD COLUMN opened_at double precision, ADD COLUMN next_probe_at double precision, "
+        "ADD COLUMN probe_interval double precision, ADD COLUMN probe_token text, "
+        "ADD COLUMN probe_expires_at double precision, ADD COLUMN probe_delivery text"
+    )
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m001_initial,
@@ -234,6 +245,7 @@ MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m003_events,
     m004_endpoints,
     m005_order,
+    m006_breaker,
     m007_rate,
 )
 

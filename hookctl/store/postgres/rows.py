@@ -140,7 +140,7 @@ def result_columns(results: Sequence[AttemptResult]) -> dict[str, list[Any]]:
         name: []
         for name in (
             "id", "token", "started_at", "duration_ms", "status_code", "error", "headers",
-            "body", "status", "next_at", "sent",
+            "body", "status", "next_at", "sent", "free",
         )
     }  # fmt: skip
     for r in results:
@@ -155,6 +155,7 @@ def result_columns(results: Sequence[AttemptResult]) -> dict[str, list[Any]]:
         columns["status"].append(r.status)
         columns["next_at"].append(r.next_attempt_at if r.status == "pending" else None)
         columns["sent"].append(bool(r.sent))
+        columns["free"].append(bool(r.sent and r.free))
     return columns
 
 
@@ -195,13 +196,24 @@ ATTEMPT_NAMES = [c.strip() for c in ATTEMPT_COLUMNS.split(",")]
 UNRENDERED_NAMES = ["id", "rule", "status", "ticket", "event_id", "event_name", "event", "error"]
 
 
-def delivery(row: Sequence[Any], paused: dict[str, tuple[float, str | None]]) -> Delivery:
-    """A row of DELIVERY_COLUMNS as a Delivery; `paused` (endpoints.paused) says if it is held."""
+def delivery(
+    row: Sequence[Any],
+    paused: dict[str, tuple[float, str | None]],
+    opened: dict[str, tuple[float, float | None]] | None = None,
+) -> Delivery:
+    """A row of DELIVERY_COLUMNS as a Delivery; `paused` (endpoints.paused) says if it is held,
+    `opened` (endpoints.opened) if its endpoint's breaker is open."""
     item = dict(zip(DELIVERY_NAMES, row, strict=True))
     item["status_code"] = item.pop("last_status_code")
     item["unrendered"] = bool(item["unrendered"])
     held = paused.get(item["endpoint"]) if item["endpoint"] is not None else None
-    return Delivery(**item, paused_since=held[0] if held else None)
+    open_ = (opened or {}).get(item["endpoint"]) if item["endpoint"] is not None else None
+    return Delivery(
+        **item,
+        paused_since=held[0] if held else None,
+        open_since=open_[0] if open_ else None,
+        next_probe_at=open_[1] if open_ else None,
+    )
 
 
 def detail(

@@ -38,6 +38,7 @@ from hookctl.store.records import (
     ID_PATTERN,
     STATUSES,
     AttemptResult,
+    BreakerView,
     Claim,
     Delivery,
     DeliveryDetail,
@@ -65,10 +66,11 @@ _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock: run th
 
 # A paused endpoint's deliveries are not due: held, their attempts and schedule untouched;
 # nor are those of an endpoint whose rate schedule is full or that a Retry-After slowed
-# (claim_after, m007_rate). NOT EXISTS, not NOT IN: a row with no endpoint stays claimable.
+# (claim_after, m007_rate), nor an open one's (its breaker, store/breaker.py): claim()
+# hands out its one probe apart. NOT EXISTS, not NOT IN: a row with no endpoint stays claimable.
 _NOT_PAUSED = (
     "NOT EXISTS (SELECT 1 FROM endpoints AS e WHERE e.endpoint = deliveries.endpoint "
-    "AND (e.paused_since IS NOT NULL OR e.claim_after > %(now)s))"
+    "AND (e.paused_since IS NOT NULL OR e.opened_at IS NOT NULL OR e.claim_after > %(now)s))"
 )
 _IN_TURN = ordering.IN_TURN  # an ordered delivery waits for its turn (ordering.py)
 _CLAIM_SET = (
@@ -105,6 +107,16 @@ WITH chosen AS (
 )
 {_CLAIM_SET}
 """
+# An open endpoint's probe: its oldest due delivery, leased like any claim.
+CLAIM_PROBE = f"""
+WITH chosen AS (
+    SELECT id FROM deliveries
+    WHERE endpoint = %(endpoint)s AND status = 'pending' AND next_attempt_at <= %(due)s
+        AND (lease_token IS NULL OR lease_expires_at <= %(now)s) AND {_IN_TURN}
+    ORDER BY next_attempt_at, seq LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+)
+{_CLAIM_SET}
+"""
 DUE_COUNT = f"""
 SELECT (SELECT count(*) FROM deliveries
         WHERE status = 'pending' AND lease_token IS NULL AND next_attempt_at <= %(due)s
@@ -116,18 +128,20 @@ SELECT (SELECT count(*) FROM deliveries
 _RESULTS = """
 unnest(%(id)s::text[], %(token)s::text[], %(started_at)s::float8[], %(duration_ms)s::float8[],
     %(status_code)s::int[], %(error)s::text[], %(headers)s::text[], %(body)s::bytea[],
-    %(status)s::text[], %(next_at)s::float8[], %(sent)s::bool[], %(applied)s::bool[])
+    %(status)s::text[], %(next_at)s::float8[], %(sent)s::bool[], %(free)s::bool[],
+    %(applied)s::bool[])
     WITH ORDINALITY AS r(id, token, started_at, duration_ms, status_code, error, headers, body,
-        status, next_at, sent, applied, n)
+        status, next_at, sent, free, applied, n)
 """
 # The fence: an outcome changes its delivery only while its token still holds the lease.
 APPLY_RESULTS = f"""
 UPDATE deliveries AS d SET
     attempts = d.attempts + r.sent::int, status = r.status, next_attempt_at = r.next_at,
+    attempts_at_replay = d.attempts_at_replay + r.free::int,
     last_status_code = CASE WHEN r.sent THEN r.status_code ELSE d.last_status_code END,
     error = r.error, updated_at = %(now)s,
-    first_attempt_at = CASE WHEN r.sent THEN COALESCE(d.first_attempt_at, r.started_at)
-        ELSE d.first_attempt_at END,
+    first_attempt_at = CASE WHEN r.sent AND NOT r.free
+        THEN COALESCE(d.first_attempt_at, r.started_at) ELSE d.first_attempt_at END,
     lease_token = NULL, lease_expires_at = NULL
 FROM {_RESULTS}
 WHERE d.id = r.id AND d.lease_token = r.token
@@ -460,8 +474,19 @@ class PostgresStore:
         def work(cur: Any, retry: bool) -> list[Claim]:
             self._register(cur, now)
             self._reap_gone(cur, now)
-            cur.execute(CLAIM_DUE if ids is None else CLAIM_IDS, bind)
-            return claims(token, cur.fetchall())
+            probes: list[Any] = []
+            if ids is None:
+                # An open endpoint's one probe first (its breaker, store/breaker.py).
+                probes = endpoint_state.take_probes(cur, bind, CLAIM_PROBE)
+            cur.execute(
+                CLAIM_DUE if ids is None else CLAIM_IDS,
+                {**bind, "limit": bind["limit"] - len(probes)},
+            )
+            taken = claims(token, [*probes, *cur.fetchall()])
+            probed = {row[0] for row in probes}
+            for c in taken:
+                c.probe = c.id in probed
+            return taken
 
         taken = self._run(work)
         self._registered = True
@@ -480,13 +505,17 @@ class PostgresStore:
         follow_ups: Mapping[str, NewDelivery] | None = None,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        endpoint_notices: Mapping[str, NewDelivery | None] | None = None,
     ) -> tuple[list[bool], set[str]]:
         """Like complete(), and in the same transaction enqueue a follow-up (an `on_failure`
         notice) for each applied result that has one, so a crash cannot lose it.
 
+        The same transaction advances each endpoint's breaker (store/breaker.py) and pauses
+        an endpoint failing too long, enqueuing its notice from `endpoint_notices`.
         Returns the applied flags and the ids of the follow-ups inserted (a duplicate is not).
         """
         follow_ups = follow_ups or {}
+        endpoint_notices = endpoint_notices or {}
         for r in results:
             if r.status not in STATUSES:
                 raise ValueError(f"unknown delivery status {r.status!r}")
@@ -537,6 +566,25 @@ class PostgresStore:
                     ],
                 )
             inserted: set[str] = set()
+
+            def disable(endpoint: str) -> bool:
+                # Called once, in the transaction that auto-pauses the endpoint: its notice.
+                if endpoint not in endpoint_notices:
+                    return False
+                notice = endpoint_notices[endpoint]
+                if notice is not None:
+                    if claim_token is not None:
+                        self._register(cur, now)
+                    row = delivery_params(notice, now, claim_token, lease_until, shared, holder)
+                    cur.execute(INSERT_DELIVERY, row)
+                    if cur.fetchone() is not None:
+                        inserted.add(notice.id)
+                return True
+
+            # Only the outcomes this try records: a retried batch's earlier try counted its own.
+            endpoint_state.record_outcomes(
+                cur, [results[k] for k in todo], now=now, disable=disable
+            )
             wanted = [
                 follow_ups[r.delivery_id]
                 for r, ok in zip(results, applied, strict=True)
@@ -556,7 +604,7 @@ class PostgresStore:
                 cur.execute(
                     "SELECT id FROM deliveries WHERE id = ANY(%s)", ([f.id for f in wanted],)
                 )
-                inserted = {row[0] for row in cur.fetchall()}
+                inserted |= {row[0] for row in cur.fetchall()}
             return applied, inserted
 
         applied, inserted = self._run(work)
@@ -598,6 +646,7 @@ class PostgresStore:
                 (until, sorted(ids), token),
             )
             count = int(cur.rowcount)
+            endpoint_state.drop_probes(cur, ids, token=token)
             if count:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             return count
@@ -901,6 +950,10 @@ class PostgresStore:
     def paused_endpoints(self) -> dict[str, tuple[float, str | None]]:
         """Every paused endpoint: (since, reason)."""
         return self._run(lambda cur, retry: endpoint_state.paused(cur))
+
+    def breaker_states(self) -> dict[str, BreakerView]:
+        """Every endpoint whose breaker is failing or open, by name."""
+        return self._run(lambda cur, retry: endpoint_state.views(cur))
 
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
         """Every endpoint with deliveries or state, by name; attempt figures since `since`."""

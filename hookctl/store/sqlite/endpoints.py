@@ -12,10 +12,33 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
-from hookctl.store import schedule
-from hookctl.store.records import RATE_MEMORY, EndpointHealth, EndpointLimit, Reservation
+from hookctl.store import breaker, schedule
+from hookctl.store.records import (
+    RATE_MEMORY,
+    AttemptResult,
+    BreakerView,
+    EndpointHealth,
+    EndpointLimit,
+    Reservation,
+)
+from hookctl.store.sqlite.ordering import IN_TURN
 from hookctl.store.summaries import percentile
+
+_STATE = ", ".join(breaker.COLUMNS)
+_UPSERT_STATE = (
+    f"INSERT INTO endpoints (endpoint, updated_at, {_STATE}) "
+    f"VALUES (?, ?, {', '.join('?' * len(breaker.COLUMNS))}) "
+    "ON CONFLICT (endpoint) DO UPDATE SET updated_at = excluded.updated_at, "
+    + ", ".join(f"{c} = excluded.{c}" for c in breaker.COLUMNS)
+)
+# The breaker closed: deliveries that started their retry window before it opened get the
+# time it was open back (it does not count against their window).
+_GIVE_BACK_WINDOW = (
+    "UPDATE deliveries SET first_attempt_at = first_attempt_at + (? - ?) "
+    "WHERE status = 'pending' AND endpoint = ? AND first_attempt_at <= ?"
+)
 
 
 def pause(conn: sqlite3.Connection, endpoint: str, *, now: float, reason: str | None) -> bool:
@@ -36,13 +59,121 @@ def pause(conn: sqlite3.Connection, endpoint: str, *, now: float, reason: str | 
 
 
 def resume(conn: sqlite3.Connection, endpoint: str, *, now: float) -> bool:
-    """Resume `endpoint`; False if it was not paused."""
+    """Resume `endpoint`; False if it was not paused. A failing one starts a new period
+    before auto-disable, and an open one's probe is due at once (someone says it is back)."""
     cursor = conn.execute(
-        "UPDATE endpoints SET paused_since = NULL, paused_reason = NULL, updated_at = ? "
+        "UPDATE endpoints SET paused_since = NULL, paused_reason = NULL, updated_at = ?, "
+        "failing_since = CASE WHEN failing_since IS NULL THEN NULL ELSE ? END, "
+        "next_probe_at = CASE WHEN opened_at IS NULL THEN NULL ELSE ? END "
         "WHERE endpoint = ? AND paused_since IS NOT NULL",
-        (now, endpoint),
+        (now, now, now, endpoint),
     )
     return cursor.rowcount == 1
+
+
+def states(
+    conn: sqlite3.Connection, endpoints: Sequence[str] | None = None
+) -> dict[str, tuple[breaker.State, float | None]]:
+    """The breaker state and paused_since of `endpoints` that have a row (None: all of them)."""
+    sql = f"SELECT endpoint, paused_since, {_STATE} FROM endpoints"
+    if endpoints is None:
+        rows = conn.execute(sql).fetchall()
+    else:
+        rows = []
+        names = list(endpoints)
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            rows += conn.execute(
+                f"{sql} WHERE endpoint IN ({', '.join('?' * len(chunk))})", chunk
+            ).fetchall()
+    return {row[0]: (breaker.State(*row[2:]), row[1]) for row in rows}
+
+
+def record_outcomes(
+    conn: sqlite3.Connection,
+    results: Sequence[AttemptResult],
+    *,
+    now: float,
+    disable: Callable[[str], bool],
+) -> None:
+    """Advance the breaker of each endpoint in `results` (one row read per endpoint, written
+    only when it changes), pausing those a 410 or auto-disable says to. `disable(endpoint)`
+    is called in the transaction that auto-pauses it (once): it enqueues the notice, or
+    returns False when no notice can go with this batch, and the pause waits for one that can."""
+    by_endpoint: dict[str, list[AttemptResult]] = {}
+    for r in results:
+        if r.health is not None and r.endpoint is not None:
+            by_endpoint.setdefault(r.endpoint, []).append(r)
+    if not by_endpoint:
+        return
+    known = states(conn, list(by_endpoint))
+    for endpoint, taken in by_endpoint.items():
+        state, paused_since = known.get(endpoint, (None, None))
+        change = breaker.advance(endpoint, state, taken, now=now)
+        if change is None:
+            continue
+        conn.execute(_UPSERT_STATE, (endpoint, now, *change.state.values()))
+        if change.closed_from is not None:
+            conn.execute(_GIVE_BACK_WINDOW, (now, change.closed_from, endpoint, change.closed_from))
+        if paused_since is not None:
+            continue
+        if change.pause_reason is not None:
+            pause(conn, endpoint, now=now, reason=change.pause_reason)
+        elif change.disable_reason is not None and disable(endpoint):
+            pause(conn, endpoint, now=now, reason=change.disable_reason)
+
+
+def take_probes(
+    conn: sqlite3.Connection, *, now: float, due: float, limit: int, token: str, until: float
+) -> list[str]:
+    """For each open endpoint whose probe is due, its oldest due delivery (at most `limit`),
+    recorded as the endpoint's one probe, leased to `token` until `until`."""
+    taken: list[str] = []
+    # Not while a Retry-After holds it (claim_after), and only a delivery in its order_by turn.
+    rows = conn.execute(
+        f"SELECT endpoint, {_STATE} FROM endpoints WHERE opened_at IS NOT NULL "
+        "AND paused_since IS NULL AND next_probe_at <= :now "
+        "AND (claim_after IS NULL OR claim_after <= :now)",
+        {"now": now},
+    ).fetchall()
+    for endpoint, *values in rows:
+        if len(taken) >= limit or not breaker.probe_due(breaker.State(*values), now):
+            continue
+        row = conn.execute(
+            "SELECT id FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending' "
+            "AND next_attempt_at <= :due "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
+            f"AND endpoint = :endpoint AND {IN_TURN} ORDER BY next_attempt_at LIMIT 1",
+            {"due": due, "now": now, "endpoint": endpoint},
+        ).fetchone()
+        if row is None:
+            continue
+        conn.execute(
+            "UPDATE endpoints SET probe_token = ?, probe_expires_at = ?, probe_delivery = ? "
+            "WHERE endpoint = ?",
+            (token, until, row[0], endpoint),
+        )
+        taken.append(row[0])
+    return taken
+
+
+def drop_probes(conn: sqlite3.Connection, ids: Sequence[str], *, token: str) -> None:
+    """Claims handed back unattempted: a probe among them may be claimed again at once."""
+    conn.executemany(
+        "UPDATE endpoints SET probe_token = NULL, probe_expires_at = NULL, probe_delivery = NULL "
+        "WHERE probe_token = ? AND probe_delivery = ?",
+        [(token, i) for i in ids],
+    )
+
+
+def opened(conn: sqlite3.Connection) -> dict[str, tuple[float, float | None]]:
+    """Every endpoint whose breaker is open: since when, and its next probe."""
+    return {
+        endpoint: (since, next_probe)
+        for endpoint, since, next_probe in conn.execute(
+            "SELECT endpoint, opened_at, next_probe_at FROM endpoints WHERE opened_at IS NOT NULL"
+        )
+    }
 
 
 def paused(conn: sqlite3.Connection) -> dict[str, tuple[float, str | None]]:
@@ -80,12 +211,16 @@ def health(conn: sqlite3.Connection, *, since: float) -> list[EndpointHealth]:
         if code is not None and 200 <= code <= 299:
             successes[endpoint] += 1
     state = paused(conn)
-    for (known,) in conn.execute("SELECT endpoint FROM endpoints"):
+    breakers = states(conn)
+    for known in breakers:
         counts.setdefault(known, defaultdict(int))
     found = []
     for endpoint in sorted(counts):
         taken = sorted(durations.get(endpoint, []))
         since_, reason = state.get(endpoint, (None, None))
+        b = breakers[endpoint][0] if endpoint in breakers else breaker.State()
+        if b.last_success_at is not None:
+            last_success[endpoint] = max(last_success.get(endpoint, 0.0), b.last_success_at)
         found.append(
             EndpointHealth(
                 endpoint=endpoint,
@@ -97,6 +232,10 @@ def health(conn: sqlite3.Connection, *, since: float) -> list[EndpointHealth]:
                 last_success_at=last_success.get(endpoint),
                 paused_since=since_,
                 paused_reason=reason,
+                failures=b.failures,
+                failing_since=b.failing_since,
+                open_since=b.opened_at,
+                next_probe_at=b.next_probe_at,
             )
         )
     return found
@@ -185,3 +324,18 @@ def limits(conn: sqlite3.Connection, *, now: float) -> dict[str, EndpointLimit]:
         "WHERE next_slot IS NOT NULL OR not_before IS NOT NULL"
     ).fetchall()
     return schedule.limits(rows, rates, now=now)
+
+
+def views(conn: sqlite3.Connection) -> dict[str, BreakerView]:
+    """Every endpoint with failures or an open breaker, as a worker reads it."""
+    return {
+        endpoint: BreakerView(
+            failures=state.failures,
+            failing_since=state.failing_since,
+            open_since=state.opened_at,
+            next_probe_at=state.next_probe_at,
+            paused=paused_since is not None,
+        )
+        for endpoint, (state, paused_since) in states(conn).items()
+        if state.failures or state.opened_at is not None
+    }

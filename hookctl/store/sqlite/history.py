@@ -169,7 +169,8 @@ def query(
         )
         page_params = [*params, before] if before is not None else params
         held = endpoint_state.paused(conn)  # a handful of rows: read with each page
-        rows = [delivery(row, held) for row in conn.execute(sql, [*page_params, page_size])]
+        opened = endpoint_state.opened(conn)
+        rows = [delivery(row, held, opened) for row in conn.execute(sql, [*page_params, page_size])]
         ordering.annotate(conn, rows)
         yield from rows
         if len(rows) < page_size:
@@ -179,8 +180,13 @@ def query(
             remaining -= len(rows)
 
 
-def delivery(row: Sequence[Any], paused: dict[str, tuple[float, str | None]]) -> Delivery:
-    """A row of DELIVERY_COLUMNS as a Delivery; `paused` (endpoints.paused) says if it is held."""
+def delivery(
+    row: Sequence[Any],
+    paused: dict[str, tuple[float, str | None]],
+    opened: dict[str, tuple[float, float | None]] | None = None,
+) -> Delivery:
+    """A row of DELIVERY_COLUMNS as a Delivery; `paused` (endpoints.paused) says if it is held,
+    `opened` (endpoints.opened) if its endpoint's breaker is open."""
     (id_, rule, status, attempts, replays, method, url, status_code, error, ticket, event_id,
      event_name, dedupe_key, created, updated, first, next_at, lease, unrendered,
      endpoint, order_key) = row  # fmt: skip
@@ -191,6 +197,8 @@ def delivery(row: Sequence[Any], paused: dict[str, tuple[float, str | None]]) ->
         first_attempt_at=first, next_attempt_at=next_at, lease_expires_at=lease,
         unrendered=bool(unrendered), endpoint=endpoint,
         paused_since=paused[endpoint][0] if endpoint in paused else None, order_key=order_key,
+        open_since=opened[endpoint][0] if opened and endpoint in opened else None,
+        next_probe_at=opened[endpoint][1] if opened and endpoint in opened else None,
     )  # fmt: skip
 
 
@@ -216,7 +224,7 @@ def get(conn: sqlite3.Connection, delivery_id: str) -> DeliveryDetail | None:
             (full_id,),
         )
     )
-    row = delivery(summary, endpoint_state.paused(conn))
+    row = delivery(summary, endpoint_state.paused(conn), endpoint_state.opened(conn))
     ordering.annotate(conn, [row])
     return DeliveryDetail(
         delivery=row,

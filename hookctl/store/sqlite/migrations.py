@@ -273,6 +273,24 @@ def m011_rate(db: sqlite_utils.Database) -> None:
     )
 
 
+def m010_breaker(db: sqlite_utils.Database) -> None:
+    """The circuit breaker's state per endpoint (store/breaker.py, issue 15): consecutive
+    failures, failing since, the last success that reset it, open since, the next probe and
+    the wait before it, and the probe in flight (its token, lease and delivery)."""
+    for sql in (
+        "ALTER TABLE endpoints ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE endpoints ADD COLUMN failing_since REAL",
+        "ALTER TABLE endpoints ADD COLUMN last_success_at REAL",
+        "ALTER TABLE endpoints ADD COLUMN opened_at REAL",
+        "ALTER TABLE endpoints ADD COLUMN next_probe_at REAL",
+        "ALTER TABLE endpoints ADD COLUMN probe_interval REAL",
+        "ALTER TABLE endpoints ADD COLUMN probe_token TEXT",
+        "ALTER TABLE endpoints ADD COLUMN probe_expires_at REAL",
+        "ALTER TABLE endpoints ADD COLUMN probe_delivery TEXT",
+    ):
+        db.conn.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
@@ -282,6 +300,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m007_events,
     m008_endpoints,
     m009_order,
+    m010_breaker,
     m011_rate,
 )
 

@@ -33,13 +33,16 @@ CLAIM_COLUMNS = (
 # deliveries_status and then sorts every pending row.
 # A paused endpoint's deliveries are not ready: held, their attempts and schedule untouched;
 # nor are those of an endpoint whose rate schedule is full or that a Retry-After slowed
-# (claim_after, m011_rate). NOT EXISTS, not NOT IN: a row with no endpoint must stay claimable.
-# An ordered delivery waits for its turn (ordering.py: none of its key pending before it).
+# (claim_after, m011_rate), nor an open one's (its breaker, store/breaker.py): claim()
+# hands out its one probe apart. NOT EXISTS, not NOT IN: a row with no endpoint must stay
+# claimable. An ordered delivery waits for its turn (ordering.py: none of its key pending
+# before it).
 READY = (
     "status = 'pending' AND next_attempt_at <= :due "
     "AND (lease_expires_at IS NULL OR lease_expires_at <= :now) "
     "AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.endpoint = deliveries.endpoint "
-    "AND (endpoints.paused_since IS NOT NULL OR endpoints.claim_after > :now)) "
+    "AND (endpoints.paused_since IS NOT NULL OR endpoints.opened_at IS NOT NULL "
+    "OR endpoints.claim_after > :now)) "
     f"AND {IN_TURN}"
 )
 DUE = f"deliveries INDEXED BY deliveries_due WHERE {READY}"
@@ -55,12 +58,16 @@ SELECT :id, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = :id),
     :started_at, :duration_ms, :status_code, :error, :response_headers, :response_body
 WHERE :sent AND EXISTS (SELECT 1 FROM deliveries WHERE id = :id)
 """
+# A :free attempt (a failed probe, a 410 that paused its endpoint) is logged and counted
+# over the delivery's life, but not by its retry policy: attempts_at_replay moves with it, and
+# it does not start the retry window.
 APPLY_RESULT = """
 UPDATE deliveries SET
     attempts = attempts + :sent, status = :status, next_attempt_at = :next_attempt_at,
+    attempts_at_replay = attempts_at_replay + :free,
     last_status_code = CASE WHEN :sent THEN :status_code ELSE last_status_code END,
     error = :error, updated_at = :now,
-    first_attempt_at = CASE WHEN :sent THEN COALESCE(first_attempt_at, :started_at)
+    first_attempt_at = CASE WHEN :sent AND NOT :free THEN COALESCE(first_attempt_at, :started_at)
         ELSE first_attempt_at END,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token

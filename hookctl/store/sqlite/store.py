@@ -26,6 +26,7 @@ from hookctl.store.records import (
     ID_PATTERN,
     STATUSES,
     AttemptResult,
+    BreakerView,
     Claim,
     Delivery,
     DeliveryDetail,
@@ -340,9 +341,23 @@ class SQLiteStore:
             gone = self._gone_holders(conn)
             if gone:
                 self._reap(conn, gone, now)
+            probes: list[str] = []
             if ids is None:
+                # An open endpoint's one probe first (its breaker, store/breaker.py).
+                probes = endpoint_state.take_probes(
+                    conn, now=now, due=bind["due"], limit=limit, token=token,
+                    until=now + lease_seconds,
+                )  # fmt: skip
+                rows = []
+                for probe in probes:
+                    rows += dicts(
+                        conn.execute(
+                            f"SELECT {CLAIM_COLUMNS} FROM deliveries WHERE id = ?", (probe,)
+                        )
+                    )
                 sql = f"SELECT {CLAIM_COLUMNS} FROM {DUE} ORDER BY next_attempt_at LIMIT :limit"
-                rows = dicts(conn.execute(sql, {**bind, "limit": limit}))
+                if limit > len(rows):
+                    rows += dicts(conn.execute(sql, {**bind, "limit": limit - len(rows)}))
             else:
                 rows = []
                 for start in range(0, len(ids), _PAGE):
@@ -361,7 +376,7 @@ class SQLiteStore:
             )
         self._registered = True
         self._leased.update(row["id"] for row in rows)
-        return [Claim(token=token, **row) for row in rows]
+        return [Claim(token=token, **row, probe=row["id"] in probes) for row in rows]
 
     def complete(self, results: Sequence[AttemptResult], *, now: float) -> list[bool]:
         """Record attempts and apply them where the lease still holds; False = lease was lost."""
@@ -376,13 +391,17 @@ class SQLiteStore:
         follow_ups: Mapping[str, NewDelivery] | None = None,
         claim_token: str | None = None,
         lease_seconds: float = 0,
+        endpoint_notices: Mapping[str, NewDelivery | None] | None = None,
     ) -> tuple[list[bool], set[str]]:
         """Like complete(), and in the same transaction enqueue a follow-up (an `on_failure`
         notice) for each applied result that has one, so a crash cannot lose it.
 
+        The same transaction advances each endpoint's breaker (store/breaker.py) and pauses
+        an endpoint failing too long, enqueuing its notice from `endpoint_notices`.
         Returns the applied flags and the ids of the follow-ups inserted (a duplicate is not).
         """
         follow_ups = follow_ups or {}
+        endpoint_notices = endpoint_notices or {}
         lease_until = now + lease_seconds if claim_token is not None else None
         shared: dict[int, str | None] = {}
         params = []
@@ -405,6 +424,7 @@ class SQLiteStore:
                     "next_attempt_at": r.next_attempt_at if r.status == "pending" else None,
                     "now": now,
                     "sent": int(r.sent),
+                    "free": int(r.sent and r.free),
                 }
             )
         if not params:
@@ -412,7 +432,7 @@ class SQLiteStore:
         inserted: set[str] = set()
         holder = self._holder.key
         with self._write() as conn:
-            if claim_token is not None and follow_ups:
+            if claim_token is not None and (follow_ups or endpoint_notices):
                 self._register(conn, now)
             conn.executemany(INSERT_ATTEMPT, params)
             # One statement per row: executemany cannot say which rows the fence rejected.
@@ -433,6 +453,19 @@ class SQLiteStore:
                 row = delivery_row(follow, now, claim_token, lease_until, shared, holder)
                 if conn.execute(INSERT_DELIVERY_ONCE, row).rowcount == 1:
                     inserted.add(follow.id)
+
+            def disable(endpoint: str) -> bool:
+                # Called once, in the transaction that auto-pauses the endpoint: its notice.
+                if endpoint not in endpoint_notices:
+                    return False
+                notice = endpoint_notices[endpoint]
+                if notice is not None:
+                    row = delivery_row(notice, now, claim_token, lease_until, shared, holder)
+                    if conn.execute(INSERT_DELIVERY_ONCE, row).rowcount == 1:
+                        inserted.add(notice.id)
+                return True
+
+            endpoint_state.record_outcomes(conn, results, now=now, disable=disable)
         self._leased.difference_update(r.delivery_id for r in results)
         if claim_token is not None and inserted:
             self._registered = True
@@ -468,6 +501,7 @@ class SQLiteStore:
                 ).rowcount
                 for delivery_id in ids
             )
+            endpoint_state.drop_probes(conn, ids, token=token)
         self._leased.difference_update(ids)
         return released
 
@@ -775,6 +809,12 @@ class SQLiteStore:
         """Every paused endpoint: (since, reason)."""
         with self._read() as conn:
             return endpoint_state.paused(conn)
+
+    @_locked
+    def breaker_states(self) -> dict[str, BreakerView]:
+        """Every endpoint whose breaker is failing or open, by name."""
+        with self._read() as conn:
+            return endpoint_state.views(conn)
 
     @_locked
     def endpoint_health(self, *, since: float) -> list[EndpointHealth]:
