@@ -251,3 +251,18 @@ def test_a_healthy_endpoint_gets_no_breaker_row(store: Store) -> None:
     store.complete([reading(claim_one(store, "t"), "up", at=NOW)], now=NOW)
     assert store.breaker_states() == {}
     assert detail(store, delivery_id).delivery.status == "succeeded"
+
+
+def test_the_probe_is_never_a_delivery_out_of_its_order_by_turn(store: Store) -> None:
+    # Three keys' first deliveries fail (retries far off) and open the endpoint; a later one of
+    # key t0, replayed so it is due, is the endpoint's only due delivery, but not its turn.
+    url = "https://hooks.example.com/a"
+    firsts = [enqueue_one(store, url=url, order_key=f"t{n}") for n in range(3)]
+    for n, delivery_id in enumerate(firsts):
+        claim = claim_one(store, f"t{n}", ids=[delivery_id])
+        failed = replace(reading(claim, "down", at=NOW), next_attempt_at=NOW + 1000)
+        assert store.complete([failed], now=NOW) == [True]
+    later = enqueue_one(store, now=NOW + 1, url=url, order_key="t0")
+    assert store.requeue(ids=[later], now=NOW + 1) == [later]
+    assert store.breaker_states()[HOOKS].next_probe_at == NOW + 10
+    assert store.claim(now=NOW + 10, limit=10, lease_seconds=60, token="probe") == []
