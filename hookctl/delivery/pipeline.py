@@ -12,6 +12,9 @@ failed and, when the store stays unwritable, stops the run: nothing more is sent
 ends with one StoreError. It also renews the leases of what this process holds; before a
 request goes out, a claim whose lease is not known to be fresh is confirmed first (one
 re-extension for every claim waiting), and one another worker took over is dropped, unsent.
+
+This module runs fire and drain; the writer and its notices are outcomes.py's, lease renewal
+is leases.py's (both mixed into Pipeline, sharing the state its __init__ sets up).
 """
 
 from __future__ import annotations
@@ -23,23 +26,23 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from hookctl.delivery import observe, ordering
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.health import Health
-from hookctl.delivery.policy import classify, next_attempt_at
+from hookctl.delivery.leases import LEASE_MARGIN
+from hookctl.delivery.outcomes import FLUSH_LINGER, Outcomes, _claim_of, _Done, _Job
 from hookctl.delivery.ratelimit import Limiter
 from hookctl.delivery.reports import Report, Summary
 from hookctl.errors import RenderError, StoreError
 from hookctl.events.event import BadEvent, Event
 from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.render.request import Request, resolve
-from hookctl.rules.policy import RetryPolicy
 from hookctl.store.endpoint import endpoint_of, paused_note
 from hookctl.store.errors import DatabaseUnusable
-from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent
-from hookctl.transport.http import Outcome, Sender, host_key
+from hookctl.store.records import AttemptResult, EventIds, NewDelivery, NewEvent
+from hookctl.transport.http import Sender, host_key
 from hookctl.transport.netguard import allowed_by
 
 if TYPE_CHECKING:
@@ -51,8 +54,6 @@ R = TypeVar("R")
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 YIELD_EVERY = 32  # events planned between turns of the event loop
-FLUSH_LINGER = 0.005  # the writer waits this long after an answer for others to join its batch
-LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it
 STORE_RETRIES = 3  # a failed store call is tried this many times more before the run stops
 RETRY_PAUSE = 0.5  # seconds before the first retry, doubling each time
 UNRENDERED = "cannot render: the stored request is incomplete; nothing sent (replay renders it from its rule)"
@@ -77,26 +78,11 @@ class Options:
     send: bool = True
 
 
-@dataclass
-class _Job:
-    claim: Claim
-    source: str | None = None
-    line: int | None = None
-    render_error: str | None = None
-    request: Request | None = None  # fire has it rendered; a claim from the store has a dict
-
-
-@dataclass
-class _Done:
-    job: _Job
-    result: AttemptResult
-
-
 class StoreFailed(DatabaseUnusable):
     """The store stayed unwritable: the run stopped sending, and says what was not recorded."""
 
 
-class Pipeline:
+class Pipeline(Outcomes):
     """Runs `fire` (events in) and `drain` (the retry queue) over one store and one sender."""
 
     def __init__(
@@ -536,102 +522,6 @@ class Pipeline:
         self._held.discard(delivery_id)
         self.summary.lost += 1
 
-    async def _still_ours(self, delivery_id: str) -> bool:
-        """Whether this claim's lease still holds, cheaply: a clock read while the leases were
-        confirmed recently; otherwise one re-extension for every claim held, shared."""
-        if not self._healthy.is_set():
-            await self._healthy.wait()  # a store call is failing: wait for it to go through
-        if self._broken is not None:
-            return False
-        if self.options.clock() - self._confirmed_at >= self._lease / 2:
-            await self._reconfirm()
-            if self.options.clock() - self._confirmed_at >= self._lease:
-                return False  # the store could not say: the lease may have run out
-        return delivery_id not in self._lost
-
-    async def _reconfirm(self) -> None:
-        if self._renewal is None or self._renewal.done():
-            self._renewal = asyncio.ensure_future(self._renew_leases())
-        await asyncio.shield(self._renewal)
-
-    async def _renew_leases(self) -> None:
-        """Push out the lease of every claim held; those another worker took are lost.
-
-        A failure leaves the leases as they were, to be tried again by the next caller."""
-        assert self.db is not None
-        async with self._writing:  # not beside a write: its claims leave _held when it ends
-            ids = sorted(self._held)
-            started = self.options.clock()
-            if ids:
-                try:
-                    kept = await self.db.call(
-                        self.db.store.extend_lease,
-                        ids,
-                        token=self.token,
-                        until=started + self._lease,
-                    )
-                except StoreError:
-                    return
-                lost = self._held.intersection(ids).difference(kept)
-                if lost:
-                    self._lost |= lost
-                    self._held -= lost
-                    self.observer.notify(observe.LeaseLost(len(lost)))
-            self._confirmed_at = started
-
-    def _record(
-        self, job: _Job, outcome: Outcome | None, error: str | None, *, held: bool = False
-    ) -> None:
-        """Decide a delivery's new state. No outcome: nothing was sent, so it is no attempt;
-        it failed to render (failed for good) or is `held` (pending, due again at once)."""
-        claim = job.claim
-        now = self.options.clock()
-        attempts = claim.run_attempts + 1  # what the retry policy counts: since the last replay
-        first = claim.first_attempt_at or (outcome.started_at if outcome else now)
-        if outcome is None:
-            verdict = "held" if held else "permanent"
-        else:
-            verdict = (
-                "permanent"
-                if outcome.permanent
-                else classify(outcome.status_code, accept=claim.accept)
-            )
-        next_at = None
-        status: Literal["pending", "succeeded", "failed"]
-        if verdict == "held":
-            # Due again at once: the next pass (not this one) or run with the setting fixed sends it.
-            status, next_at = "pending", now
-        elif verdict == "success":
-            status = "succeeded"
-            error = None
-        elif verdict == "retry":
-            next_at = next_attempt_at(
-                RetryPolicy.from_dict(claim.policy),
-                attempts=attempts,
-                first_attempt_at=first,
-                now=now,
-                retry_after=outcome.retry_after if outcome else None,
-            )
-            status = "pending" if next_at is not None else "failed"
-        else:
-            status = "failed"
-        result = AttemptResult(
-            delivery_id=claim.id,
-            token=claim.token,
-            started_at=outcome.started_at if outcome else now,
-            duration_ms=outcome.duration_ms if outcome else 0.0,
-            status_code=outcome.status_code if outcome else None,
-            error=error,
-            response_headers=outcome.response_headers if outcome else None,
-            response_body=outcome.response_body if outcome else None,
-            status=status,
-            next_attempt_at=next_at,
-            sent=outcome is not None,
-        )
-        self._health.mark(claim, outcome, result)  # the breaker's reading (delivery/health.py)
-        self._done.append(_Done(job, result))
-        self._wake.set()
-
     def _report(
         self,
         job: _Job,
@@ -683,114 +573,6 @@ class Pipeline:
             and not report.probe_wait
         ):
             notify(observe.Held(report))
-
-    async def _send_notices(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.render_error is not None:
-                self._record(job, None, job.render_error)
-            else:
-                await self._start(job)
-        await self._hand_over()
-
-    def _failure_notice(self, claim: Claim, result: AttemptResult) -> tuple[NewDelivery, _Job]:
-        from hookctl.delivery.notices import failure_notice
-
-        new, error = failure_notice(
-            claim, result, environ=self.options.environ, now=self.options.clock()
-        )
-        if self.options.allow_net:
-            new.request["allow_net"] = list(self.options.allow_net)
-        return new, _Job(_claim_of(new, self.token), render_error=error)
-
-    # --- the writer ------------------------------------------------------------------------------
-
-    async def _writer(self) -> None:
-        """Record outcomes as they come in, and keep the leases of what is held."""
-        while not self._closing:
-            renew_in = self._confirmed_at + self._lease / 3 - self.options.clock()
-            if renew_in > 0 and not self._wake.is_set():
-                # Not wait_for: on 3.11 it can swallow a cancel that lands as the event is set.
-                waiter = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait([waiter], timeout=renew_in)
-                finally:
-                    waiter.cancel()
-            if self._closing:
-                return
-            if self._done and len(self._done) < self.options.batch:
-                await asyncio.sleep(FLUSH_LINGER)  # the answers arriving now join this batch
-            self._wake.clear()
-            await self._write()
-            if self._broken is not None:
-                return
-            if self.options.clock() - self._confirmed_at >= self._lease / 3:
-                await self._reconfirm()
-
-    async def _write(self) -> None:
-        """Record every outcome waiting, in batches; retried while the store fails, then the
-        run is marked broken (once broken, one more try only: what cannot be written stays)."""
-        async with self._writing:
-            while self._done:
-                done, self._done = (
-                    self._done[: self.options.batch],
-                    self._done[self.options.batch :],
-                )
-                try:
-                    if self._broken is not None:
-                        await self._complete(self.db.call, done)  # type: ignore[union-attr]
-                    else:
-                        await self._complete(self._store, done)
-                except StoreError as exc:
-                    self._done[:0] = done
-                    self._broken = self._broken or exc
-                    return
-
-    async def _complete(self, call: Callable[..., object], done: list[_Done]) -> None:
-        assert self.db is not None
-        started = time.perf_counter()
-        # on_failure notices go into the store in the same transaction as the failure itself.
-        notices = {
-            d.job.claim.id: self._failure_notice(d.job.claim, d.result)
-            for d in done
-            if d.result.status == "failed" and d.job.claim.on_failure
-        }
-        # Auto-disable's notices, enqueued only by the transaction that pauses their endpoint.
-        disabling, endpoint_notices = self._health.disable_notices(
-            [(d.job.claim, d.result) for d in done],
-            environ=self.options.environ,
-            allow_net=self.options.allow_net,
-        )
-        applied, inserted = await call(  # type: ignore[misc]
-            self.db.store.complete_with_follow_ups,
-            [d.result for d in done],
-            now=self.options.clock(),
-            follow_ups={key: new for key, (new, _) in notices.items()},
-            claim_token=self.token,
-            lease_seconds=self._lease or LEASE_MARGIN,
-            endpoint_notices=disabling,
-        )
-        self._held.difference_update(d.result.delivery_id for d in done)
-        self.observer.notify(observe.Flushed(len(done), time.perf_counter() - started))
-        for item, ok in zip(done, applied, strict=True):
-            if self._turns is not None:
-                self._turns.recorded(item.job.claim, item.result.status)
-            if not ok:
-                # Another process took this delivery over after our lease ran out; its outcome wins.
-                continue
-            self._report(item.job, item.job.claim.id, item.result)
-        jobs = [job for new, job in notices.values() if new.id in inserted]
-        jobs += [
-            _Job(_claim_of(new, self.token), render_error=error)
-            for new, error in endpoint_notices
-            if new.id in inserted
-        ]
-        if self._health.has_news([d.result for d in done]):
-            await self._endpoint_news()
-        if jobs:
-            self._held.update(job.claim.id for job in jobs)  # inserted leased to us
-            task = asyncio.ensure_future(self._send_notices(jobs))
-            self._notices.add(task)
-            task.add_done_callback(self._notices.discard)
 
     async def _endpoint_news(self) -> None:
         """A batch with failures (or a success on a failing endpoint) is on record: read the
@@ -871,25 +653,3 @@ class Pipeline:
             return  # they come back when their lease runs out
         self.summary.handed_back += len(ids)
         self.observer.notify(observe.HandedBack(len(ids)))
-
-
-def _claim_of(new: NewDelivery, token: str) -> Claim:
-    return Claim(
-        id=new.id,
-        token=token,
-        rule=new.rule,
-        ticket=new.ticket,
-        url=new.url,
-        method=new.method,
-        request=new.request,
-        policy=new.policy,
-        timeout=new.timeout,
-        accept=new.accept,
-        attempts=0,
-        first_attempt_at=None,
-        on_failure=new.on_failure,
-        event=new.event,
-        event_id=new.event_id,
-        unrendered=new.unrendered,
-        order_key=new.order_key,
-    )
