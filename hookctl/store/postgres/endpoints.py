@@ -8,11 +8,11 @@ successes (2xx answers) and the p95 duration over a window, the latest success.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hookctl.store import breaker, schedule
+from hookctl.store.health import health_from
 from hookctl.store.records import (
     RATE_MEMORY,
     AttemptResult,
@@ -21,7 +21,6 @@ from hookctl.store.records import (
     EndpointLimit,
     Reservation,
 )
-from hookctl.store.summaries import percentile
 
 Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver
 
@@ -203,57 +202,19 @@ def paused(cur: Cursor) -> dict[str, tuple[float, str | None]]:
 
 def health(cur: Cursor, *, since: float) -> list[EndpointHealth]:
     """Every endpoint with a delivery or a state on record, by name (a report: full scans)."""
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    last_success: dict[str, float] = {}
     cur.execute(
         "SELECT endpoint, status, count(*), max(updated_at) FROM deliveries "
         "WHERE endpoint IS NOT NULL GROUP BY endpoint, status"
     )
-    for endpoint, status, n, last in cur.fetchall():
-        counts[endpoint][status] = n
-        if status == "succeeded":
-            last_success[endpoint] = last
-    durations: dict[str, list[float]] = defaultdict(list)
-    successes: dict[str, int] = defaultdict(int)
+    by_status = cur.fetchall()
     cur.execute(
         "SELECT d.endpoint, a.duration_ms, a.status_code FROM attempts a "
         "JOIN deliveries d ON d.id = a.delivery_id "
         "WHERE a.started_at >= %s AND d.endpoint IS NOT NULL",
         (since,),
     )
-    for endpoint, duration, code in cur.fetchall():
-        durations[endpoint].append(float(duration or 0))
-        if code is not None and 200 <= code <= 299:
-            successes[endpoint] += 1
-    state = paused(cur)
-    breakers = states(cur)
-    for known in breakers:
-        counts.setdefault(known, defaultdict(int))
-    found = []
-    for endpoint in sorted(counts):
-        taken = sorted(durations.get(endpoint, []))
-        since_, reason = state.get(endpoint, (None, None))
-        b = breakers[endpoint][0] if endpoint in breakers else breaker.State()
-        if b.last_success_at is not None:
-            last_success[endpoint] = max(last_success.get(endpoint, 0.0), b.last_success_at)
-        found.append(
-            EndpointHealth(
-                endpoint=endpoint,
-                pending=counts[endpoint]["pending"],
-                failed=counts[endpoint]["failed"],
-                attempts=len(taken),
-                successes=successes.get(endpoint, 0),
-                p95_ms=percentile(taken, 95),
-                last_success_at=last_success.get(endpoint),
-                paused_since=since_,
-                paused_reason=reason,
-                failures=b.failures,
-                failing_since=b.failing_since,
-                open_since=b.opened_at,
-                next_probe_at=b.next_probe_at,
-            )
-        )
-    return found
+    attempts = cur.fetchall()
+    return health_from(by_status, attempts, paused(cur), states(cur))
 
 
 # --- rate limits (m007_rate; the slot arithmetic is store/schedule.py, shared with SQLite) -----

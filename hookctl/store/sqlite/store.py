@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +43,7 @@ from hookctl.store.records import (
     id_floor,
     new_delivery_id,
 )
-from hookctl.store.sqlite import database, history, ordering
+from hookctl.store.sqlite import database, history, ordering, queue
 from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite import events as stored_events
 from hookctl.store.sqlite.rows import (
@@ -77,13 +76,6 @@ __all__ = [
 _PAGE = history.PAGE
 _PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
 _T = TypeVar("_T")
-
-# A dead holder's claims become due at once: expire the leases it still holds.
-_EXPIRE_HOLDER = """
-UPDATE deliveries SET lease_expires_at = :now
-WHERE status = 'pending' AND lease_holder = :holder AND lease_token IS NOT NULL
-    AND lease_expires_at > :now
-"""
 
 
 def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -222,7 +214,7 @@ class SQLiteStore:
     def _reap(self, conn: sqlite3.Connection, gone: Sequence[str], now: float) -> None:
         """Make the claims of dead holders due now, and forget the holders (in a write)."""
         for key in gone:
-            conn.execute(_EXPIRE_HOLDER, {"holder": key, "now": now})
+            conn.execute(queue.EXPIRE_HOLDER, {"holder": key, "now": now})
             conn.execute("DELETE FROM lease_holders WHERE holder = ?", (key,))
 
     @_locked
@@ -263,7 +255,7 @@ class SQLiteStore:
         with self._write() as conn:
             if claim_token is not None:
                 self._register(conn, now)
-            seen = self._existing_dedupe(conn, deliveries)
+            seen = queue.existing_dedupe(conn, deliveries)
             for d, row in zip(deliveries, rows, strict=True):
                 key = (d.rule, d.dedupe_key)
                 if d.dedupe_key is not None:
@@ -290,28 +282,6 @@ class SQLiteStore:
             self._registered = True
             self._leased.update(i for i, inserted in results if inserted and i not in waiting)
         return results
-
-    @staticmethod
-    def _existing_dedupe(
-        conn: sqlite3.Connection, deliveries: Sequence[NewDelivery]
-    ) -> dict[tuple[str, str | None], str]:
-        """Ids already stored for the batch's (rule, dedupe_key) pairs."""
-        keys_by_rule: dict[str, set[str]] = defaultdict(set)
-        for d in deliveries:
-            if d.dedupe_key is not None:
-                keys_by_rule[d.rule].add(d.dedupe_key)
-        found: dict[tuple[str, str | None], str] = {}
-        for rule, keys in keys_by_rule.items():
-            ordered = sorted(keys)
-            for start in range(0, len(ordered), _PAGE):
-                chunk = ordered[start : start + _PAGE]
-                sql = (
-                    "SELECT dedupe_key, id FROM deliveries WHERE rule = ? "
-                    f"AND dedupe_key IN ({', '.join('?' * len(chunk))})"
-                )
-                for key, delivery_id in conn.execute(sql, [rule, *chunk]):
-                    found[(rule, key)] = delivery_id
-        return found
 
     @_locked
     def claim(
