@@ -22,13 +22,9 @@ from hookctl.render.templates import render_request
 from hookctl.rules.load import load_rules
 from hookctl.rules.policy import PRESETS
 from hookctl.store import open_store
-from hookctl.store.records import (
-    AttemptResult,
-    Delivery,
-    DeliveryDetail,
-    NewDelivery,
-    new_delivery_id,
-)
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.log_records import Delivery, DeliveryDetail
+from hookctl.store.records import AttemptResult, NewDelivery
 from hookctl.store.sqlite import bulk
 from hookctl.store.sqlite.store import SQLiteStore
 

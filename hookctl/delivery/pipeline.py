@@ -38,7 +38,9 @@ from hookctl.render.request import Request, resolve
 from hookctl.rules.policy import RetryPolicy
 from hookctl.store.endpoint import endpoint_of, paused_note
 from hookctl.store.errors import DatabaseUnusable
-from hookctl.store.records import AttemptResult, Claim, EventIds, NewDelivery, NewEvent
+from hookctl.store.event_records import NewEvent
+from hookctl.store.ids import EventIds
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 from hookctl.transport.http import Outcome, Sender, host_key
 from hookctl.transport.netguard import allowed_by
 

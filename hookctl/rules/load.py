@@ -30,7 +30,7 @@ from hookctl.rules.webhook import (
     plain,
 )
 from hookctl.rules.yamlfile import LineMapping, read_yaml
-from hookctl.store.records import DEFAULT_BREAKER, Breaker
+from hookctl.store.endpoint_records import DEFAULT_BREAKER, Breaker
 
 DEFAULT_TIMEOUT = 3.0  # Movidesk: a webhook must answer within 3 seconds
 MAX_TIMEOUT = 120.0  # Movidesk's hard cap: "The operation was cancelled" after 2 minutes

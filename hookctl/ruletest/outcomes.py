@@ -19,7 +19,7 @@ from hookctl.errors import RenderError
 from hookctl.render.request import MaskedRequest, Request
 from hookctl.render.templates import render_request
 from hookctl.rules.load import Rule
-from hookctl.store.records import RecordedRequest
+from hookctl.store.event_records import RecordedRequest
 
 
 @dataclass(frozen=True, slots=True)

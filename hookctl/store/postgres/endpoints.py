@@ -13,14 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hookctl.store import breaker, schedule
-from hookctl.store.records import (
+from hookctl.store.endpoint_records import (
     RATE_MEMORY,
-    AttemptResult,
     BreakerView,
     EndpointHealth,
     EndpointLimit,
     Reservation,
 )
+from hookctl.store.records import AttemptResult
 from hookctl.store.summaries import percentile
 
 Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver

@@ -15,14 +15,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from hookctl.store import breaker, schedule
-from hookctl.store.records import (
+from hookctl.store.endpoint_records import (
     RATE_MEMORY,
-    AttemptResult,
     BreakerView,
     EndpointHealth,
     EndpointLimit,
     Reservation,
 )
+from hookctl.store.records import AttemptResult
 from hookctl.store.sqlite.ordering import IN_TURN
 from hookctl.store.summaries import percentile
 
