@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from hookctl.delivery.prepare import order_key
 from hookctl.events.intake import dedupe_key
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.load import load_rules
 from hookctl.rules.policy import PRESETS
 from hookctl.store import open_store

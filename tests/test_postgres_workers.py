@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from hookctl.events.intake import dedupe_key
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.load import load_rules
 from hookctl.store import open_store
 from hookctl.store.ids import new_delivery_id

@@ -11,9 +11,7 @@ from typing import Any
 
 from hookctl.durations import format_duration, parse_duration
 from hookctl.errors import RuleError, RuleErrors, UsageError
-from hookctl.render.templates import (
-    WebhookTemplate,
-)
+from hookctl.render.webhook import WebhookTemplate
 from hookctl.rules.breaker import BreakerError, parse_breaker
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
 from hookctl.rules.policy import DEFAULT_POLICY, RetryPolicy, parse_policy

@@ -17,7 +17,7 @@ from typing import Any
 
 from hookctl.errors import RenderError
 from hookctl.render.request import MaskedRequest, Request
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.load import Rule
 from hookctl.store.event_records import RecordedRequest
 
