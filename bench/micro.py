@@ -8,7 +8,7 @@ import json
 import time
 
 from hookctl.events.read import read_source
-from hookctl.render.templates import WebhookTemplate, render_request
+from hookctl.render.webhook import WebhookTemplate, render_request
 from hookctl.rules.conditions import compile_when, evaluate
 
 ev = {

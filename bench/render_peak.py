@@ -57,7 +57,7 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     from hookctl.errors import RenderError
-    from hookctl.render.templates import WebhookTemplate, render_request
+    from hookctl.render.webhook import WebhookTemplate, render_request
     body, ticket = json.loads(sys.argv[1])
     event = {"ticket": {"id": 1, "subject": "printer on fire", **ticket}}
     t = time.perf_counter()

@@ -18,17 +18,13 @@ from typing import TypeVar
 
 from hookctl.delivery.prepare import order_key
 from hookctl.events.intake import dedupe_key
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.load import load_rules
 from hookctl.rules.policy import PRESETS
 from hookctl.store import open_store
-from hookctl.store.records import (
-    AttemptResult,
-    Delivery,
-    DeliveryDetail,
-    NewDelivery,
-    new_delivery_id,
-)
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.log_records import Delivery, DeliveryDetail
+from hookctl.store.records import AttemptResult, NewDelivery
 from hookctl.store.sqlite import bulk
 from hookctl.store.sqlite.store import SQLiteStore
 

@@ -125,7 +125,7 @@ def test_a_database_from_before_gets_its_endpoints_from_the_urls(cli, tmp_path):
     import sqlite_utils
 
     from hookctl.rules.policy import DEFAULT_POLICY
-    from hookctl.store.records import new_delivery_id
+    from hookctl.store.ids import new_delivery_id
     from hookctl.store.sqlite import migrations
 
     receiver = Receiver().start()

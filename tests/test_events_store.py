@@ -13,7 +13,8 @@ from pathlib import Path
 from pytest_httpserver import HTTPServer
 
 from hookctl.store import open_store
-from hookctl.store.records import NewEvent, new_event_id
+from hookctl.store.event_records import NewEvent
+from hookctl.store.ids import new_event_id
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES
 from tests.conftest import ndjson
 from tests.receivers import event, rule_yaml

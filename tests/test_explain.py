@@ -13,7 +13,7 @@ from werkzeug import Request, Response
 
 from hookctl.events.event import Event
 from hookctl.render.request import resolve
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.conditions import ABSENT
 from hookctl.rules.load import load_rules
 from hookctl.ruletest.explain import explain_rule, to_curl, trace_dict, trace_lines

@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 
 from hookctl.errors import RenderError
 from hookctl.render.request import resolve
-from hookctl.render.templates import WebhookTemplate, render_request
+from hookctl.render.webhook import WebhookTemplate, render_request
 from tests.conftest import ndjson
 
 XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

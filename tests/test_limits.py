@@ -25,7 +25,8 @@ from hookctl.render import budget
 from hookctl.render.budget import Budget, limits
 from hookctl.render.request import ResolvedRequest
 from hookctl.render.sandbox import render_capped
-from hookctl.render.templates import WebhookTemplate, environment, render_request
+from hookctl.render.templates import environment
+from hookctl.render.webhook import WebhookTemplate, render_request
 from hookctl.transport.http import STORED_CAP, Outcome, Sender
 from hookctl.transport.netguard import AllowList, Guard
 from tests.conftest import attempts, deliveries, ndjson
@@ -396,7 +397,7 @@ BOMBS = {
 _PEAK_CHILD = """
 import json, resource, sys
 from hookctl.errors import RenderError
-from hookctl.render.templates import WebhookTemplate, render_request
+from hookctl.render.webhook import WebhookTemplate, render_request
 body = json.loads(sys.argv[1])
 try:
     render_request(WebhookTemplate("POST", "https://h.example/", body=body), {}, environ={})

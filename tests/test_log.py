@@ -17,7 +17,8 @@ from pytest_httpserver import HTTPServer
 
 from hookctl.rules.policy import PRESETS
 from hookctl.store import open_store
-from hookctl.store.records import AttemptResult, NewDelivery, new_delivery_id
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.records import AttemptResult, NewDelivery
 from tests.conftest import deliveries, ndjson
 from tests.receivers import event, events_ndjson, problems, rule_yaml
 

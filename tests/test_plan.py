@@ -18,7 +18,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from hookctl.store import open_store
-from hookctl.store.records import NewEvent, new_event_id
+from hookctl.store.event_records import NewEvent
+from hookctl.store.ids import new_event_id
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES
 from tests.conftest import ndjson
 

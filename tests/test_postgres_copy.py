@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hookctl.store import open_store
-from hookctl.store.records import EventIds, NewEvent
+from hookctl.store.event_records import NewEvent
+from hookctl.store.ids import EventIds
 from tests.test_store import NOW, new, result
 
 PAUSED = "https://paused.example:443"

@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 
 from hookctl.events.intake import dedupe_key
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.load import load_rules
 from hookctl.store import open_store
-from hookctl.store.records import NewDelivery, Stats, new_delivery_id
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.log_records import Stats
+from hookctl.store.records import NewDelivery
 from tests.pg import Cluster
 from tests.receivers import event, hookctl, rule_yaml, wait_for
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jinja2 import TemplateSyntaxError
 
 from hookctl.errors import RenderError
-from hookctl.render.templates import WebhookTemplate, render_request
+from hookctl.render.webhook import WebhookTemplate, render_request
 
 EVENT = {
     "event": "ticket.created",

@@ -357,7 +357,8 @@ def test_an_unrendered_delivery_left_pending_by_a_crash_is_never_sent_bare(
     cli, httpserver: HTTPServer, db_file
 ):
     from hookctl.store import open_store
-    from hookctl.store.records import NewDelivery, new_delivery_id
+    from hookctl.store.ids import new_delivery_id
+    from hookctl.store.records import NewDelivery
 
     url = httpserver.url_for("/bot{{ env.TG_TOKEN }}/x")
     now = __import__("time").time()
@@ -392,7 +393,7 @@ def test_a_database_from_before_marks_its_unrendered_deliveries_and_counts_attem
 
     import sqlite_utils
 
-    from hookctl.store.records import new_delivery_id
+    from hookctl.store.ids import new_delivery_id
     from hookctl.store.sqlite import migrations
 
     db = tmp_path / "old.db"

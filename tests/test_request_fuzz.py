@@ -22,7 +22,7 @@ from pytest_httpserver import HTTPServer
 
 from hookctl.errors import RenderError
 from hookctl.render.request import resolve
-from hookctl.render.templates import WebhookTemplate, render_request
+from hookctl.render.webhook import WebhookTemplate, render_request
 from hookctl.transport.http import Sender
 from hookctl.transport.netguard import AllowList, Guard, Unresolvable
 from tests.conftest import ndjson

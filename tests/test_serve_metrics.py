@@ -96,7 +96,8 @@ def test_the_store_gauges_read_indexes_never_the_rows(tmp_path):
     index-only scan (on main it grouped the whole table and walked every pending row)."""
     from hookctl.serve import reads
     from hookctl.store import open_store
-    from hookctl.store.records import NewDelivery, new_delivery_id
+    from hookctl.store.ids import new_delivery_id
+    from hookctl.store.records import NewDelivery
 
     now = time.time()
     store = open_store(tmp_path / "gauges.db")

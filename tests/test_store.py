@@ -27,7 +27,7 @@ from hookctl.rules.policy import DEFAULT_POLICY
 from hookctl.store import holder as holders
 from hookctl.store import open_store
 from hookctl.store.errors import DatabaseBusy, DatabaseDamaged, ForeignDatabase, NewerDatabase
-from hookctl.store.records import _encode
+from hookctl.store.ids import _encode
 from hookctl.store.sqlite import migrations
 from hookctl.store.sqlite.store import (
     AttemptResult,

@@ -11,7 +11,7 @@ from hookctl.errors import UsageError
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
-    from hookctl.store.records import EndpointHealth, EndpointLimit
+    from hookctl.store.endpoint_records import EndpointHealth, EndpointLimit
 
 ENDPOINT_COLUMNS = [
     ("endpoint", "Endpoint"),

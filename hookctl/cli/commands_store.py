@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from hookctl.store.contract import Store
-    from hookctl.store.records import Delivery, EndpointLimit, Unrendered
+    from hookctl.store.endpoint_records import EndpointLimit
+    from hookctl.store.log_records import Delivery, Unrendered
 # On a narrow terminal these go first (in this order); ids, statuses and rule names stay whole.
 LOG_DROP = ("ticket", "updated", "attempts", "url", "error")
 LOG_WHOLE = ("id", "status", "rule")

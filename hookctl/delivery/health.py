@@ -24,14 +24,8 @@ from typing import TYPE_CHECKING, Literal
 
 from hookctl.durations import format_duration
 from hookctl.store.endpoint import endpoint_of, open_note
-from hookctl.store.records import (
-    DEFAULT_BREAKER,
-    AttemptResult,
-    Breaker,
-    BreakerView,
-    Claim,
-    NewDelivery,
-)
+from hookctl.store.endpoint_records import DEFAULT_BREAKER, Breaker, BreakerView
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 
 if TYPE_CHECKING:
     from hookctl.transport.http import Outcome

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hookctl.errors import RenderError
-from hookctl.render.templates import render_request, unrendered_request
+from hookctl.render.webhook import render_request, unrendered_request
 from hookctl.rules.policy import PRESETS
 from hookctl.rules.webhook import webhook_from_dict
-from hookctl.store.records import AttemptResult, Claim, NewDelivery, new_delivery_id
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 
 
 def failure_notice(

@@ -41,7 +41,9 @@ from hookctl.events.intake import batches, dedupe_key, event_ticket
 from hookctl.render.request import Request, resolve
 from hookctl.store.endpoint import endpoint_of, paused_note
 from hookctl.store.errors import DatabaseUnusable
-from hookctl.store.records import AttemptResult, EventIds, NewDelivery, NewEvent
+from hookctl.store.event_records import NewEvent
+from hookctl.store.ids import EventIds
+from hookctl.store.records import AttemptResult, NewDelivery
 from hookctl.transport.http import Sender, host_key
 from hookctl.transport.netguard import allowed_by
 

@@ -14,10 +14,13 @@ from hookctl.errors import RenderError
 from hookctl.events.event import Event
 from hookctl.events.intake import event_ticket
 from hookctl.render.request import MaskedRequest, Request, placeholder
-from hookctl.render.templates import render_request, render_text, unrendered_request
+from hookctl.render.templates import render_text
+from hookctl.render.webhook import render_request, unrendered_request
 from hookctl.rules.policy import PRESETS, RetryPolicy
 from hookctl.rules.webhook import webhook_to_dict
-from hookctl.store.records import DEFAULT_BREAKER, Breaker, NewDelivery, new_delivery_id
+from hookctl.store.endpoint_records import DEFAULT_BREAKER, Breaker
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.records import NewDelivery
 
 if TYPE_CHECKING:
     from hookctl.rules.load import Rule

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hookctl.errors import StoreError
 from hookctl.rules.rate import Rate, parse_rate
 from hookctl.store.endpoint import endpoint_of
-from hookctl.store.records import Claim, EndpointLimit
+from hookctl.store.endpoint_records import EndpointLimit
+from hookctl.store.records import Claim
 
 if TYPE_CHECKING:
     from hookctl.delivery.storethread import StoreThread

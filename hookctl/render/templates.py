@@ -1,4 +1,7 @@
-"""Sandboxed Jinja2: a rule's webhook and one event become a complete request. No I/O.
+"""Sandboxed Jinja2: compiling and evaluating a rule's templates for one event. No I/O.
+
+webhook.py puts a rule's rendered webhook together as a request; url.py places values in
+its URL.
 
 Ticket text is only ever data: it reaches templates as values, never as template source.
 Environment variables are treated as secrets. A template that reads `env.NAME` gets an
@@ -10,13 +13,11 @@ retries.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote_plus
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
@@ -24,31 +25,19 @@ from jinja2.sandbox import SecurityError
 from hookctl.errors import RenderError
 from hookctl.events.fields import describe_missing
 from hookctl.render.budget import Budget, limits
-from hookctl.render.encoding import CONTENT_TYPES as CONTENT_TYPES
 from hookctl.render.encoding import clean as _clean
-from hookctl.render.encoding import encode_body, form_encode, form_pairs, tojson
-from hookctl.render.encoding import valid_xml_name as valid_xml_name
-from hookctl.render.encoding import xml_escape as xml_escape
-from hookctl.render.request import (
-    HEADER_CONTROL,
-    URL_UNSAFE,
-    Request,
-    check_url,
-    mask,
-    placeholder,
-)
+from hookctl.render.encoding import tojson, xml_escape
+from hookctl.render.request import placeholder
 from hookctl.render.sandbox import SandboxEnvironment, make_environment, render_capped
+from hookctl.render.url import _INTERPOLATION, _url_filter
 
-METHODS_WITH_DEFAULT_BODY = frozenset({"POST", "PUT", "PATCH"})
 MAX_BODY_BYTES = 1024 * 1024  # default cap on a rendered body; webhook.max_body changes it
 
 # A template leaf that is a single expression keeps its JSON type: `{{ ticket.id }}` stays a number.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.S)
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # `ticket.actions[-1].body`: a plain path, which _walk reads without building a jinja Context.
 _PATH = re.compile(r"^\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[-?\d+\])*\s*$")
 _PATH_STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(-?\d+)\]")
-_INTERPOLATION = re.compile(r"\{\{((?:(?!\{\{|\}\}).)*)\}\}", re.S)
 _LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
 _MISSING = object()
 
@@ -196,23 +185,6 @@ class _SecretEnv:
 # --- rendering -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookTemplate:
-    """The parts of a rule's `webhook:` that rendering needs (rules.py builds it)."""
-
-    method: str
-    url: str
-    format: str = "json"
-    headers: tuple[tuple[str, str], ...] = ()
-    body: Any = None  # a mapping/list (leaves are templates), a template string, or None
-    auth: Mapping[str, str] | None = None
-    xml_root: str = "payload"
-    sign: tuple[
-        str, ...
-    ] = ()  # webhook.sign.secret: one template per secret (several in a rotation)
-    max_body: int = MAX_BODY_BYTES
-
-
 class _Renderer:
     """Renders one request's templates; use inside `limits(renderer.budget)`."""
 
@@ -331,266 +303,3 @@ def render_text(source: str, context: Mapping[str, Any], *, where: str) -> str:
     r = _Renderer(dict(context))
     with limits(r.budget):
         return r.text(source, where)
-
-
-def render_request(
-    webhook: WebhookTemplate,
-    event: Mapping[str, Any],
-    *,
-    environ: Mapping[str, str],
-    extra: Mapping[str, Any] | None = None,
-) -> Request:
-    """Render a rule's webhook for one event. Raises RenderError when it cannot be done."""
-    try:
-        return _render_request(webhook, event, environ, extra)
-    except (RecursionError, MemoryError):
-        # Only a pathological event gets here (nesting deep enough to encode, or huge).
-        raise RenderError(
-            "webhook.body: the event is nested too deeply or is too large to encode"
-        ) from None
-
-
-def unrendered_request(webhook: WebhookTemplate) -> Request:
-    """What a webhook that could not be rendered is stored as: its method and URL template,
-    no headers, no body. Recorded as failed (or held), never sent as it is."""
-    return Request(webhook.method, webhook.url, (), None, webhook.format)
-
-
-def _render_request(
-    webhook: WebhookTemplate,
-    event: Mapping[str, Any],
-    environ: Mapping[str, str],
-    extra: Mapping[str, Any] | None,
-) -> Request:
-    nonce = os.urandom(8).hex()  # what secrets.token_hex does, minus two calls
-    env = _SecretEnv(environ, nonce)
-    context: dict[str, Any] = dict(event)
-    context.update(extra or {})
-    context["env"] = env
-    r = _Renderer(context, webhook.max_body)
-    with limits(r.budget):  # once for the whole request: every template draws on one budget
-        return _render_parts(r, webhook, event, nonce, env)
-
-
-# --- the URL: each value encoded for the place it stands in --------------------------------
-
-UrlPlace = str  # "base" (starts the URL: as is), "host", "path", "query" or "fragment"
-_RAW_URL = re.compile(r"\|\s*raw_url\s*$")
-_URL_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_BLOCK = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
-# Safe characters per place (RFC 3986), minus what would end the part or split it: a path
-# value cannot carry `/ ? # & = + ;`, a query value not `& = + ; #`, so neither escapes.
-_SAFE = {"path": "!$'()*,:@~", "query": "!$'()*,:@/?~", "fragment": "!$&'()*+,;=:@/?~"}
-_HOST_REFUSED = re.compile(r"[/?#@\\\s]")
-
-
-def url_place(before: str, starts_with_value: bool) -> UrlPlace:
-    """Where a `{{ }}` stands in a URL template, from the literal text before it."""
-    if starts_with_value:
-        before = "http://base/" + before  # a value that starts the URL gives scheme and host
-    scheme_end = before.find("://")
-    if scheme_end < 0:
-        return "base"
-    rest = before[scheme_end + 3 :]
-    if "#" in rest:
-        return "fragment"
-    if "?" in rest:
-        return "query"
-    return "path" if "/" in rest else "host"
-
-
-@lru_cache(maxsize=1024)
-def _url_parts(source: str) -> tuple[tuple[str, str, UrlPlace, bool], ...] | None:
-    """A URL template as (literal, expression, place, raw) pieces; None: no `{{ }}` in it.
-
-    The place of each value is decided by the rule's own text, never by values: a `?` that
-    an event puts into a path segment is encoded there, it does not start a query.
-    """
-    pieces = _INTERPOLATION.split(source)
-    if len(pieces) == 1:
-        return None
-    starts = pieces[0] == ""
-    parts: list[tuple[str, str, UrlPlace, bool]] = []
-    literal = ""
-    for k in range(1, len(pieces), 2):
-        literal += _BLOCK.sub("", pieces[k - 1])
-        expression = pieces[k]
-        raw = _RAW_URL.search(expression) is not None
-        place = "base" if k == 1 and starts else url_place(literal, starts)
-        parts.append((pieces[k - 1], expression, place, raw))
-    parts.append((pieces[-1], "", "", False))
-    return tuple(parts)
-
-
-def _url_value(text: str, place: UrlPlace, expression: str) -> str:
-    """A value encoded for its place in the URL (RenderError if it cannot stand there)."""
-    if _URL_CONTROL.search(text):
-        raise RenderError(
-            f"webhook.url: rendered URL contains whitespace or control characters: the value "
-            f"of {{{{{expression}}}}} has a line break or control character"
-        )
-    if place == "host":
-        bad = _HOST_REFUSED.search(text)
-        if bad:
-            raise RenderError(
-                f"webhook.url: the value of {{{{{expression}}}}} puts {bad[0]!r} into the URL's "
-                "host; a host value cannot change the path, query or credentials "
-                "(write |raw_url after it to insert it as it is)"
-            )
-        return text
-    if place == "path" and text and not text.strip("."):
-        raise RenderError(
-            f"webhook.url: the value of {{{{{expression}}}}} is {text!r}, which would move up the "
-            "path; a path value cannot be '.' or '..'"
-        )
-    return quote(text, safe=_SAFE[place])
-
-
-def render_url(r: _Renderer, source: str) -> str:
-    """The rule's webhook.url for this event, each value percent-encoded for where it stands.
-
-    A value that starts the URL (a base URL from `env` or the event) and one marked
-    `|raw_url` go in as they are. A template with `{% %}` blocks renders whole, its values
-    then placed by the filters _url_path, _url_query... (same rules, done by jinja).
-    """
-    parts = _url_parts(source)
-    if parts is None:
-        return r.text(source, "webhook.url")
-    if "{%" in source or "{#" in source:
-        return r.text(_with_url_filters(source, parts), "webhook.url")
-    out: list[str] = []
-    for literal, expression, place, raw in parts:
-        out.append(literal)
-        if not expression:
-            continue
-        text = r.text("{{" + expression + "}}", "webhook.url")
-        out.append(text if raw or place == "base" else _url_value(text, place, expression))
-    return "".join(out)
-
-
-def _with_url_filters(source: str, parts: tuple[tuple[str, str, UrlPlace, bool], ...]) -> str:
-    rewritten = []
-    for literal, expression, place, raw in parts:
-        rewritten.append(literal)
-        if not expression:
-            continue
-        if raw or place == "base":
-            rewritten.append("{{" + expression + "}}")
-        else:
-            rewritten.append("{{ (" + expression + ")|_url_" + place + " }}")
-    return "".join(rewritten)
-
-
-def _url_filter(place: UrlPlace) -> Any:
-    def encode(value: Any) -> str:
-        text = "" if value is None else value if isinstance(value, str) else str(value)
-        return _url_value(_clean(text), place, " value ")
-
-    return encode
-
-
-def _render_parts(
-    r: _Renderer, webhook: WebhookTemplate, event: Mapping[str, Any], nonce: str, env: _SecretEnv
-) -> Request:
-    url = render_url(r, webhook.url).strip()
-    headers: list[tuple[str, str]] = []
-    for name, template in webhook.headers:
-        headers.append((name, _header_value(r.text(template, f"webhook.headers.{name}"), name)))
-    basic: tuple[str, str] | None = None
-    auth = webhook.auth or {}
-    if auth.get("type") == "basic":
-        basic = (
-            r.text(auth["username"], "webhook.auth.username"),
-            r.text(auth["password"], "webhook.auth.password"),
-        )
-        for part in basic:
-            _header_value(part, "Authorization")
-    elif auth.get("type") == "bearer":
-        token = r.text(auth["token"], "webhook.auth.token")
-        headers.append(("Authorization", _header_value(f"Bearer {token}", "Authorization")))
-    elif auth.get("type") == "api_key":
-        value = r.text(auth["value"], "webhook.auth.value")
-        if auth.get("query"):
-            url = _add_query(url, [(auth["query"], value)])
-        else:
-            header = auth.get("header") or "X-API-Key"
-            headers.append((header, _header_value(value, header)))
-    sign = tuple(r.text(secret, "webhook.sign.secret") for secret in webhook.sign)
-
-    body: str | None = None
-    method = webhook.method
-    if webhook.body is not None:
-        if isinstance(webhook.body, str):
-            body = r.text(webhook.body, "webhook.body")
-        else:
-            data = r.tree(webhook.body, "webhook.body")
-            if method in ("GET", "DELETE") and webhook.format == "form":
-                url = _add_query(url, form_pairs(data))
-            else:
-                body = encode_body(data, webhook.format, webhook.xml_root)
-    elif method in METHODS_WITH_DEFAULT_BODY:
-        body = encode_body(dict(event), webhook.format, webhook.xml_root)
-
-    _check_url(url, nonce, env.used)
-    if body is not None:
-        size = len(body) if body.isascii() else len(body.encode())
-        if size > webhook.max_body:
-            raise RenderError(
-                f"webhook.body: the rendered body ({size:,} bytes) is larger than "
-                f"webhook.max_body ({webhook.max_body:,} bytes); raise webhook.max_body "
-                "(at most 16MB) or send less"
-            )
-        if not any(k.lower() == "content-type" for k, _ in headers):
-            headers.append(("Content-Type", CONTENT_TYPES[webhook.format]))
-    return Request(
-        method=method,
-        url=url,
-        headers=tuple(headers),
-        body=body,
-        format=webhook.format,
-        basic_auth=basic,
-        secrets=tuple(env.used),
-        nonce=nonce if env.used else "",
-        sign=sign,
-    )
-
-
-def _header_value(value: str, name: str) -> str:
-    if HEADER_CONTROL.search(value):
-        raise RenderError(
-            f"webhook.headers.{name}: value contains a line break or control character"
-        )
-    return value
-
-
-def _check_url(url: str, nonce: str = "", secrets: Iterable[str] = ()) -> None:
-    for name in secrets:
-        token = placeholder(nonce, name)
-        if url.startswith(token):
-            # The URL starts with a secret; only resolve() sees its value, so check the rest here.
-            url = "https://secret.invalid" + url[len(token) :]
-    if URL_UNSAFE.search(url):
-        raise RenderError(
-            f"webhook.url: rendered URL contains whitespace or control characters: {url!r}"
-        )
-    names = tuple(secrets)
-    probe = url
-    for name in names:
-        # A variable's value is only known when sending (resolve checks it then): stand in a
-        # value that is valid anywhere in a URL, a port included.
-        probe = probe.replace(placeholder(nonce, name), "0")
-    check_url(probe, shown=mask(url, nonce, names) if names else url)
-
-
-def _add_query(url: str, pairs: list[tuple[str, Any]]) -> str:
-    if not pairs:
-        return url
-    query = form_encode(pairs)
-    base, _, fragment = url.partition("#")
-    joined = f"{base}{'&' if '?' in base else '?'}{query}"
-    return f"{joined}#{fragment}" if fragment else joined
-
-
-def valid_header_name(name: str) -> bool:
-    """True for an HTTP header name (RFC 9110 token)."""
-    return bool(_HEADER_NAME.match(name))

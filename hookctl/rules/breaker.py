@@ -8,7 +8,7 @@
       on_gone: pause     # a 410 Gone pauses the endpoint (or: fail, the delivery fails for good)
 
 `breaker: off` leaves the rule's attempts out of its endpoint's breaker. Every key is optional
-(store/records.py Breaker holds the defaults).
+(store/endpoint_records.py Breaker holds the defaults).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hookctl.durations import parse_duration
-from hookctl.store.records import DEFAULT_BREAKER, Breaker
+from hookctl.store.endpoint_records import DEFAULT_BREAKER, Breaker
 
 KEYS = ("failures", "probe", "probe_max", "disable_after", "on_gone")
 _MAX_FAILURES = 1000

@@ -11,9 +11,7 @@ from typing import Any
 
 from hookctl.durations import format_duration, parse_duration
 from hookctl.errors import RuleError, RuleErrors, UsageError
-from hookctl.render.templates import (
-    WebhookTemplate,
-)
+from hookctl.render.webhook import WebhookTemplate
 from hookctl.rules.breaker import BreakerError, parse_breaker
 from hookctl.rules.conditions import ConditionError, Group, compile_when, evaluate
 from hookctl.rules.policy import DEFAULT_POLICY, RetryPolicy, parse_policy
@@ -30,7 +28,7 @@ from hookctl.rules.webhook import (
     plain,
 )
 from hookctl.rules.yamlfile import LineMapping, read_yaml
-from hookctl.store.records import DEFAULT_BREAKER, Breaker
+from hookctl.store.endpoint_records import DEFAULT_BREAKER, Breaker
 
 DEFAULT_TIMEOUT = 3.0  # Movidesk: a webhook must answer within 3 seconds
 MAX_TIMEOUT = 120.0  # Movidesk's hard cap: "The operation was cancelled" after 2 minutes

@@ -12,15 +12,9 @@ from typing import Any
 from jinja2 import TemplateError, meta
 
 from hookctl.errors import RuleError
-from hookctl.render.templates import (
-    CONTENT_TYPES,
-    MAX_BODY_BYTES,
-    WebhookTemplate,
-    environment,
-    is_template,
-    valid_header_name,
-    valid_xml_name,
-)
+from hookctl.render.encoding import CONTENT_TYPES, valid_xml_name
+from hookctl.render.templates import MAX_BODY_BYTES, environment, is_template
+from hookctl.render.webhook import WebhookTemplate, valid_header_name
 from hookctl.rules.policy import ACCEPTS
 from hookctl.rules.trust import (
     LITERAL_HINT,

@@ -14,7 +14,7 @@ from hookctl.delivery.prepare import order_key, reveal, shown_values
 from hookctl.errors import RenderError
 from hookctl.events.event import Event
 from hookctl.render.request import MaskedRequest, Request, placeholder
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.breaker import describe_breaker
 from hookctl.rules.conditions import ABSENT, Condition, Trace, trace
 from hookctl.rules.load import Rule

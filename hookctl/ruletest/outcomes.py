@@ -17,9 +17,9 @@ from typing import Any
 
 from hookctl.errors import RenderError
 from hookctl.render.request import MaskedRequest, Request
-from hookctl.render.templates import render_request
+from hookctl.render.webhook import render_request
 from hookctl.rules.load import Rule
-from hookctl.store.records import RecordedRequest
+from hookctl.store.event_records import RecordedRequest
 
 
 @dataclass(frozen=True, slots=True)

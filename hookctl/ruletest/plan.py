@@ -31,7 +31,7 @@ from hookctl.events.intake import dedupe_key, event_ticket
 from hookctl.rules.load import Rule
 from hookctl.ruletest.outcomes import Outcome, Side, recorded_outcome, request_diff
 from hookctl.ruletest.renames import record_renames, renames_between
-from hookctl.store.records import RecordedRequest, StoredEvent
+from hookctl.store.event_records import RecordedRequest, StoredEvent
 
 Kind = Literal["added", "removed", "changed", "unchanged"]
 KINDS: tuple[Kind, ...] = ("added", "removed", "changed", "unchanged")

@@ -16,7 +16,7 @@ from typing import Any
 
 from hookctl.rules.load import Rule
 from hookctl.ruletest.outcomes import Outcome, Side, recorded_outcome
-from hookctl.store.records import RecordedRequest, StoredEvent
+from hookctl.store.event_records import RecordedRequest, StoredEvent
 
 
 def _pairs(

@@ -26,7 +26,7 @@ from hookctl.serve import reads
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
-    from hookctl.store.records import QueueLevels
+    from hookctl.store.log_records import QueueLevels
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Attempt latency buckets in seconds: around Movidesk's 3 s answer limit and the 2 min cap.
@@ -97,7 +97,7 @@ class Gauges:
 
     def figures(self) -> reads.QueueFigures:
         """The gauges as of the last refresh (the oldest due age as of now)."""
-        from hookctl.store.records import QueueLevels
+        from hookctl.store.log_records import QueueLevels
 
         levels = self._levels or QueueLevels(pending=0, due=0, oldest_due_at=None)
         return reads.figures_of(self._counts, levels, self.wall())

@@ -15,7 +15,7 @@ from hookctl.store.records import STATUSES
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
-    from hookctl.store.records import Delivery, QueueLevels
+    from hookctl.store.log_records import Delivery, QueueLevels
 
 __all__ = ["STATUSES", "AttemptView", "DeliveryView", "LogRow", "QueueFigures"]
 

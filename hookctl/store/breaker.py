@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from hookctl.durations import format_duration
-from hookctl.store.records import DEFAULT_BREAKER, AttemptResult
+from hookctl.store.endpoint_records import DEFAULT_BREAKER
+from hookctl.store.records import AttemptResult
 
 # The breaker's columns of `endpoints`, in State's order (sqlite m010_breaker, postgres m006).
 COLUMNS = (

@@ -1,7 +1,7 @@
 """The store as a contract: what the pipeline and the log need from any backend.
 
 A backend (store/sqlite/ and store/postgres/, both opened by open_store) implements `Store` = `Queue` + `Log`, returns the
-dataclasses of records.py and raises the errors of errors.py, never its driver's. What every
+dataclasses of records.py (and log_, endpoint_, event_records.py) and raises the errors of errors.py, never its driver's. What every
 backend must guarantee (tests/contract/ checks each on every backend):
 
 - Durability: once `enqueue` or `complete` returns, what it wrote survives a crash of the
@@ -49,23 +49,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from hookctl.store.records import (
-    AttemptResult,
-    BreakerView,
-    Claim,
-    Delivery,
-    DeliveryDetail,
-    EndpointHealth,
-    EndpointLimit,
-    NewDelivery,
-    NewEvent,
-    QueueLevels,
-    RecordedRequest,
-    Reservation,
-    Stats,
-    StoredEvent,
-    Unrendered,
-)
+from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
+from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels, Stats, Unrendered
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 
 
 class Queue(Protocol):

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hookctl.store import breaker
-from hookctl.store.records import EndpointHealth
+from hookctl.store.endpoint_records import EndpointHealth
 from hookctl.store.summaries import percentile
 
 

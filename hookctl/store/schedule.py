@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hookctl.store.records import EndpointLimit, Reservation
+from hookctl.store.endpoint_records import EndpointLimit, Reservation
 
 
 def strictest(rates: Iterable[tuple[str, float]], own: tuple[str, float]) -> tuple[str, float]:

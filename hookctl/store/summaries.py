@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hookctl.store.records import Stats, UrlFailures, UrlTiming
+from hookctl.store.log_records import Stats, UrlFailures, UrlTiming
 
 
 def stats_from(

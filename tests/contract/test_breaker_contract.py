@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from hookctl.store.contract import Store
-from hookctl.store.records import AttemptResult, Breaker, Claim
+from hookctl.store.endpoint_records import Breaker
+from hookctl.store.records import AttemptResult, Claim
 from tests.contract.test_store_contract import (
     NOW,
     Backend,

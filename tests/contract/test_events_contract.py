@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from hookctl.store.contract import Store
-from hookctl.store.records import EventIds, NewDelivery, NewEvent, new_delivery_id
+from hookctl.store.event_records import NewEvent
+from hookctl.store.ids import EventIds, new_delivery_id
+from hookctl.store.records import NewDelivery
 
 from .test_store_contract import NOW, new
 

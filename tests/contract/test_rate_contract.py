@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from hookctl.store.records import RATE_MEMORY
+from hookctl.store.endpoint_records import RATE_MEMORY
 
 from .test_store_contract import NOW, Backend, Store, enqueue_one
 

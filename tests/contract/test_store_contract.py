@@ -19,16 +19,9 @@ from hookctl.rules.policy import DEFAULT_POLICY
 from hookctl.store import holder as holders
 from hookctl.store.contract import Store, WorkSignal
 from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery
-from hookctl.store.records import (
-    STATUSES,
-    AttemptResult,
-    Claim,
-    Delivery,
-    DeliveryDetail,
-    NewDelivery,
-    QueueLevels,
-    new_delivery_id,
-)
+from hookctl.store.ids import new_delivery_id
+from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels
+from hookctl.store.records import STATUSES, AttemptResult, Claim, NewDelivery
 
 NOW = 1_700_000_000.0
 Backend = Callable[..., Store]

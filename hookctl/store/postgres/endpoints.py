@@ -12,15 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hookctl.store import breaker, schedule
-from hookctl.store.health import health_from
-from hookctl.store.records import (
+from hookctl.store.endpoint_records import (
     RATE_MEMORY,
-    AttemptResult,
     BreakerView,
     EndpointHealth,
     EndpointLimit,
     Reservation,
 )
+from hookctl.store.health import health_from
+from hookctl.store.records import AttemptResult
 
 Cursor = Any  # psycopg.Cursor; Any so this module imports without the driver
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
 from hookctl.store.postgres.rows import (
     EVENT_COLUMNS,
     dumps,
@@ -19,7 +20,7 @@ from hookctl.store.postgres.rows import (
     stored_event,
     text,
 )
-from hookctl.store.records import NewDelivery, NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.records import NewDelivery
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES, window_bounds
 
 __all__ = ["PAGE", "get", "insert", "page", "purge_ids", "ref_of", "requests", "restore"]

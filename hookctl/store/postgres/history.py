@@ -10,19 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery
+from hookctl.store.ids import ID_CLOCK_SLACK, ID_PREFIX, id_floor
+from hookctl.store.log_records import Delivery, DeliveryDetail, Stats, Unrendered
 from hookctl.store.postgres import endpoints as endpoint_state
 from hookctl.store.postgres import ordering, rows
 from hookctl.store.postgres.rows import ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DETAIL_COLUMNS
-from hookctl.store.records import (
-    ID_CLOCK_SLACK,
-    ID_PREFIX,
-    STATUSES,
-    Delivery,
-    DeliveryDetail,
-    Stats,
-    Unrendered,
-    id_floor,
-)
+from hookctl.store.records import STATUSES
 from hookctl.store.summaries import stats_from
 
 PAGE = 500  # rows per keyset page of the log

@@ -18,8 +18,9 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from hookctl.store.log_records import Delivery
 from hookctl.store.postgres.rows import text
-from hookctl.store.records import ORDER_PARKED_AT, Delivery, NewDelivery
+from hookctl.store.records import ORDER_PARKED_AT, NewDelivery
 
 # pg_advisory_xact_lock(int, int) space (apart from the migrations' bigint key): "hkor".
 LOCK_SPACE = 0x686B6F72

@@ -1,6 +1,6 @@
 """Records as PostgreSQL values and back: the one place SQL rows become hookctl's records.
 
-Reads hand back the records of hookctl/store/records.py, as the SQLite store does (JSON parsed,
+Reads hand back the records of hookctl/store/*records.py, as the SQLite store does (JSON parsed,
 a request's body back in its request), so the CLI and the contract see no difference. Text
 PostgreSQL cannot hold (NUL characters) is kept apart: request and response bodies are bytea
 (UTF-8), and the few free-text columns have NUL replaced by U+FFFD.
@@ -13,18 +13,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hookctl.store.endpoint import endpoint_of
-from hookctl.store.records import (
-    Attempt,
-    AttemptResult,
-    Claim,
-    Delivery,
-    DeliveryDetail,
-    NewDelivery,
-    NewEvent,
-    RecordedRequest,
-    StoredEvent,
-    Unrendered,
-)
+from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.log_records import Attempt, Delivery, DeliveryDetail, Unrendered
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 
 _JSON_COLUMNS = ("request", "policy", "on_failure", "event", "response_headers")
 _BYTES_COLUMNS = ("body", "response_body")

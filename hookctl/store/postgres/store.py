@@ -20,6 +20,10 @@ from typing import Any, TypeVar
 
 from hookctl.errors import StoreError
 from hookctl.store import holder as holders
+from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
+from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.ids import ID_CLOCK_SLACK, ID_PATTERN, event_id_floor, id_floor
+from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels, Stats, Unrendered
 from hookctl.store.postgres import connection, history, migrations, ordering, queue
 from hookctl.store.postgres import endpoints as endpoint_state
 from hookctl.store.postgres import events as stored_events
@@ -32,28 +36,7 @@ from hookctl.store.postgres.rows import (
     result_columns,
     text,
 )
-from hookctl.store.records import (
-    ID_CLOCK_SLACK,
-    ID_PATTERN,
-    STATUSES,
-    AttemptResult,
-    BreakerView,
-    Claim,
-    Delivery,
-    DeliveryDetail,
-    EndpointHealth,
-    EndpointLimit,
-    NewDelivery,
-    NewEvent,
-    QueueLevels,
-    RecordedRequest,
-    Reservation,
-    Stats,
-    StoredEvent,
-    Unrendered,
-    event_id_floor,
-    id_floor,
-)
+from hookctl.store.records import STATUSES, AttemptResult, Claim, NewDelivery
 
 __all__ = ["CHANNEL", "PostgresStore"]
 

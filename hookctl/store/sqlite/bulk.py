@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hookctl.store.records import DeliveryDetail
+from hookctl.store.log_records import DeliveryDetail
 from hookctl.store.sqlite import database
 from hookctl.store.sqlite.rows import dumps
 

@@ -14,15 +14,15 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from hookctl.store import breaker, schedule
-from hookctl.store.health import health_from
-from hookctl.store.records import (
+from hookctl.store.endpoint_records import (
     RATE_MEMORY,
-    AttemptResult,
     BreakerView,
     EndpointHealth,
     EndpointLimit,
     Reservation,
 )
+from hookctl.store.health import health_from
+from hookctl.store.records import AttemptResult
 from hookctl.store.sqlite.ordering import IN_TURN
 
 _STATE = ", ".join(breaker.COLUMNS)

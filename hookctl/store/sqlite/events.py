@@ -16,13 +16,9 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hookctl.store.records import (
-    NewDelivery,
-    NewEvent,
-    RecordedRequest,
-    StoredEvent,
-    event_id_floor,
-)
+from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.ids import event_id_floor
+from hookctl.store.records import NewDelivery
 from hookctl.store.sqlite.rows import dicts, dumps
 
 MAX_STORED_EVENT_BYTES = 256 * 1024  # documented in the README ("Stored events")

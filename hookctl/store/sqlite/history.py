@@ -10,17 +10,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hookctl.store.errors import AmbiguousId, BadSelection, UnknownDelivery
-from hookctl.store.records import (
-    ID_CLOCK_SLACK,
-    ID_PREFIX,
-    STATUSES,
-    Attempt,
-    Delivery,
-    DeliveryDetail,
-    Stats,
-    Unrendered,
-    id_floor,
-)
+from hookctl.store.ids import ID_CLOCK_SLACK, ID_PREFIX, id_floor
+from hookctl.store.log_records import Attempt, Delivery, DeliveryDetail, Stats, Unrendered
+from hookctl.store.records import STATUSES
 from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite import ordering
 from hookctl.store.sqlite.rows import dicts

@@ -18,7 +18,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from hookctl.store.records import ORDER_PARKED_AT, Delivery, NewDelivery
+from hookctl.store.log_records import Delivery
+from hookctl.store.records import ORDER_PARKED_AT, NewDelivery
 
 # The claim's condition (inside READY, over an unaliased `deliveries`): a row without a key
 # always passes, untouched; a keyed one makes two range seeks, one in deliveries_order_pending

@@ -20,29 +20,11 @@ from typing import Any, TypeVar
 
 from hookctl.store import holder as holders
 from hookctl.store.contract import Store
-from hookctl.store.records import (
-    ID_CLOCK_SLACK,
-    ID_PATTERN,
-    STATUSES,
-    AttemptResult,
-    BreakerView,
-    Claim,
-    Delivery,
-    DeliveryDetail,
-    EndpointHealth,
-    EndpointLimit,
-    NewDelivery,
-    NewEvent,
-    QueueLevels,
-    RecordedRequest,
-    Reservation,
-    Stats,
-    StoredEvent,
-    Unrendered,
-    event_id_floor,
-    id_floor,
-    new_delivery_id,
-)
+from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
+from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.ids import ID_CLOCK_SLACK, ID_PATTERN, event_id_floor, id_floor, new_delivery_id
+from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels, Stats, Unrendered
+from hookctl.store.records import STATUSES, AttemptResult, Claim, NewDelivery
 from hookctl.store.sqlite import database, history, ordering, queue
 from hookctl.store.sqlite import endpoints as endpoint_state
 from hookctl.store.sqlite import events as stored_events
