@@ -156,7 +156,7 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left():
     from rich.console import Console
     from rich.progress import Progress
 
-    from hookctl.cli.output import progress_columns
+    from hookctl.cli.progress import progress_columns
 
     now = [0.0]
     screen = io.StringIO()

@@ -16,8 +16,10 @@ from hookctl.cli.app import app
 for _module in (
     "commands_send",
     "commands_rules",
+    "commands_explain",
     "commands_tools",
     "commands_plan",
+    "commands_log",
     "commands_store",
     "commands_endpoints",
     "commands_listen",

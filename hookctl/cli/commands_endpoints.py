@@ -62,7 +62,8 @@ def endpoints(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from hookctl.cli.output import Printer, iso, rows_table, short_time
+    from hookctl.cli.output import Printer, iso, short_time
+    from hookctl.cli.tables import rows_table
 
     seconds = duration(window, "--window")
     assert seconds is not None

@@ -193,7 +193,8 @@ def _check_rule(name: str, known: set[str], store: "Store | None", start: float 
 
 def _print_plan(result: "Plan", since: str) -> None:
     """The summary table, then the examples (diffs coloured on a terminal), then one line."""
-    from hookctl.cli.output import plural, rows_table, safe, use_color
+    from hookctl.cli.output import plural, safe, use_color
+    from hookctl.cli.tables import rows_table
 
     color = use_color(sys.stdout)
     tty = sys.stdout.isatty()

@@ -115,7 +115,8 @@ def fire(
     Exit codes: 0 every event read and every delivery succeeded or is queued for retry;
     1 an event could not be read or a delivery failed for good; 2 usage; 3 invalid rules.
     """
-    from hookctl.cli.output import Printer, ProgressBar
+    from hookctl.cli.output import Printer
+    from hookctl.cli.progress import ProgressBar
     from hookctl.delivery import service
     from hookctl.delivery.observe import Fanout
     from hookctl.events.read import read_events
@@ -237,7 +238,8 @@ def send_due(
     """
     import asyncio
 
-    from hookctl.cli.output import Printer, ProgressBar, format_pass_summary
+    from hookctl.cli.output import Printer, format_pass_summary
+    from hookctl.cli.progress import ProgressBar
     from hookctl.delivery import service
     from hookctl.delivery.observe import Fanout
 

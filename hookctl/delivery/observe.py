@@ -2,7 +2,7 @@
 
 The pipeline knows nothing of terminals, progress bars, metrics or endpoint health: it calls
 `observer.notify(event)` with one of the dataclasses below, and each subscriber (cli/output.py's
-printer and progress bar today; a Prometheus exporter or a circuit breaker later) takes the
+printer and cli/progress.py's bar today; a Prometheus exporter or a circuit breaker later) takes the
 events it cares about and ignores the rest. `Fanout` hands each event to several observers.
 
 Cheap on the hot path: an event is one small slotted dataclass, made once per attempt, and

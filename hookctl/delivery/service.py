@@ -5,7 +5,7 @@ It owns what a long-running sender needs besides the pipeline: the HTTP sender's
 SIGINT/SIGTERM (attempts in flight finish, claims not yet started are handed back), passes
 over the queue every `every` seconds (sooner when a backend that signals work, PostgreSQL,
 says deliveries became due), and the summed counts. It prints nothing: callers
-subscribe an observer (cli/output.py's printer and progress bar) and format the Summary.
+subscribe an observer (cli/output.py's printer, cli/progress.py's bar) and format the Summary.
 """
 
 from __future__ import annotations
