@@ -91,6 +91,10 @@ def test_metrics_count_events_deliveries_attempts_and_the_queue(cli, rule_file, 
     assert not any(name.startswith("hookctl_events") for name, _ in offline)
 
 
+# Tables of one row per endpoint (or per endpoint and rule), never per delivery: a scan is fine.
+PER_ENDPOINT = {"SCAN endpoints", "SCAN endpoint_rates"}
+
+
 def test_the_store_gauges_read_indexes_never_the_rows(tmp_path):
     """A scrape's cost must not grow with the log: every read is an index search or an
     index-only scan (on main it grouped the whole table and walked every pending row)."""
@@ -124,8 +128,54 @@ def test_the_store_gauges_read_indexes_never_the_rows(tmp_path):
                 step
                 for step in plan
                 if step.startswith("SCAN") and "COVERING INDEX" not in step
-                and step != "SCAN endpoints"
+                and step not in PER_ENDPOINT
             ]  # fmt: skip
             assert not rows, f"{sql}\n{plan}"
     finally:
         store.close()
+
+
+def test_endpoint_health_is_in_the_metrics_and_in_stats(cli, rule_file, receiver, db_file):
+    healthy = Receiver().start()
+    try:
+        receiver.status = 500
+        rules = rule_file(
+            rule_yaml(
+                receiver.url,
+                name="failing",
+                retry="{every: 1h, retries: 3}",
+                extra="breaker: {failures: 2, probe: 1h}\n",
+            )
+        )
+        rule_file(rule_yaml(healthy.url, name="limited", extra="rate: 5/s\n"))
+        assert cli("endpoints", "pause", "http://127.0.0.1:9", "--reason", "moved").exit_code == 0
+        failing = receiver.url.rsplit("/", 1)[0]
+        limited = healthy.url.rsplit("/", 1)[0]
+        with serving("-r", rules.parent) as server, server.client() as http:
+            for n in range(3):
+                assert http.post("/events", json=event(n)).status_code == 202
+                wait_for(lambda n=n: receiver.arrived() >= min(n + 1, 2), what="an attempt")
+            wait_for(
+                lambda: (
+                    samples(http.get("/metrics").text).get(
+                        ("hookctl_endpoint_breaker_open", (("endpoint", failing),))
+                    )
+                    == 1
+                ),
+                what="the open breaker in the metrics",
+            )
+            got = samples(http.get("/metrics").text)
+        assert got[("hookctl_endpoint_consecutive_failures", (("endpoint", failing),))] == 2
+        assert got[("hookctl_endpoint_paused", (("endpoint", "http://127.0.0.1:9"),))] == 1
+        assert got[("hookctl_endpoint_paused", (("endpoint", failing),))] == 0
+        assert (
+            0.2 <= got[("hookctl_endpoint_rate_interval_seconds", (("endpoint", limited),))] < 0.25
+        )
+        assert got[("hookctl_endpoint_breaker_open", (("endpoint", limited),))] == 0
+        assert receiver.arrived() == 2  # open: the third waits for its probe, in an hour
+        offline = samples(cli("stats", "--db", db_file, "--prometheus").stdout)
+        for key, value in got.items():
+            if key[0].startswith("hookctl_endpoint_") and key[0] != "hookctl_endpoint_hold_seconds":
+                assert offline[key] == value, key
+    finally:
+        healthy.stop()

@@ -6,15 +6,19 @@ Made on the event loop, that wait froze every attempt in flight: their measured 
 by the stall, their answers went unread, leases went unrenewed. Here the connection is told
 never to wait (busy timeout 0) while a StoreThread has it, and each call is first made inline,
 on the loop, where an uncontended write costs what it always did. A call that finds the
-database busy (DatabaseBusy, whatever the backend) has done nothing; it goes to a worker thread of its own, which retries it
-(5 ms, doubling to 100 ms apart) until it goes through or the busy timeout has passed, while
-the loop goes on sending. Once a call is on the thread, the next ones queue behind it there,
-so calls still run one at a time in the order they were made.
+database busy (DatabaseBusy, whatever the backend) has done nothing; it goes to a worker
+thread of its own, which retries it (5 ms, doubling to 100 ms apart) until it goes through or
+the busy timeout has passed, while the loop goes on sending. Calls take turns (a FIFO lock):
+one at a time, in the order they were made, the next one starting once the last one, on the
+thread or not, has ended.
 
 Why not every call on the thread: each SQLite statement releases and retakes the GIL, and
 under load every retake waits for the loop's thread; a 256-row transaction paid that 256
 times, and outcomes reached the store later (more re-sends after a crash). Measured in
-bench/crash.py; see the README's design section.
+bench/crash.py; see the README's design section. What does go to the thread is a write's
+COMMIT (Store.split_commit): one statement, one GIL handover, and it is the fsync, most of
+an uncontended write's time; while it runs the loop reads the next posts and renders the
+next batch, and the call's caller waits for it, so a result still means "committed".
 """
 
 from __future__ import annotations
@@ -43,47 +47,59 @@ class StoreThread:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookctl-store")
-        self._queued = 0  # calls on the thread or waiting for it: later calls go there too
+        self._turn = asyncio.Lock()  # one call at a time, in the order made (the lock is FIFO)
         store.wait_when_busy(0)
 
     async def call(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """`method(*args, **kwargs)`, inline if the database is free, else on the thread.
+        """`method(*args, **kwargs)`: its statements inline, its COMMIT on the thread; all of
+        it on the thread if the database is busy.
 
         A cancelled caller stops waiting, but a call that has begun runs to its end (a
-        transaction is never cut in half); close() waits for it.
+        transaction is never cut in half), and the next call starts after it; close() waits
+        for it.
         """
-        if not self._queued:
-            try:
-                return method(*args, **kwargs)
-            except DatabaseBusy:
-                pass
-        return await self.call_apart(method, *args, **kwargs)
+        await self._turn.acquire()
+        try:
+            result, commit = self.store.split_commit(method, *args, **kwargs)
+        except DatabaseBusy:
+            # Nothing of it was done: retried on the thread until the database is free.
+            return await self._on_thread(
+                functools.partial(_until_free, self.store.busy_timeout, method, *args, **kwargs)
+            )
+        except BaseException:
+            self._turn.release()
+            raise
+        if commit is None:
+            self._turn.release()
+            return result
+        await self._on_thread(commit)  # the fsync off the loop; later calls wait their turn
+        return result
 
     async def call_apart(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """`method(*args, **kwargs)` on the thread even when the database is free: for a read
         that takes long in the database's own code (a count over a big table), during which the
-        loop must go on; the calls made meanwhile queue behind it, in order, as in `call`."""
-        self._queued += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool,
-                functools.partial(_until_free, self.store.busy_timeout, method, *args, **kwargs),
-            )
-        finally:
-            self._queued -= 1
+        loop must go on; the calls made meanwhile wait their turn behind it, as in `call`."""
+        await self._turn.acquire()
+        return await self._on_thread(
+            functools.partial(_until_free, self.store.busy_timeout, method, *args, **kwargs)
+        )
 
     async def call_waiting(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """`method(*args, **kwargs)` on the thread, never inline: for a call that waits by
-        design (WorkSignal.wait_for_work), queued with the others so they stay in order."""
-        self._queued += 1
+        design (WorkSignal.wait_for_work), in turn with the others so they stay in order."""
+        await self._turn.acquire()
+        return await self._on_thread(functools.partial(method, *args, **kwargs))
+
+    async def _on_thread(self, fn: Callable[[], R]) -> R:
+        """Run `fn` on the thread, holding the turn (taken by the caller) until it has ended,
+        even if the caller is cancelled meanwhile."""
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool, functools.partial(method, *args, **kwargs)
-            )
-        finally:
-            self._queued -= 1
+            future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except BaseException:
+            self._turn.release()
+            raise
+        future.add_done_callback(lambda _: self._turn.release())
+        return await asyncio.shield(future)
 
     def close(self) -> None:
         """Wait for the call in progress, if any, stop the thread, and let the store wait

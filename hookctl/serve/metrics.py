@@ -4,7 +4,7 @@ Live counters are fed from one place, `Metrics.notify(event)`, with the pipeline
 events; the store's gauges come from `StoreCollector`, which `hookctl stats --prometheus` uses
 alone (reading the store as it prints), so cron users get the same queue figures in the same
 format. `serve` reads them through `Gauges`: refreshed before a scrape when older than
-LEVELS_AGE (queue depth, due, oldest due) or COUNTS_AGE (deliveries by rule and status), so a
+LEVELS_AGE (queue depth, due, oldest due, endpoint health) or COUNTS_AGE (deliveries by rule and status), so a
 busy scraper or several costs the store one cheap read a second, not one each.
 Encoding is prometheus_client's, never hand-written.
 """
@@ -65,6 +65,31 @@ class StoreCollector(Collector):
             "How long the longest-waiting due delivery has been due (0: none waits).",
             value=figures.oldest_due_age,
         )
+        yield from _endpoint_gauges(figures.endpoints)
+
+
+# Endpoint health (issue 15), one series per endpoint that has any state; a healthy endpoint
+# with no rate has none, so the series stay as few as the endpoints in trouble.
+_ENDPOINT_GAUGES = (
+    ("breaker_open", "1 while the endpoint's circuit breaker is open (deliveries wait).",
+     lambda e: float(e.breaker_open)),
+    ("consecutive_failures", "Failed attempts in a row at the endpoint (0 after a success).",
+     lambda e: float(e.failures)),
+    ("paused", "1 while the endpoint is paused (hookctl endpoints pause, or auto-disabled).",
+     lambda e: float(e.paused)),
+    ("hold_seconds", "Seconds until the endpoint's Retry-After hold ends (0: none).",
+     lambda e: e.held_for),
+    ("rate_interval_seconds", "Seconds between sends under the endpoint's rate (0: none).",
+     lambda e: e.rate_interval),
+)  # fmt: skip
+
+
+def _endpoint_gauges(endpoints: tuple[reads.EndpointFigures, ...]) -> Iterator[Metric]:
+    for name, doc, value in _ENDPOINT_GAUGES:
+        family = GaugeMetricFamily(f"hookctl_endpoint_{name}", doc, labels=["endpoint"])
+        for endpoint in endpoints:
+            family.add_metric([endpoint.endpoint], value(endpoint))
+        yield family
 
 
 Read = Callable[..., Awaitable[object]]
@@ -80,6 +105,7 @@ class Gauges:
         self.wall = wall
         self._levels: QueueLevels | None = None
         self._counts: dict[str, dict[str, int]] = {}
+        self._endpoints: tuple[reads.EndpointFigures, ...] = ()
         self._levels_at = self._counts_at = -float("inf")
         self._lock = asyncio.Lock()  # scrapes at the same moment share one read
 
@@ -90,6 +116,7 @@ class Gauges:
         async with self._lock:
             if self.clock() - self._levels_at >= LEVELS_AGE:
                 self._levels = await read(reads.queue_levels, self.wall())  # type: ignore[assignment]
+                self._endpoints = await read(reads.endpoint_figures, self.wall())  # type: ignore[assignment]
                 self._levels_at = self.clock()
             if self.clock() - self._counts_at >= COUNTS_AGE:
                 self._counts = await read_apart(reads.rule_counts)  # type: ignore[assignment]
@@ -100,7 +127,7 @@ class Gauges:
         from hookctl.store.log_records import QueueLevels
 
         levels = self._levels or QueueLevels(pending=0, due=0, oldest_due_at=None)
-        return reads.figures_of(self._counts, levels, self.wall())
+        return reads.figures_of(self._counts, levels, self.wall(), self._endpoints)
 
 
 class Metrics:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from hookctl.store.contract import Store
     from hookctl.store.log_records import Delivery, QueueLevels
 
-__all__ = ["STATUSES", "AttemptView", "DeliveryView", "LogRow", "QueueFigures"]
+__all__ = ["STATUSES", "AttemptView", "DeliveryView", "EndpointFigures", "LogRow", "QueueFigures"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,18 @@ class DeliveryView:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointFigures:
+    """One endpoint with health state (issue 15): its breaker, pause, Retry-After hold, rate."""
+
+    endpoint: str
+    breaker_open: bool
+    failures: int  # consecutive failed attempts (0 once one succeeds)
+    paused: bool
+    held_for: float  # seconds until a Retry-After hold ends (0: none)
+    rate_interval: float  # seconds between sends under its rate (0: no rate)
+
+
+@dataclass(frozen=True, slots=True)
 class QueueFigures:
     """What the store holds now, for gauges: by rule and status, and the queue's state."""
 
@@ -70,6 +82,7 @@ class QueueFigures:
     pending: int
     due: int
     oldest_due_age: float  # seconds the longest-waiting due delivery has been due; 0 if none
+    endpoints: tuple[EndpointFigures, ...] = ()  # only those with any state: failing, paused...
 
 
 def _row(d: Delivery) -> LogRow:
@@ -140,7 +153,33 @@ def queue_figures(store: Store, now: float) -> QueueFigures:
     From the store's index-only reads (queue_levels, rule_counts): no walk over the rows, so
     a scrape costs about the same at a million deliveries as at a thousand.
     """
-    return figures_of(store.rule_counts(), store.queue_levels(now), now)
+    return figures_of(
+        store.rule_counts(), store.queue_levels(now), now, endpoint_figures(store, now)
+    )
+
+
+def endpoint_figures(store: Store, now: float) -> tuple[EndpointFigures, ...]:
+    """Every endpoint that is failing, open, paused, held or rate-limited, by name: three reads
+    of small tables (one row per such endpoint), never of the deliveries."""
+    breakers = store.breaker_states()
+    paused = store.paused_endpoints()
+    limits = store.endpoint_limits(now=now)
+    figures = []
+    for name in sorted(set(breakers) | set(paused) | set(limits)):
+        breaker = breakers.get(name)
+        limit = limits.get(name)
+        hold = limit.not_before if limit is not None else None
+        figures.append(
+            EndpointFigures(
+                endpoint=name,
+                breaker_open=breaker is not None and breaker.open_since is not None,
+                failures=breaker.failures if breaker is not None else 0,
+                paused=name in paused,
+                held_for=max(0.0, hold - now) if hold is not None else 0.0,
+                rate_interval=limit.interval if limit is not None and limit.rate else 0.0,
+            )
+        )
+    return tuple(figures)
 
 
 def queue_levels(store: Store, now: float) -> QueueLevels:
@@ -153,7 +192,12 @@ def rule_counts(store: Store) -> dict[str, dict[str, int]]:
     return store.rule_counts()
 
 
-def figures_of(by_rule: dict[str, dict[str, int]], levels: QueueLevels, now: float) -> QueueFigures:
+def figures_of(
+    by_rule: dict[str, dict[str, int]],
+    levels: QueueLevels,
+    now: float,
+    endpoints: tuple[EndpointFigures, ...] = (),
+) -> QueueFigures:
     """The gauges from what the store said (read at different times, perhaps: see metrics)."""
     oldest = levels.oldest_due_at
     return QueueFigures(
@@ -164,6 +208,7 @@ def figures_of(by_rule: dict[str, dict[str, int]], levels: QueueLevels, now: flo
         pending=levels.pending,
         due=levels.due,
         oldest_due_age=0.0 if oldest is None else max(0.0, now - oldest),
+        endpoints=endpoints,
     )
 
 

@@ -45,14 +45,16 @@ caller may run them in a worker thread to keep them off the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
 from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels, Stats, Unrendered
 from hookctl.store.records import AttemptResult, Claim, NewDelivery
+
+T = TypeVar("T")
 
 
 class Queue(Protocol):
@@ -323,6 +325,17 @@ class Store(Queue, Log, Events, Endpoints, Protocol):
         (0: at once, with nothing of the call done; None: the backend's default again). The
         pipeline's store thread sets 0 so a busy database moves its calls off the event loop
         instead of stalling it."""
+        ...
+
+    def split_commit(
+        self, method: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> tuple[T, Callable[[], None] | None]:
+        """`method(*args, **kwargs)`, one of this store's, with its write's COMMIT left for
+        later when the backend gains by it: (the result, the commit to make before the result
+        counts, on any thread; None if nothing is left to commit). Until the commit is made
+        no other call of the store starts (one that does makes it first); a failed commit
+        undoes the write and raises its StoreError. The store thread runs a SQLite write's
+        statements on the event loop and only its COMMIT (the fsync) on its thread."""
         ...
 
     def check_integrity(self) -> list[str]:

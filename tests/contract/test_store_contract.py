@@ -694,3 +694,34 @@ def test_a_signalling_backend_wakes_a_waiter_whenever_deliveries_become_due(
     assert other.resume_endpoint(HOOKS, now=NOW + 1)
     assert waiting.wait_for_work(10) is True
     assert waiting.wait_for_work(0.05) is False  # and nothing more came
+
+
+def test_a_split_write_counts_once_committed_from_any_thread(backend: Backend) -> None:
+    import threading
+
+    store, other = backend(), backend()
+    d = new()
+    result, commit = store.split_commit(store.enqueue, [d], now=NOW)
+    assert result == [(d.id, True)]
+    if commit is not None:  # a backend that leaves the COMMIT for later: the write waits for it
+        assert other.statuses([d.id]) == {}
+        worker = threading.Thread(target=commit)
+        worker.start()
+        worker.join()
+    assert other.statuses([d.id]) == {d.id: "pending"}
+
+
+def test_a_call_after_a_split_write_commits_it_first(backend: Backend) -> None:
+    store, other = backend(), backend()
+    first, second = new(), new(event_id="evt_2")
+    _, commit = store.split_commit(store.enqueue, [first], now=NOW)
+    store.enqueue([second], now=NOW)  # never runs inside the first one's open transaction
+    assert other.statuses([first.id, second.id]) == {first.id: "pending", second.id: "pending"}
+    if commit is not None:
+        commit()  # already made: nothing left, no error
+    assert other.statuses([first.id]) == {first.id: "pending"}
+
+
+def test_a_read_leaves_nothing_to_commit(store: Store) -> None:
+    store.enqueue([new()], now=NOW)
+    assert store.split_commit(store.due_count, NOW) == (1, None)

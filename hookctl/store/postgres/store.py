@@ -99,6 +99,14 @@ class PostgresStore:
             self._lock_timeout_ms = None if seconds is None else max(1, int(seconds * 1000))
             self._apply_settings(reset=seconds is None)
 
+    def split_commit(
+        self, method: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> tuple[T, Callable[[], None] | None]:
+        """`method(*args, **kwargs)`, committed as always (None: no COMMIT is left to make).
+        A PostgreSQL call waits on the network statement by statement, not only at COMMIT,
+        so there is nothing to gain from leaving the COMMIT for another thread."""
+        return method(*args, **kwargs), None
+
     def _apply_settings(self, *, reset: bool = False) -> None:
         if self._lock_timeout_ms is not None or reset:
             psycopg = connection.driver()
