@@ -24,6 +24,7 @@ import contextlib
 import secrets as _secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
+IN_FLIGHT = 4  # batches of fire's committed and waiting for their fsync, at most
 YIELD_EVERY = 32  # events planned between turns of the event loop
 STORE_RETRIES = 3  # a failed store call is tried this many times more before the run stops
 RETRY_PAUSE = 0.5  # seconds before the first retry, doubling each time
@@ -146,37 +148,90 @@ class Pipeline(Outcomes):
         self._use(sender)
 
         async def run() -> None:
-            async for batch in batches(events, self.options.batch):
-                jobs: list[tuple[NewDelivery, _Job]] = []
-                kept: list[NewEvent] = []  # stored with the batch's deliveries (issue 17)
-                for n, item in enumerate(batch, 1):
-                    if n % YIELD_EVERY == 0:
-                        # Rendering holds the loop: let answers that came in start the next sends.
-                        await asyncio.sleep(0)
-                    if isinstance(item, BadEvent):
-                        self.summary.bad_events += 1
-                        self.observer.notify(observe.Unreadable(item))
-                        continue
-                    self.summary.events += 1
-                    ref = self._keep(item, kept)
-                    matched = [rule for rule in rules if rule.matches(item.name, item.data)]
-                    if not matched:
-                        continue
-                    # Once per event, not per rule: without an `id` it hashes the whole event.
-                    skip_dedupe = self.options.force or self.options.dry_run
-                    key = None if skip_dedupe else dedupe_key(item.data)
-                    for rule in matched:
-                        planned = self._plan(rule, item, key)
-                        if planned is not None:
-                            planned[0].event_ref = ref
-                            jobs.append(planned)
-                stored = await self._submit(jobs, kept) if jobs or kept else []
-                # The batch is committed (`serve` answers its requests' 202 now).
-                self.observer.notify(observe.Committed(batch, stored))
-                if self._broken is not None:
-                    return
+            # Batches stored in turn, but not one at a time: while some wait for their fsync
+            # (StoreThread), the next are read, rendered and committed (up to IN_FLIGHT). A
+            # store that fails ends the run at once, even while no event is coming in.
+            reading = batches(events, self.options.batch).__aiter__()
+            storing: deque[asyncio.Task[None]] = deque()
+            incoming: asyncio.Future[list[Event | BadEvent]] | None = None
+            try:
+                while True:
+                    incoming = asyncio.ensure_future(reading.__anext__())
+                    while not incoming.done():
+                        oldest = storing[0] if storing else None
+                        await asyncio.wait(
+                            [f for f in (incoming, oldest) if f is not None],
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                        while storing and storing[0].done():
+                            storing.popleft().result()
+                        if self._broken is not None:
+                            return
+                    try:
+                        batch = incoming.result()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        incoming = None
+                    jobs, kept = await self._plan_batch(batch, rules)
+                    while len(storing) >= IN_FLIGHT:
+                        await storing.popleft()
+                        if self._broken is not None:
+                            return
+                    storing.append(asyncio.create_task(self._store_batch(batch, jobs, kept)))
+                while storing and self._broken is None:
+                    await storing.popleft()
+            finally:
+                # No task outlives fire. Broken: the batches still being stored finish (each
+                # stored one is answered as such); cancelled or failed: they are cancelled.
+                if incoming is not None:
+                    incoming.cancel()
+                if sys.exc_info()[0] is not None:
+                    for task in storing:
+                        task.cancel()
+                left = [t for t in (incoming, *storing) if t is not None]
+                await asyncio.gather(*left, return_exceptions=True)
 
         return await self._run(run)
+
+    async def _plan_batch(
+        self, batch: list[Event | BadEvent], rules: list[Rule]
+    ) -> tuple[list[tuple[NewDelivery, _Job]], list[NewEvent]]:
+        """Match and render one batch: its deliveries, and the events it keeps (issue 17)."""
+        jobs: list[tuple[NewDelivery, _Job]] = []
+        kept: list[NewEvent] = []
+        for n, item in enumerate(batch, 1):
+            if n % YIELD_EVERY == 0:
+                # Rendering holds the loop: let answers that came in start the next sends.
+                await asyncio.sleep(0)
+            if isinstance(item, BadEvent):
+                self.summary.bad_events += 1
+                self.observer.notify(observe.Unreadable(item))
+                continue
+            self.summary.events += 1
+            ref = self._keep(item, kept)
+            matched = [rule for rule in rules if rule.matches(item.name, item.data)]
+            if not matched:
+                continue
+            # Once per event, not per rule: without an `id` it hashes the whole event.
+            skip_dedupe = self.options.force or self.options.dry_run
+            key = None if skip_dedupe else dedupe_key(item.data)
+            for rule in matched:
+                planned = self._plan(rule, item, key)
+                if planned is not None:
+                    planned[0].event_ref = ref
+                    jobs.append(planned)
+        return jobs, kept
+
+    async def _store_batch(
+        self,
+        batch: list[Event | BadEvent],
+        jobs: list[tuple[NewDelivery, _Job]],
+        kept: list[NewEvent],
+    ) -> None:
+        """Store one batch and start its sends; then say it is committed (serve's 202s)."""
+        stored = await self._submit(jobs, kept) if jobs or kept else []
+        self.observer.notify(observe.Committed(batch, stored))
 
     def _plan(self, rule: Rule, event: Event, key: str | None) -> tuple[NewDelivery, _Job] | None:
         assert self._planner is not None

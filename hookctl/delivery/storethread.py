@@ -15,10 +15,11 @@ thread or not, has ended.
 Why not every call on the thread: each SQLite statement releases and retakes the GIL, and
 under load every retake waits for the loop's thread; a 256-row transaction paid that 256
 times, and outcomes reached the store later (more re-sends after a crash). Measured in
-bench/crash.py; see the README's design section. What does go to the thread is a write's
-COMMIT (Store.split_commit): one statement, one GIL handover, and it is the fsync, most of
-an uncontended write's time; while it runs the loop reads the next posts and renders the
-next batch, and the call's caller waits for it, so a result still means "committed".
+bench/crash.py; see the README's design section. What does leave the loop is a write's
+fsync (Store.split_commit), most of an uncontended SQLite write's time: the write commits
+inline without it, the next calls go on, and one fsync on a thread of its own makes every
+write committed before it durable (group commit); a caller waits for the first fsync that
+started after its write, so a result still means "on the disk".
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ class StoreThread:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookctl-store")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookctl-sync")
         self._turn = asyncio.Lock()  # one call at a time, in the order made (the lock is FIFO)
+        self._syncing = False  # an fsync is running on the sync thread
+        self._next_sync: asyncio.Future[None] | None = None  # the one after it, shared
+        self._sync: Callable[[], None] | None = None
         store.wait_when_busy(0)
 
     async def call(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """`method(*args, **kwargs)`: its statements inline, its COMMIT on the thread; all of
-        it on the thread if the database is busy.
+        """`method(*args, **kwargs)`: inline, then (if it wrote) its fsync on a thread; all
+        of it on the thread if the database is busy. Returns once the write is durable.
 
         A cancelled caller stops waiting, but a call that has begun runs to its end (a
         transaction is never cut in half), and the next call starts after it; close() waits
@@ -60,20 +65,52 @@ class StoreThread:
         """
         await self._turn.acquire()
         try:
-            result, commit = self.store.split_commit(method, *args, **kwargs)
+            result, sync = self.store.split_commit(method, *args, **kwargs)
         except DatabaseBusy:
-            # Nothing of it was done: retried on the thread until the database is free.
+            # Nothing of it was done: retried on the thread until the database is free (and
+            # committed there as any call outside split_commit is: durable at once).
             return await self._on_thread(
                 functools.partial(_until_free, self.store.busy_timeout, method, *args, **kwargs)
             )
         except BaseException:
             self._turn.release()
             raise
-        if commit is None:
-            self._turn.release()
-            return result
-        await self._on_thread(commit)  # the fsync off the loop; later calls wait their turn
+        self._turn.release()
+        if sync is not None:
+            # The next calls run meanwhile; their writes wait for the same fsync or the next.
+            await self._durable(sync)
         return result
+
+    async def _durable(self, sync: Callable[[], None]) -> None:
+        """Wait for an fsync that started after this call's write: the one after the one
+        running now, if one is, shared by every call that asks until it starts."""
+        self._sync = sync
+        mine = self._next_sync
+        if mine is None:
+            mine = self._next_sync = asyncio.get_running_loop().create_future()
+            if not self._syncing:
+                self._start_sync()
+        await asyncio.shield(mine)
+
+    def _start_sync(self) -> None:
+        waiting, self._next_sync = self._next_sync, None
+        assert waiting is not None and self._sync is not None
+        self._syncing = True
+        running = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync)
+
+        def finished(done: asyncio.Future[None]) -> None:
+            self._syncing = False
+            if done.cancelled():
+                waiting.cancel()
+            elif (error := done.exception()) is not None:
+                waiting.set_exception(error)
+                waiting.exception()  # retrieved: every caller waiting may have been cancelled
+            else:
+                waiting.set_result(None)
+            if self._next_sync is not None:
+                self._start_sync()
+
+        running.add_done_callback(finished)
 
     async def call_apart(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """`method(*args, **kwargs)` on the thread even when the database is free: for a read
@@ -105,6 +142,7 @@ class StoreThread:
         """Wait for the call in progress, if any, stop the thread, and let the store wait
         for busy locks again (it stays open)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._syncer.shutdown(wait=True)  # an fsync asked for is made, even if none waits
         self.store.wait_when_busy(None)
 
     def __enter__(self) -> StoreThread:

@@ -330,12 +330,13 @@ class Store(Queue, Log, Events, Endpoints, Protocol):
     def split_commit(
         self, method: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> tuple[T, Callable[[], None] | None]:
-        """`method(*args, **kwargs)`, one of this store's, with its write's COMMIT left for
-        later when the backend gains by it: (the result, the commit to make before the result
-        counts, on any thread; None if nothing is left to commit). Until the commit is made
-        no other call of the store starts (one that does makes it first); a failed commit
-        undoes the write and raises its StoreError. The store thread runs a SQLite write's
-        statements on the event loop and only its COMMIT (the fsync) on its thread."""
+        """`method(*args, **kwargs)`, one of this store's, committed, with what makes it
+        durable left for later when the backend gains by it: (the result, the call that
+        makes every write committed so far durable, to be made on any thread before the
+        result counts; None if nothing is left to do). Other calls may run before it is
+        made. A failed call raises StoreError: the write is visible but not known to be on
+        disk. SQLite: its commits skip their fsync and the returned call makes one (group
+        commit); the store thread makes it off the event loop."""
         ...
 
     def check_integrity(self) -> list[str]:

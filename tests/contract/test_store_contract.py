@@ -696,32 +696,34 @@ def test_a_signalling_backend_wakes_a_waiter_whenever_deliveries_become_due(
     assert waiting.wait_for_work(0.05) is False  # and nothing more came
 
 
-def test_a_split_write_counts_once_committed_from_any_thread(backend: Backend) -> None:
+def test_a_split_write_is_seen_at_once_and_made_durable_from_any_thread(backend: Backend) -> None:
     import threading
 
     store, other = backend(), backend()
     d = new()
-    result, commit = store.split_commit(store.enqueue, [d], now=NOW)
+    result, sync = store.split_commit(store.enqueue, [d], now=NOW)
     assert result == [(d.id, True)]
-    if commit is not None:  # a backend that leaves the COMMIT for later: the write waits for it
-        assert other.statuses([d.id]) == {}
-        worker = threading.Thread(target=commit)
+    assert other.statuses([d.id]) == {d.id: "pending"}  # committed: only durability waits
+    if sync is not None:
+        worker = threading.Thread(target=sync)
         worker.start()
         worker.join()
     assert other.statuses([d.id]) == {d.id: "pending"}
 
 
-def test_a_call_after_a_split_write_commits_it_first(backend: Backend) -> None:
+def test_calls_go_on_before_the_sync_and_one_sync_covers_every_write(backend: Backend) -> None:
     store, other = backend(), backend()
     first, second = new(), new(event_id="evt_2")
-    _, commit = store.split_commit(store.enqueue, [first], now=NOW)
-    store.enqueue([second], now=NOW)  # never runs inside the first one's open transaction
+    _, sync_first = store.split_commit(store.enqueue, [first], now=NOW)
+    _, sync_second = store.split_commit(store.enqueue, [second], now=NOW)
+    claims = store.claim(now=NOW, limit=10, lease_seconds=30, token="w")
+    assert {c.id for c in claims} == {first.id, second.id}
+    for sync in (sync_second, sync_first):  # in any order, after other calls: no error
+        if sync is not None:
+            sync()
     assert other.statuses([first.id, second.id]) == {first.id: "pending", second.id: "pending"}
-    if commit is not None:
-        commit()  # already made: nothing left, no error
-    assert other.statuses([first.id]) == {first.id: "pending"}
 
 
-def test_a_read_leaves_nothing_to_commit(store: Store) -> None:
+def test_a_read_leaves_nothing_to_make_durable(store: Store) -> None:
     store.enqueue([new()], now=NOW)
     assert store.split_commit(store.due_count, NOW) == (1, None)

@@ -102,9 +102,9 @@ class PostgresStore:
     def split_commit(
         self, method: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> tuple[T, Callable[[], None] | None]:
-        """`method(*args, **kwargs)`, committed as always (None: no COMMIT is left to make).
+        """`method(*args, **kwargs)`, committed and durable as always (None: nothing is left).
         A PostgreSQL call waits on the network statement by statement, not only at COMMIT,
-        so there is nothing to gain from leaving the COMMIT for another thread."""
+        and the server makes its own group commits, so there is nothing to take apart."""
         return method(*args, **kwargs), None
 
     def _apply_settings(self, *, reset: bool = False) -> None:

@@ -69,6 +69,14 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def sync_error(path: Path, exc: OSError) -> StoreError:
+    """A failed fsync of the WAL: the writes are in the database, not known to be on disk."""
+    return StoreError(
+        f"could not sync database {path} to the disk ({exc.strerror or exc}): the last writes "
+        "may not survive a power loss; check the disk and the kernel log"
+    )
+
+
 def error(path: Path, exc: sqlite3.Error) -> StoreError:
     """A SQLite error as one line a user can act on: what, which file, what to do."""
     code = _primary(exc)

@@ -10,6 +10,7 @@ StoreError (hookctl/store/errors.py), one line naming the file and what to do.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +22,6 @@ from typing import Any, TypeVar
 from hookctl.store import holder as holders
 from hookctl.store.contract import Store
 from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
-from hookctl.store.errors import StoreError
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
 from hookctl.store.ids import ID_CLOCK_SLACK, ID_PATTERN, event_id_floor, id_floor, new_delivery_id
 from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels, Stats, Unrendered
@@ -66,7 +66,6 @@ def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
 
     def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> _T:
         with self._lock:
-            self._commit_left_open()  # no call runs inside another's uncommitted write
             try:
                 return method(self, *args, **kwargs)
             except sqlite3.Error as exc:
@@ -97,9 +96,7 @@ class SQLiteStore:
         self._leased: set[str] = set()  # ids this store leased and has not completed/released
         self._closed = False
         self._conn = database.connect(self.path)
-        self._defer_commit = False  # inside split_commit: a write's COMMIT is left for later
-        self._open: object | None = None  # the write split_commit left uncommitted, if any
-        self._commit_failed: dict[object, StoreError] = {}  # a left-open COMMIT that failed
+        self._wrote = False  # a write was committed inside split_commit
 
     @property
     def location(self) -> str:
@@ -116,7 +113,6 @@ class SQLiteStore:
         (None: database.BUSY_TIMEOUT); 0 fails at once, and nothing of the call is done."""
         wait = database.BUSY_TIMEOUT if seconds is None else seconds
         with self._lock:
-            self._commit_left_open()
             self._conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
 
     def close(self) -> None:
@@ -126,7 +122,6 @@ class SQLiteStore:
                 return
             self._closed = True
             try:
-                self._commit_left_open()
                 if self._registered and not self._leased:
                     with self._write() as conn:
                         conn.execute(
@@ -154,14 +149,11 @@ class SQLiteStore:
         # Operational errors (busy past the timeout, disk full, read-only file) become a
         # StoreError the CLI can report; the sqlite3 error stays chained for --debug.
         try:
-            self._commit_left_open()  # a method's earlier write, split_commit left open
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-                if self._defer_commit:
-                    self._open = object()  # split_commit's caller commits it
-                else:
-                    self._conn.execute("COMMIT")
+                self._conn.execute("COMMIT")
+                self._wrote = True
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -173,7 +165,6 @@ class SQLiteStore:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several SELECTs see one snapshot."""
         try:
-            self._commit_left_open()
             self._conn.execute("BEGIN")
             try:
                 yield self._conn
@@ -186,56 +177,44 @@ class SQLiteStore:
     def split_commit(
         self, method: Callable[..., _T], /, *args: Any, **kwargs: Any
     ) -> tuple[_T, Callable[[], None] | None]:
-        """`method(*args, **kwargs)` (this store's) with its write's COMMIT left undone.
+        """`method(*args, **kwargs)` (this store's) committed without its fsync, and the fsync.
 
-        Returns the result and the COMMIT to make before the result counts (None: nothing was
-        written). The statements run on the calling thread; the COMMIT, the fsync that is most
-        of an uncontended write, may run on another thread, during which no other call of this
-        store may start (one that does commits it first). A failed COMMIT rolls the write
-        back and raises its StoreError from the commit callable.
+        Returns the result and the call that makes it durable (None: nothing was written).
+        The write is committed, and seen by every client, when this returns; the returned
+        call fsyncs the WAL, so that it survives a power loss too, on any thread, while other
+        calls go on. That is synchronous=FULL's guarantee, taken apart: in WAL mode FULL is
+        NORMAL plus one fsync of the WAL after each commit (sqlite.org/pragma.html#pragma_
+        synchronous); one fsync made after several commits covers them all (group commit).
+        A checkpoint in NORMAL mode syncs the WAL before it copies it, so nothing committed
+        is ever left unsynced by one. A failed fsync raises StoreError: the write is in the
+        database but not known to be on the disk.
         """
         with self._lock:
-            self._defer_commit = True
+            self._wrote = False
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 result = method(*args, **kwargs)
-            except BaseException:
-                self._defer_commit = False
-                # Undeferred, the method would have committed its write before failing.
-                token = self._open
-                self._commit_left_open()
-                self._raise_failed(token)
-                raise
-            self._defer_commit = False
-            token = self._open
-            if token is None:
+            finally:
+                self._conn.execute("PRAGMA synchronous = FULL")
+            if not self._wrote:
                 return result, None
+            return result, self._sync_wal
 
-        def commit() -> None:
-            with self._lock:
-                if self._open is token:
-                    self._commit_left_open()
-                self._raise_failed(token)
-
-        return result, commit
-
-    def _commit_left_open(self) -> None:
-        """COMMIT the write split_commit left open (if any); a failure is kept for its caller."""
-        token, self._open = self._open, None
-        if token is None:
-            return
+    def _sync_wal(self) -> None:
+        """fsync the WAL file: every write committed before this call is then on the disk."""
         try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            # The write is undone, so this holder's row may be too: write it again next time.
-            self._registered = False
-            self._commit_failed[token] = database.error(self.path, exc)
-
-    def _raise_failed(self, token: object | None) -> None:
-        error = self._commit_failed.pop(token, None) if token is not None else None
-        if error is not None:
-            raise error
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            # Removed by the last connection's close, after a checkpoint that synced it all.
+            return
+        except OSError as exc:
+            raise database.sync_error(self.path, exc) from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise database.sync_error(self.path, exc) from exc
+        finally:
+            os.close(fd)
 
     def _register(self, conn: sqlite3.Connection, now: float) -> None:
         """Put this holder in lease_holders (once), inside the transaction that first leases."""
