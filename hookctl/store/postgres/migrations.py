@@ -246,7 +246,7 @@ def m008_event_search(cur: Cursor) -> None:
         "CREATE INDEX events_event_id ON events (event_id, id)",
         "CREATE INDEX events_source ON events (source, id)",
         "CREATE INDEX events_event_name ON events (event_name, id)",
-        "CREATE INDEX deliveries_event_ref ON deliveries (event_ref) WHERE event_ref IS NOT NULL",
+        "CREATE INDEX deliveries_event_ref ON deliveries (event_ref, id) WHERE event_ref IS NOT NULL",
     ):
         cur.execute(sql)
 

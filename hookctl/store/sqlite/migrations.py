@@ -305,7 +305,7 @@ def m012_event_search(db: sqlite_utils.Database) -> None:
         "CREATE INDEX events_event_id ON events (event_id, id)",
         "CREATE INDEX events_source ON events (source, id)",
         "CREATE INDEX events_event_name ON events (event_name, id)",
-        "CREATE INDEX deliveries_event_ref ON deliveries (event_ref) WHERE event_ref IS NOT NULL",
+        "CREATE INDEX deliveries_event_ref ON deliveries (event_ref, id) WHERE event_ref IS NOT NULL",
     ):
         db.execute(sql)
 
