@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.log_records import Delivery
+from hookctl.store.postgres import history
 from hookctl.store.postgres.rows import (
     EVENT_COLUMNS,
     dumps,
@@ -20,8 +22,6 @@ from hookctl.store.postgres.rows import (
     stored_event,
     text,
 )
-from hookctl.store.log_records import Delivery
-from hookctl.store.postgres import history
 from hookctl.store.records import NewDelivery
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES, window_bounds
 

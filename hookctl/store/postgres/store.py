@@ -798,14 +798,14 @@ class PostgresStore:
         filters = {"source": source, "event_name": event_name, "ticket": ticket}
         filters["event_id"] = event_id
         return self._run(
-            lambda cur, retry: stored_events.search(
-                cur, filters=filters, since=since, limit=limit
-            )
+            lambda cur, retry: stored_events.search(cur, filters=filters, since=since, limit=limit)
         )
 
     def event_deliveries(self, event_ref: str, *, limit: int = 500) -> list[Delivery]:
         """The deliveries made for one stored event, newest first, at most `limit`."""
-        return self._run(lambda cur, retry: stored_events.deliveries_of(cur, event_ref, limit=limit))
+        return self._run(
+            lambda cur, retry: stored_events.deliveries_of(cur, event_ref, limit=limit)
+        )
 
     def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
         """The stored request of each delivery in `ids` still on record, by id."""
