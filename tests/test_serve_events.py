@@ -184,3 +184,22 @@ def test_a_truncated_event_is_shown_cut_and_cannot_be_fired_again(
         )
         assert refused.status_code == 409 and "stored-event limit" in refused.text
         assert receiver.arrived() == 1 and len(log_json(cli, db_file)) == 1
+
+
+def test_fire_again_on_postgres(rule_file, receiver, pg_url):
+    rules = rule_file(rule_yaml(receiver.url, name="crm"))
+    env = {"ADMIN_PW": ADMIN, "HOOKCTL_DB": pg_url}
+    with (
+        serving("-r", rules, "--admin-env", "ADMIN_PW", env=env) as server,
+        server.client(auth=("a", ADMIN)) as http,
+    ):
+        assert http.post("/events", json=[event(1), event(2)]).status_code == 202
+        wait_for(lambda: receiver.arrived() == 2, what="the first firing's deliveries")
+        [ref] = opened(http.get("/events", params={"ticket": "2", "since": "1h"}).text)
+        token = _fire_token(http.get(f"/events/{ref}").text)
+        done = http.post(f"/events/{ref}/fire", data={"token": token})
+        assert done.status_code == 303 and done.headers["Location"].endswith("?fired=1")
+        wait_for(lambda: receiver.arrived() == 3, what="the event fired again")
+        assert receiver.received[2][1] == "evt_2"
+        page = http.get(f"/events/{ref}").text
+        assert len(re.findall(r'href="/deliveries/msg_[0-9A-Za-z]+" class="open"', page)) == 2

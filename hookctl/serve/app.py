@@ -449,7 +449,7 @@ def _fired_message(fired: str | None) -> str | None:
     count = int(fired)
     if count == 0:
         return "Fired again: no rule loaded now matches it, so no delivery was made."
-    return f"Fired again: {count} new deliver{'y' if count == 1 else 'ies'}, sent now."
+    return f"Fired again: {count} new deliver{'y' if count == 1 else 'ies'}, due now."
 
 
 def _same_origin(request: web.Request) -> bool:
