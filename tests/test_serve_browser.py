@@ -1,8 +1,9 @@
 """`serve`'s log page in a real browser: Debian's headless Chromium driven by Selenium.
 
-Load the log, filter it, open a delivery, press replay (signed in as admin); the secrets the
-rule sends never appear in any page's source. Skips where Chromium is not installed, which
-CI (CI=true) counts as a failure: .ci/run installs it.
+Load the log, filter it, open a delivery, press replay (signed in as admin); then the events
+page: filter it, open an event, press fire again. The secrets the rule sends never appear in
+any page's source. Skips where Chromium is not installed, which CI (CI=true) counts as a
+failure: .ci/run installs it.
 """
 
 from __future__ import annotations
@@ -114,5 +115,26 @@ def test_log_page_in_a_browser(browser, cli, rule_file, receiver, db_file):
         )
         browser.refresh()
         sources.append(browser.page_source)
+        # The events page: filter to the second event, open it, fire it again.
+        browser.find_element(By.ID, "nav-events").click()
+        wait_for(lambda: "/events" in browser.current_url, what="the events page")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#events a.open")) == 2
+        browser.find_element(By.ID, "e-id").send_keys("evt_2")
+        browser.find_element(By.ID, "e-apply").click()
+        wait_for(lambda: "id=evt_2" in browser.current_url, what="the filtered events")
+        sources.append(browser.page_source)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#events a.open")
+        assert len(rows) == 1
+        rows[0].click()
+        wait_for(lambda: "/events/evt_" in browser.current_url, what="the event page")
+        sources.append(browser.page_source)
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= browser.execute_script("return window.innerWidth") + 1
+        assert '"second"' in browser.find_element(By.ID, "json").text
+        browser.find_element(By.ID, "fire-again").click()
+        wait_for(lambda: "fired=1" in browser.current_url, what="fire again's answer")
+        sources.append(browser.page_source)
+        assert "1 new delivery" in browser.find_element(By.ID, "message").text
+        wait_for(lambda: receiver.arrived() == 4, what="the event fired again")
     for source in sources:
         assert SECRET not in source and ADMIN not in source

@@ -77,6 +77,9 @@ class Options:
     # process refused where this one was allowed holds the delivery instead of failing it.
     allow_net: tuple[str, ...] = ()
     keep_events: bool = True  # store every event read (for `plan`), with its deliveries
+    # An event stored already, fired again (`serve`'s events page): its new deliveries name
+    # that stored event instead of a new one being stored, so its page lists them.
+    event_ref: str | None = None
     # False: fire only commits (serve's intake). What it would send is handed back to the
     # queue, due now, for a drain to claim: intake never waits for a slow receiver.
     send: bool = True
@@ -262,6 +265,8 @@ class Pipeline(Outcomes):
 
     def _keep(self, event: Event, kept: list[NewEvent]) -> str | None:
         """Add the event to those the batch stores (unless events are not kept); its id."""
+        if self.options.event_ref is not None:
+            return self.options.event_ref
         if not self.options.keep_events or self.options.dry_run or self.db is None:
             return None
         now = self.options.clock()

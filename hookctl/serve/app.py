@@ -4,6 +4,7 @@ POST /events[/{source}]  events in: 202 once stored; 400 bad JSON (line named), 
 GET  /healthz /readyz    up; ready (store writable, rules loaded, not stopping)
 GET  /metrics            Prometheus text format
 GET  /  /deliveries/ID   the execution log; POST /deliveries/ID/replay for an admin
+GET  /events /events/REF the stored events; POST /events/REF/fire (fire again) for an admin
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from hookctl.rules.load import Rule
 
 SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EVENT_REF = re.compile(r"^evt_[0-9A-Za-z]{1,64}$")
 PAGE_ROWS = 100
 
 
@@ -291,6 +293,81 @@ class Server:
             return self._html(self.page.message("Not replayed", problem), status=409)
         raise web.HTTPSeeOther(f"/deliveries/{delivery_id}?replayed=1")
 
+    # --- the events page --------------------------------------------------------------------
+
+    async def events_page(self, request: web.Request) -> web.Response:
+        """The stored events, filtered by source, event name, ticket, event id and time."""
+        if not self._can_view(request):
+            return self._sign_in_needed()
+        q = request.query
+        filters = {k: q.get(k, "").strip() for k in ("source", "event", "ticket", "id", "since")}
+        since = None
+        if filters["since"]:
+            from hookctl.durations import parse_duration
+
+            try:
+                since = time.time() - parse_duration(filters["since"])
+            except ValueError as exc:
+                return self._html(self.page.message("Bad filter", f"since: {exc}"), status=400)
+        rows = await self.runner.read(
+            reads.event_rows,
+            source=filters["source"] or None,
+            event_name=filters["event"] or None,
+            ticket=filters["ticket"] or None,
+            event_id=filters["id"] or None,
+            since=since,
+            limit=PAGE_ROWS,
+        )
+        return self._html(
+            self.page.events(
+                rows,
+                filters=filters,
+                admin=self._is_admin(request),
+                can_sign_in=self.gate.admin is not None,
+            )
+        )
+
+    async def event_page(self, request: web.Request) -> web.Response:
+        """One stored event: its JSON, its deliveries, and the fire-again form for an admin."""
+        if not self._can_view(request):
+            return self._sign_in_needed()
+        ref = request.match_info["ref"]
+        view = await self.runner.read(reads.event, ref) if EVENT_REF.match(ref) else None
+        if view is None:
+            return self._html(self.page.message("Not found", "No such stored event."), status=404)
+        return self._html(
+            self.page.event(
+                view,
+                admin=self._is_admin(request),
+                can_sign_in=self.gate.admin is not None,
+                message=_fired_message(request.query.get("fired")),
+            )
+        )
+
+    async def fire_again(self, request: web.Request) -> web.Response:
+        """Run a stored event through the rules loaded now (no duplicate check): an admin's
+        POST from its page only; the new deliveries are sent by the server's sending loop."""
+        if not self._is_admin(request):
+            return self._sign_in_needed()
+        ref = request.match_info["ref"]
+        form = await request.post()
+        token = form.get("token")
+        if not isinstance(token, str) or not self.page.fire_token_ok(ref, token):
+            return self._html(self.page.message("Refused", "The form's token is wrong."), 403)
+        if not _same_origin(request):
+            return self._html(self.page.message("Refused", "Cross-site request."), 403)
+        found = await self.runner.read(reads.firing, ref) if EVENT_REF.match(ref) else None
+        if found is None:
+            return self._html(self.page.message("Not found", "No such stored event."), status=404)
+        if found.problem is not None or found.data is None:
+            text = found.problem or "it cannot be fired again"
+            return self._html(self.page.message("Not fired", text), status=409)
+        try:
+            made = await self.runner.fire_again(found.data, found.source, found.line, found.ref)
+        except (Busy, Unavailable) as exc:
+            return self._html(self.page.message("Not fired", str(exc)), status=503)
+        raise web.HTTPSeeOther(f"/events/{ref}?fired={len(made)}")
+
     async def login_form(self, request: web.Request) -> web.Response:
         """The sign-in form (a password field, posted to this page)."""
         if self.gate.admin is None:
@@ -350,6 +427,9 @@ class Server:
                 web.post("/login", self.login),
                 web.get("/deliveries/{id}", self.delivery),
                 web.post("/deliveries/{id}/replay", self.replay),
+                web.get("/events", self.events_page),
+                web.get("/events/{ref}", self.event_page),
+                web.post("/events/{ref}/fire", self.fire_again),
             ]
         )
         return app
@@ -360,6 +440,16 @@ def _local(target: object) -> str:
     if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
         return "/"
     return target
+
+
+def _fired_message(fired: str | None) -> str | None:
+    """What the event page says after firing it again (`?fired=N`); None when it was not."""
+    if fired is None or not fired.isdigit():
+        return None
+    count = int(fired)
+    if count == 0:
+        return "Fired again: no rule loaded now matches it, so no delivery was made."
+    return f"Fired again: {count} new deliver{'y' if count == 1 else 'ies'}, due now."
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -1,13 +1,14 @@
 """Every read `serve` makes of the store, turned into the plain records its pages and metrics use.
 
-The one module of `serve` that knows the store's records (Delivery, DeliveryDetail, Stats); the
+The one module of `serve` that knows the store's records (Delivery, DeliveryDetail, StoredEvent); the
 server runs these functions on the store's own thread (`StoreThread.call`), never on the loop.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hookctl.delivery.prepare import reveal
 from hookctl.render.request import MaskedRequest, Request
@@ -15,9 +16,11 @@ from hookctl.store.records import STATUSES
 
 if TYPE_CHECKING:
     from hookctl.store.contract import Store
+    from hookctl.store.event_records import StoredEvent
     from hookctl.store.log_records import Delivery, QueueLevels
 
 __all__ = ["STATUSES", "AttemptView", "DeliveryView", "EndpointFigures", "LogRow", "QueueFigures"]
+__all__ += ["EventRow", "EventView", "Firing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,43 @@ class DeliveryView:
     next_attempt_at: float | None
     replays: int
     attempts: tuple[AttemptView, ...]
+    event_ref: str | None = None  # the stored event it was made for, if kept
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One line of the events page: a stored event and the deliveries it matched, by rule."""
+
+    ref: str
+    received_at: float
+    source: str
+    event_name: str | None
+    event_id: str | None
+    ticket: str | None
+    size: int
+    truncated: bool
+    matched: tuple[tuple[str, str], ...]  # (rule, delivery id) of its first firing
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """One stored event: its metadata, its JSON pretty-printed, every delivery made for it."""
+
+    row: EventRow
+    line: int | None
+    json: str  # indented; a truncated event's stored prefix as it is
+    deliveries: tuple[LogRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What firing a stored event again needs; `problem` says why it cannot be (else None)."""
+
+    ref: str
+    source: str
+    line: int
+    data: dict[str, Any] | None
+    problem: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +156,74 @@ def log_rows(
     return [_row(d) for d in found]
 
 
+def _event_row(e: StoredEvent) -> EventRow:
+    return EventRow(
+        ref=e.id,
+        received_at=e.received_at,
+        source=e.source,
+        event_name=e.event_name,
+        event_id=e.event_id,
+        ticket=e.ticket,
+        size=e.size,
+        truncated=e.truncated,
+        matched=tuple(sorted(e.deliveries.items())),
+    )
+
+
+def event_rows(
+    store: Store,
+    *,
+    source: str | None = None,
+    event_name: str | None = None,
+    ticket: str | None = None,
+    event_id: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[EventRow]:
+    """The newest stored events that pass the filters (one indexed read)."""
+    found = store.find_events(
+        source=source,
+        event_name=event_name,
+        ticket=ticket,
+        event_id=event_id,
+        since=since,
+        limit=limit,
+    )
+    return [_event_row(e) for e in found]
+
+
+def event(store: Store, event_ref: str) -> EventView | None:
+    """One stored event with every delivery on record for it; None if there is none."""
+    stored = store.stored_event(event_ref)
+    if stored is None:
+        return None
+    shown = (
+        (stored.text or "")
+        if stored.truncated
+        else json.dumps(stored.data, indent=2, ensure_ascii=False)
+    )
+    return EventView(
+        row=_event_row(stored),
+        line=stored.line,
+        json=shown,
+        deliveries=tuple(_row(d) for d in store.event_deliveries(event_ref)),
+    )
+
+
+def firing(store: Store, event_ref: str) -> Firing | None:
+    """A stored event to fire again, or why it cannot be; None if there is no such event."""
+    stored = store.stored_event(event_ref)
+    if stored is None:
+        return None
+    problem = None
+    if stored.truncated or stored.data is None:
+        problem = (
+            f"it was larger than the stored-event limit ({stored.size} bytes): only its "
+            "first bytes were kept, so it cannot be fired again"
+        )
+    return Firing(stored.id, stored.source, stored.line or 0, stored.data, problem)
+
+
 def delivery(store: Store, delivery_id: str) -> DeliveryView | None:
     """One delivery by id, its request masked as `hookctl log ID` shows it; None if absent."""
     detail = store.get(delivery_id)
@@ -144,6 +252,7 @@ def delivery(store: Store, delivery_id: str) -> DeliveryView | None:
         next_attempt_at=d.next_attempt_at,
         replays=d.replays,
         attempts=attempts,
+        event_ref=detail.event_ref,
     )
 
 

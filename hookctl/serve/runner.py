@@ -271,6 +271,41 @@ class Runner:
                     ]
                 )
 
+    # --- firing a stored event again -------------------------------------------------------
+
+    async def fire_again(
+        self, data: dict[str, Any], source: str, line: int, event_ref: str
+    ) -> list[str]:
+        """Run one stored event through the rules loaded now, as `fire --force` (no dedupe):
+        its new deliveries name the stored event (`event_ref`, no new event row), are
+        committed due now, and the sending loop sends them. Their ids; none if no rule matched.
+
+        A one-shot pipeline of its own, beside intake: the store thread takes the calls in turn.
+        """
+        if self.stopping:
+            raise Busy("shutting down")
+        assert self.db is not None
+        heard = _Heard(self.observer)
+        pipeline = Pipeline(
+            self.db,
+            Options(
+                environ=self.settings.environ,
+                lease_seconds=self.settings.lease_seconds,
+                force=True,
+                send=False,  # commit only, as intake: the sending loop claims them
+                event_ref=event_ref,
+            ),
+            heard,
+        )
+        try:
+            await pipeline.fire([Event(data, source, line)], list(self.rules), None)
+        except StoreError as exc:
+            self.store_ok = False
+            raise Unavailable(str(exc)) from exc
+        if heard.delivery_ids:
+            self._work.set()  # due now: the sending loop starts a pass
+        return heard.delivery_ids
+
     # --- retries ----------------------------------------------------------------------------
 
     async def _retry_loop(self) -> None:
@@ -311,6 +346,20 @@ class Runner:
     def retry_after(self) -> int:
         """Seconds a refused poster should wait before trying again."""
         return max(1, int(self.settings.retry_every))
+
+
+class _Heard:
+    """A fire-again run's observer: keeps the ids it committed, tells the metrics the rest."""
+
+    def __init__(self, observer: observe.Observer) -> None:
+        self.observer = observer
+        self.delivery_ids: list[str] = []
+
+    def notify(self, event: observe.PipelineEvent) -> None:
+        """Every event to the metrics; a commit's new deliveries kept."""
+        if isinstance(event, observe.Committed):
+            self.delivery_ids += [d for _, d, inserted in event.deliveries if inserted]
+        self.observer.notify(event)
 
 
 class Feed:

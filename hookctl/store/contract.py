@@ -223,6 +223,25 @@ class Events(Protocol):
         """The stored event a delivery was made for; None if not kept (or purged)."""
         ...
 
+    def find_events(
+        self,
+        *,
+        source: str | None = None,
+        event_name: str | None = None,
+        ticket: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[StoredEvent]:
+        """Stored events newest first, at most `limit`: each filter given is an exact match,
+        `since` a time of arrival. An index seek per filter, never a walk over every event."""
+        ...
+
+    def event_deliveries(self, event_ref: str, *, limit: int = 500) -> list[Delivery]:
+        """Every delivery on record made for one stored event (its `event_ref`), newest
+        first, at most `limit`: those of its first firing and of any firing again."""
+        ...
+
     def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
         """The stored request of each delivery in `ids` still on record, by id."""
         ...

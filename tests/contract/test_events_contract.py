@@ -145,3 +145,53 @@ def test_restored_events_come_back_exactly_and_a_stored_id_is_kept(store: Store)
     assert store.restore_events(changed) == 0  # already there: left as it was
     assert store.stored_event(read[0].id) == read[0]
     assert store.restore_events([]) == 0
+
+
+def searched(store: Store, **filters: Any) -> list[str | None]:
+    return [e.event_id for e in store.find_events(**filters)]
+
+
+def test_find_events_is_newest_first_filtered_and_limited(store: Store) -> None:
+    ids = EventIds()
+    kept = []
+    for n in range(6):
+        e = event(ids, NOW - (6 - n) * DAY, n)
+        if n % 2:
+            e.source, e.event_name = "http:crm", "ticket.updated"
+        kept.append(e)
+    kept[4].ticket = "<script>"
+    store.enqueue([], now=NOW, events=kept)
+    assert searched(store) == ["e5", "e4", "e3", "e2", "e1", "e0"]
+    assert searched(store, limit=2) == ["e5", "e4"]
+    assert searched(store, source="http:crm") == ["e5", "e3", "e1"]
+    assert searched(store, event_name="ticket.created") == ["e4", "e2", "e0"]
+    assert searched(store, ticket="<script>") == ["e4"]
+    assert searched(store, ticket="2") == ["e2"] and searched(store, ticket="99") == []
+    assert searched(store, event_id="e3") == ["e3"]
+    assert searched(store, since=NOW - 3.5 * DAY) == ["e5", "e4", "e3"]
+    assert searched(store, source="http:crm", since=NOW - 3.5 * DAY, limit=1) == ["e5"]
+    assert searched(store, source="http:crm", event_id="e2") == []  # filters combine
+    assert searched(store, source="events.ndjson", event_name="ticket.created", ticket="0") == [
+        "e0"
+    ]
+    [found] = store.find_events(event_id="e1")
+    assert found == store.stored_event(kept[1].id)
+
+
+def test_event_deliveries_lists_every_delivery_made_for_an_event(store: Store) -> None:
+    ids = EventIds()
+    kept, other = event(ids, n=1), event(ids, n=2)
+    [(first, _), (_, _)] = store.enqueue(
+        [linked(kept), linked(other)], now=NOW, events=[kept, other]
+    )
+    # Fired again later: a new delivery naming the same stored event, no new event row.
+    [(again, inserted)] = store.enqueue([linked(kept, NOW + 1)], now=NOW + 1)
+    assert inserted and again != first
+    found = store.event_deliveries(kept.id)
+    assert [d.id for d in found] == [again, first]  # newest first
+    assert {d.rule for d in found} == {"urgent"} and found[0].status == "pending"
+    assert [d.id for d in store.event_deliveries(kept.id, limit=1)] == [again]
+    assert store.event_deliveries("evt_01NOSUCHEVENT000000000000") == []
+    assert store.stored_event(kept.id).deliveries == {"urgent": first}  # the first firing's map
+    event_of = store.event_of(again)
+    assert event_of is not None and event_of.id == kept.id

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
+from hookctl.store.log_records import Delivery
+from hookctl.store.postgres import history
 from hookctl.store.postgres.rows import (
     EVENT_COLUMNS,
     dumps,
@@ -24,7 +26,7 @@ from hookctl.store.records import NewDelivery
 from hookctl.store.sqlite.events import MAX_STORED_EVENT_BYTES, window_bounds
 
 __all__ = ["PAGE", "get", "insert", "page", "purge_ids", "ref_of", "requests", "restore"]
-__all__ += ["rule_names", "window_bounds"]
+__all__ += ["deliveries_of", "rule_names", "search", "window_bounds"]
 
 PAGE = 500  # events per read page
 
@@ -140,3 +142,32 @@ def purge_ids(cur: Cursor, *, before: str, limit: int) -> list[str]:
         (before, limit),
     )
     return [row[0] for row in cur.fetchall()]
+
+
+def search(
+    cur: Cursor, *, filters: dict[str, str | None], since: float | None, limit: int
+) -> list[StoredEvent]:
+    """The newest `limit` events passing exact-match `filters` (by column), received since
+    `since`; the planner picks among the m008_event_search indexes."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column in ("source", "event_name", "ticket", "event_id"):
+        value = filters.get(column)
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(text(value))
+    if since is not None:
+        where.append("id > %s")
+        params.append(window_bounds(since, None)[0])
+    cur.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY id DESC LIMIT %s",
+        [*params, limit],
+    )
+    return [stored_event(row) for row in cur.fetchall()]
+
+
+def deliveries_of(cur: Cursor, event_ref: str, *, limit: int) -> list[Delivery]:
+    """The deliveries made for one stored event, newest first (index deliveries_event_ref)."""
+    return history.page(cur, ["event_ref = %s"], [event_ref], None, limit)

@@ -238,6 +238,19 @@ def m006_breaker(cur: Cursor) -> None:
     )
 
 
+def m008_event_search(cur: Cursor) -> None:
+    """Searching stored events and listing an event's deliveries: SQLite's m012_event_search
+    (each search index ends in `id`, so the newest events of a rare value are a seek)."""
+    for sql in (
+        "CREATE INDEX events_ticket ON events (ticket, id)",
+        "CREATE INDEX events_event_id ON events (event_id, id)",
+        "CREATE INDEX events_source ON events (source, id)",
+        "CREATE INDEX events_event_name ON events (event_name, id)",
+        "CREATE INDEX deliveries_event_ref ON deliveries (event_ref, id) WHERE event_ref IS NOT NULL",
+    ):
+        cur.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m001_initial,
@@ -247,6 +260,7 @@ MIGRATIONS: tuple[Callable[[Cursor], None], ...] = (
     m005_order,
     m006_breaker,
     m007_rate,
+    m008_event_search,
 )
 
 

@@ -784,6 +784,29 @@ class PostgresStore:
 
         return self._run(work)
 
+    def find_events(
+        self,
+        *,
+        source: str | None = None,
+        event_name: str | None = None,
+        ticket: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[StoredEvent]:
+        """Stored events newest first, each filter an exact match, at most `limit`."""
+        filters = {"source": source, "event_name": event_name, "ticket": ticket}
+        filters["event_id"] = event_id
+        return self._run(
+            lambda cur, retry: stored_events.search(cur, filters=filters, since=since, limit=limit)
+        )
+
+    def event_deliveries(self, event_ref: str, *, limit: int = 500) -> list[Delivery]:
+        """The deliveries made for one stored event, newest first, at most `limit`."""
+        return self._run(
+            lambda cur, retry: stored_events.deliveries_of(cur, event_ref, limit=limit)
+        )
+
     def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
         """The stored request of each delivery in `ids` still on record, by id."""
         return self._run(lambda cur, retry: stored_events.requests(cur, ids))

@@ -18,7 +18,10 @@ from typing import Any
 
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
 from hookctl.store.ids import event_id_floor
+from hookctl.store.log_records import Delivery
 from hookctl.store.records import NewDelivery
+from hookctl.store.sqlite import endpoints as endpoint_state
+from hookctl.store.sqlite import history, ordering
 from hookctl.store.sqlite.rows import dicts, dumps
 
 MAX_STORED_EVENT_BYTES = 256 * 1024  # documented in the README ("Stored events")
@@ -193,3 +196,50 @@ def iterate(
         if len(rows) < limit:
             return
         after = rows[-1].id
+
+
+# Which filter's index drives a search, most selective first (m012_event_search): without
+# statistics SQLite could walk the primary key instead and read every row to find one ticket.
+_SEARCH_ORDER = ("ticket", "event_id", "source", "event_name")
+
+
+def search(
+    conn: sqlite3.Connection,
+    *,
+    filters: dict[str, str | None],
+    since: float | None,
+    limit: int,
+) -> list[StoredEvent]:
+    """The newest `limit` events passing exact-match `filters` (columns of _SEARCH_ORDER),
+    received since `since`: an index seek, newest first, stopping at `limit`."""
+    given = {column: filters.get(column) for column in _SEARCH_ORDER}
+    driver = next((column for column in _SEARCH_ORDER if given[column] is not None), None)
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in given.items():
+        if value is not None:
+            # A unary + keeps a term out of index selection, so only the driver's index is used.
+            where.append(f"{'' if column == driver else '+'}{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("id > ?")
+        params.append(window_bounds(since, None)[0])
+    sql = (
+        f"SELECT {_COLUMNS} FROM events"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY id DESC LIMIT ?"
+    )
+    return [_stored(row) for row in conn.execute(sql, [*params, limit])]
+
+
+def deliveries_of(conn: sqlite3.Connection, event_ref: str, *, limit: int) -> list[Delivery]:
+    """The deliveries made for one stored event, newest first (index deliveries_event_ref)."""
+    rows = conn.execute(
+        f"SELECT {history.DELIVERY_COLUMNS} FROM deliveries WHERE event_ref = ? "
+        "ORDER BY id DESC LIMIT ?",
+        (event_ref, limit),
+    ).fetchall()
+    paused, opened = endpoint_state.paused(conn), endpoint_state.opened(conn)
+    found = [history.delivery(row, paused, opened) for row in rows]
+    ordering.annotate(conn, found)
+    return found

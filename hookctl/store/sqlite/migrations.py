@@ -291,6 +291,25 @@ def m010_breaker(db: sqlite_utils.Database) -> None:
         db.conn.execute(sql)
 
 
+def m012_event_search(db: sqlite_utils.Database) -> None:
+    """Searching stored events (`serve`'s events page) and listing an event's deliveries.
+
+    The page asks for the newest events of a ticket, an event id, a source or an event name:
+    each index ends in `id`, so such a search seeks to the value and reads backwards, newest
+    first, stopping at the page's limit instead of walking every event for a rare value.
+    `deliveries_event_ref` lists every delivery made for one event (those of a "fire again"
+    too, which the event's own `deliveries` map does not name).
+    """
+    for sql in (
+        "CREATE INDEX events_ticket ON events (ticket, id)",
+        "CREATE INDEX events_event_id ON events (event_id, id)",
+        "CREATE INDEX events_source ON events (source, id)",
+        "CREATE INDEX events_event_name ON events (event_name, id)",
+        "CREATE INDEX deliveries_event_ref ON deliveries (event_ref, id) WHERE event_ref IS NOT NULL",
+    ):
+        db.execute(sql)
+
+
 # Append-only: never edit or reorder a migration that has shipped; add a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m001_initial,
@@ -302,6 +321,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     m009_order,
     m010_breaker,
     m011_rate,
+    m012_event_search,
 )
 
 

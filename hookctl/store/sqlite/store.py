@@ -758,6 +758,29 @@ class SQLiteStore:
             return stored_events.get(conn, ref) if ref else None
 
     @_locked
+    def find_events(
+        self,
+        *,
+        source: str | None = None,
+        event_name: str | None = None,
+        ticket: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[StoredEvent]:
+        """Stored events newest first, each filter an exact match, at most `limit`."""
+        filters = {"source": source, "event_name": event_name, "ticket": ticket}
+        filters["event_id"] = event_id
+        with self._read() as conn:
+            return stored_events.search(conn, filters=filters, since=since, limit=limit)
+
+    @_locked
+    def event_deliveries(self, event_ref: str, *, limit: int = 500) -> list[Delivery]:
+        """The deliveries made for one stored event, newest first, at most `limit`."""
+        with self._read() as conn:
+            return stored_events.deliveries_of(conn, event_ref, limit=limit)
+
+    @_locked
     def recorded_requests(self, ids: Sequence[str]) -> dict[str, RecordedRequest]:
         """The stored request of each delivery in `ids` still on record, by id."""
         with self._read() as conn:
