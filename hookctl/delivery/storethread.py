@@ -25,8 +25,11 @@ started after its write, so a result still means "on the disk".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -48,11 +51,8 @@ class StoreThread:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookctl-store")
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookctl-sync")
+        self._syncer: Syncer | None = None  # started by the first write that needs an fsync
         self._turn = asyncio.Lock()  # one call at a time, in the order made (the lock is FIFO)
-        self._syncing = False  # an fsync is running on the sync thread
-        self._next_sync: asyncio.Future[None] | None = None  # the one after it, shared
-        self._sync: Callable[[], None] | None = None
         store.wait_when_busy(0)
 
     async def call(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -82,35 +82,10 @@ class StoreThread:
         return result
 
     async def _durable(self, sync: Callable[[], None]) -> None:
-        """Wait for an fsync that started after this call's write: the one after the one
-        running now, if one is, shared by every call that asks until it starts."""
-        self._sync = sync
-        mine = self._next_sync
-        if mine is None:
-            mine = self._next_sync = asyncio.get_running_loop().create_future()
-            if not self._syncing:
-                self._start_sync()
-        await asyncio.shield(mine)
-
-    def _start_sync(self) -> None:
-        waiting, self._next_sync = self._next_sync, None
-        assert waiting is not None and self._sync is not None
-        self._syncing = True
-        running = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync)
-
-        def finished(done: asyncio.Future[None]) -> None:
-            self._syncing = False
-            if done.cancelled():
-                waiting.cancel()
-            elif (error := done.exception()) is not None:
-                waiting.set_exception(error)
-                waiting.exception()  # retrieved: every caller waiting may have been cancelled
-            else:
-                waiting.set_result(None)
-            if self._next_sync is not None:
-                self._start_sync()
-
-        running.add_done_callback(finished)
+        """Wait for an fsync that started after this call's write (Syncer)."""
+        if self._syncer is None:
+            self._syncer = Syncer(sync, asyncio.get_running_loop())
+        await asyncio.shield(self._syncer.after_now())
 
     async def call_apart(self, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """`method(*args, **kwargs)` on the thread even when the database is free: for a read
@@ -142,7 +117,8 @@ class StoreThread:
         """Wait for the call in progress, if any, stop the thread, and let the store wait
         for busy locks again (it stays open)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._syncer.shutdown(wait=True)  # an fsync asked for is made, even if none waits
+        if self._syncer is not None:
+            self._syncer.close()  # an fsync asked for is made, even if none waits any more
         self.store.wait_when_busy(None)
 
     def __enter__(self) -> StoreThread:
@@ -150,6 +126,72 @@ class StoreThread:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Syncer:
+    """A thread that fsyncs as long as writes ask it to: each ask is answered by the first
+    fsync that starts after it, and one fsync answers every ask made before it started.
+
+    The thread starts the next fsync itself, the moment one ends, rather than waiting for
+    the event loop to get round to it (under load that wait was most of a write's latency);
+    the loop only hears, through call_soon_threadsafe, which asks are now durable.
+    """
+
+    def __init__(self, sync: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
+        self._sync = sync
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._asked = 0  # asks made (on the loop)
+        self._closed = False
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # loop side only
+        self._thread = threading.Thread(target=self._run, name="hookctl-sync", daemon=True)
+        self._thread.start()
+
+    def after_now(self) -> asyncio.Future[None]:
+        """A future done once an fsync that started after this call has ended."""
+        future = self._loop.create_future()
+        with self._cond:
+            self._asked += 1
+            self._waiting.append((self._asked, future))
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        """Make the fsync asked for, if any, and stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        done = 0
+        while True:
+            with self._cond:
+                while self._asked == done and not self._closed:
+                    self._cond.wait()
+                if self._asked == done:
+                    return
+                covers = self._asked
+            error: BaseException | None = None
+            try:
+                self._sync()
+            except BaseException as exc:  # handed to the waiting callers, who raise it
+                error = exc
+            done = covers
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._answer, covers, error)
+
+    def _answer(self, covers: int, error: BaseException | None) -> None:
+        """On the loop: the asks up to `covers` are durable (or their fsync failed)."""
+        while self._waiting and self._waiting[0][0] <= covers:
+            _, future = self._waiting.popleft()
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: its caller may have been cancelled
 
 
 def _until_free(
