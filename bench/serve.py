@@ -1,7 +1,8 @@
 """`hookctl serve`'s intake: events/s accepted and committed, and the 202's p99 latency, next to a
 bare aiohttp server that reads the body and answers 202 without storing it (same run).
 
-    python bench/serve.py [--requests 4000] [--concurrency 50] [--rounds 3] [--src DIR] [--no-send]
+    python bench/serve.py [--requests 4000] [--concurrency 50] [--rounds 3] [--src DIR]
+                          [--no-send [--no-worker]] [--no-match]
 
 Both servers run as their own process on 127.0.0.1 and get the same load, interleaved (bare,
 serve, bare, serve, ...): POSTs of one ~1 KB `ticket.created` event each from one aiohttp
@@ -14,8 +15,10 @@ throughput at a p99 under 50 ms. During a burst serve sends only a share of what
 (intake first: hookctl/serve/budget.py), so each serve round also says how many deliveries
 went out during the load and how long after it the last one did. With --no-send, serve only
 stores (`serve --no-send`, the deployment where `retry-loop` workers send) and a `retry-loop
---every` process beside it, started with serve, sends on the same two cores. Nothing here
-asserts on timing.
+--every` process beside it, started with serve, sends on the same two cores; with
+--no-worker as well, nothing sends (intake alone: events stored, deliveries made and left
+due). --no-match points the rule at another event, so events are stored and nothing is
+rendered or sent: what intake costs before any rule matches. Nothing here asserts on timing.
 """
 
 from __future__ import annotations
@@ -147,7 +150,16 @@ def main() -> None:
     parser.add_argument(
         "--no-send", action="store_true", help="serve --no-send, a retry-loop process sending"
     )
+    parser.add_argument(
+        "--no-worker", action="store_true", help="with --no-send: no retry-loop, nothing sent"
+    )
+    parser.add_argument(
+        "--no-match", action="store_true", help="the rule matches no posted event: stored only"
+    )
     args = parser.parse_args()
+    if args.no_worker and not args.no_send:
+        parser.error("--no-worker goes with --no-send")
+    sends = not (args.no_worker or args.no_match)  # whether every event's delivery must arrive
     env = dict(os.environ, HOOKCTL_ALLOW_NET="127.0.0.1")
     if args.src:
         env["PYTHONPATH"] = str(args.src.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
@@ -157,7 +169,10 @@ def main() -> None:
     catch_up: dict[int, tuple[int, float]] = {}  # round: (sent during the load, s to send all)
     with tempfile.TemporaryDirectory() as work, Receiver() as receiver:
         rules = Path(work) / "rules.yaml"
-        rules.write_text(RULE.format(url=receiver.url), encoding="utf-8")
+        rule = RULE.format(url=receiver.url)
+        if args.no_match:
+            rule = rule.replace("on: [ticket.created]", "on: [ticket.closed]")
+        rules.write_text(rule, encoding="utf-8")
         db = Path(work) / "serve.db"
         cmds = {
             "bare aiohttp": [sys.executable, "-c", BARE],
@@ -172,14 +187,14 @@ def main() -> None:
                 proc, url = start(cmd, env)
                 worker = (
                     subprocess.Popen(worker_cmd, env=env, stderr=subprocess.DEVNULL)
-                    if args.no_send and name == "hookctl serve"
+                    if args.no_send and not args.no_worker and name == "hookctl serve"
                     else None
                 )
                 try:
                     r, p = asyncio.run(
                         load(url, args.requests, args.concurrency, round_no * args.requests)
                     )
-                    if name == "hookctl serve":
+                    if name == "hookctl serve" and sends:
                         # Sends wait during the burst (intake first): time the catch-up too.
                         ended = time.perf_counter()
                         sent_before = receiver.stats()["count"]
@@ -221,7 +236,15 @@ def main() -> None:
     print("| server | events/s (202s) | p99 of the 202 |")
     print("| --- | --- | --- |")
     print(f"| bare aiohttp (reads, answers 202) | {bare:,.0f} | {bare_p99:.1f} ms |")
-    how = "stored; a retry-loop sends" if args.no_send else "stored, then sent"
+    how = (
+        "stored, no rule matches"
+        if args.no_match
+        else "stored, nothing sent"
+        if args.no_worker
+        else "stored; a retry-loop sends"
+        if args.no_send
+        else "stored, then sent"
+    )
     print(f"| hookctl serve ({how}) | {serve:,.0f} | {serve_p99:.1f} ms |")
     print(
         f"\nratio {ratio:.2f}x (goal >= 0.5x at p99 < 50 ms): {'pass' if ok else 'FAIL'}; "

@@ -12,7 +12,7 @@ class NewEvent:
 
     `id` comes from new_event_id(received_at); a delivery made for this event names it in
     NewDelivery.event_ref. `source` is where it came from: a file path, `<stdin>`, or
-    `http:<source>` for `serve`.
+    for `serve`, `http` (POST /events) or the name in POST /events/{source}.
     """
 
     id: str
