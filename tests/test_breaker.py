@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from hookctl.delivery.pipeline import Options, Pipeline
+from hookctl.delivery.options import Options
+from hookctl.delivery.pipeline import Pipeline
 from hookctl.delivery.reports import Summary
 from hookctl.delivery.storethread import StoreThread
 from hookctl.events.read import Event

@@ -14,7 +14,7 @@ from hookctl.delivery import observe
 from hookctl.errors import StoreError
 
 if TYPE_CHECKING:
-    from hookctl.delivery.pipeline import Options
+    from hookctl.delivery.options import Options
     from hookctl.delivery.storethread import StoreThread
 
 LEASE_MARGIN = 120.0  # a claim outlives its attempt by this much before others may take it

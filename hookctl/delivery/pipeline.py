@@ -23,16 +23,15 @@ import asyncio
 import contextlib
 import secrets as _secrets
 import sys
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from hookctl.delivery import observe, ordering
 from hookctl.delivery.admission import Admission
 from hookctl.delivery.health import Health
 from hookctl.delivery.leases import LEASE_MARGIN
+from hookctl.delivery.options import Options
 from hookctl.delivery.outcomes import FLUSH_LINGER, Outcomes, _claim_of, _Done, _Job
 from hookctl.delivery.ratelimit import Limiter
 from hookctl.delivery.reports import Report, Summary
@@ -55,34 +54,11 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-BATCH = 256  # events read, deliveries enqueued, or outcomes recorded per transaction
 IN_FLIGHT = 4  # batches of fire's committed and waiting for their fsync, at most
 YIELD_EVERY = 32  # events planned between turns of the event loop
 STORE_RETRIES = 3  # a failed store call is tried this many times more before the run stops
 RETRY_PAUSE = 0.5  # seconds before the first retry, doubling each time
 UNRENDERED = "cannot render: the stored request is incomplete; nothing sent (replay renders it from its rule)"
-
-
-@dataclass
-class Options:
-    """How a pipeline run behaves; the CLI fills it from flags."""
-
-    environ: Mapping[str, str]
-    clock: Callable[[], float] = time.time
-    force: bool = False
-    dry_run: bool = False
-    lease_seconds: float | None = None  # None: the attempt's timeout plus LEASE_MARGIN
-    batch: int = BATCH
-    # This process's network allow-list; fire records it with each delivery, so a later
-    # process refused where this one was allowed holds the delivery instead of failing it.
-    allow_net: tuple[str, ...] = ()
-    keep_events: bool = True  # store every event read (for `plan`), with its deliveries
-    # An event stored already, fired again (`serve`'s events page): its new deliveries name
-    # that stored event instead of a new one being stored, so its page lists them.
-    event_ref: str | None = None
-    # False: fire only commits (serve's intake). What it would send is handed back to the
-    # queue, due now, for a drain to claim: intake never waits for a slow receiver.
-    send: bool = True
 
 
 class StoreFailed(DatabaseUnusable):

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from hookctl.delivery import observe
-from hookctl.delivery.pipeline import Options, Pipeline
+from hookctl.delivery.options import Options
+from hookctl.delivery.pipeline import Pipeline
 from hookctl.delivery.reports import Summary
 from hookctl.delivery.storethread import StoreThread
 from hookctl.store.contract import WorkSignal

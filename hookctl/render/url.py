@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from hookctl.errors import RenderError
 from hookctl.render.encoding import clean as _clean
-
-if TYPE_CHECKING:
-    from hookctl.render.templates import _Renderer
 
 # A `{{ }}` in template text (templates.py splits on it too, for its plain paths).
 _INTERPOLATION = re.compile(r"\{\{((?:(?!\{\{|\}\}).)*)\}\}", re.S)
@@ -88,7 +85,15 @@ def _url_value(text: str, place: UrlPlace, expression: str) -> str:
     return quote(text, safe=_SAFE[place])
 
 
-def render_url(r: _Renderer, source: str) -> str:
+class TextRenderer(Protocol):
+    """What render_url needs of a renderer (templates._Renderer): one template as text."""
+
+    def text(self, source: str, where: str) -> str:
+        """`source` rendered to text; `where` names the rule field in errors."""
+        ...
+
+
+def render_url(r: TextRenderer, source: str) -> str:
     """The rule's webhook.url for this event, each value percent-encoded for where it stands.
 
     A value that starts the URL (a base URL from `env` or the event) and one marked

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hookctl.delivery import observe
-from hookctl.delivery.pipeline import BATCH, Options, Pipeline
+from hookctl.delivery.options import BATCH, Options
+from hookctl.delivery.pipeline import Pipeline
 from hookctl.delivery.storethread import StoreThread
 from hookctl.errors import HookctlError, StoreError
 from hookctl.events.event import BadEvent, Event
