@@ -38,9 +38,9 @@ from hookctl.delivery.prepare import Planner  # noqa: E402
 from hookctl.events.event import Event  # noqa: E402
 from hookctl.events.intake import dedupe_key, event_ticket  # noqa: E402
 from hookctl.rules.load import load_rules  # noqa: E402
+from hookctl.store.contract import Store  # noqa: E402
 from hookctl.store.event_records import NewEvent  # noqa: E402
 from hookctl.store.ids import EventIds  # noqa: E402
-from hookctl.store.sqlite.store import Store  # noqa: E402
 
 BATCH = 1000
 CONDITION = "when: {{all: [{{field: ticket.urgency, op: {op}, value: {value}}}]}}\n"

@@ -35,7 +35,7 @@ conn.execute("COMMIT")
 
 READ = """
 import json, sys
-from hookctl.store.sqlite.store import Store
+from hookctl.store.contract import Store
 store = Store(sys.argv[1])
 out = {}
 for row in store.query(limit=None):

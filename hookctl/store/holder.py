@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,16 @@ def machine() -> str:
         namespace = os.readlink(_PROC / "self/ns/pid")
     except OSError:
         namespace = ""
-    return f"{socket.gethostname()}/{boot}/{namespace}"
+    return f"{_hostname()}/{boot}/{namespace}"
+
+
+def _hostname() -> str:
+    """socket.gethostname() without importing socket where os.uname() says the same."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def start_time(pid: int) -> str | None:

@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from hookctl.store import holder as holders
-from hookctl.store.contract import Store
 from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
 from hookctl.store.ids import ID_CLOCK_SLACK, ID_PATTERN, event_id_floor, id_floor, new_delivery_id
@@ -44,15 +43,14 @@ from hookctl.store.sqlite.rows import (
     request_columns,
 )
 
-# `Store` here is the contract (the pipeline imports it from this module): construct a store
-# with hookctl.store.open_store, never by class.
+# Construct a store with hookctl.store.open_store, never by class; the contract it implements
+# is hookctl.store.contract.Store (not imported here: a `retry-loop` with nothing due skips it).
 __all__ = [
     "STATUSES",
     "AttemptResult",
     "Claim",
     "NewDelivery",
     "SQLiteStore",
-    "Store",
     "new_delivery_id",
 ]
 
