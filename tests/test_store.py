@@ -605,3 +605,59 @@ def test_split_writes_skip_only_their_own_fsync(tmp_path):
         assert store.split_commit(store.due_count, NOW + 1)[1] is None  # a read: no fsync
     finally:
         store.close()
+
+
+def test_the_store_thread_answers_a_write_only_after_an_fsync_that_followed_it(tmp_path):
+    """StoreThread.call returns a write's result once an fsync of the WAL that started after
+    the write has ended; the loop runs other calls meanwhile; a failed fsync is the caller's
+    StoreError and the next write goes through."""
+    import asyncio
+    import threading
+
+    from hookctl.delivery.storethread import StoreThread
+
+    order: list[str] = []
+    release = threading.Event()
+    fail = {"next": False}
+    with open_store(tmp_path / "sync.db") as store:
+        real_sync = store._sync_wal
+
+        def watched_sync() -> None:
+            order.append("fsync starts")
+            release.wait(10)  # held until the test has seen a read go through meanwhile
+            if fail["next"]:
+                fail["next"] = False
+                raise StoreError("simulated: the disk refused the fsync")
+            real_sync()
+            order.append("fsync ends")
+
+        store._sync_wal = watched_sync
+
+        async def scenario() -> None:
+            with StoreThread(store) as db:
+                d = new(time.time())
+                write = asyncio.ensure_future(db.call(store.enqueue, [d], now=time.time()))
+                while "fsync starts" not in order:
+                    await asyncio.sleep(0.001)
+                # The write is committed and its fsync running: other calls are not held up.
+                assert await db.call(store.statuses, [d.id]) == {d.id: "pending"}
+                order.append("read answered")
+                assert not write.done()
+                release.set()
+                assert (await write)[0] == (d.id, True)
+                order.append("write answered")
+                release.clear()
+                fail["next"] = True
+                failing = asyncio.ensure_future(
+                    db.call(store.enqueue, [new(time.time(), event_id="evt_2")], now=time.time())
+                )
+                while order.count("fsync starts") < 2:
+                    await asyncio.sleep(0.001)
+                release.set()
+                with pytest.raises(StoreError, match="refused the fsync"):
+                    await failing
+                later = new(time.time(), event_id="evt_3")
+                assert (await db.call(store.enqueue, [later], now=time.time()))[0][1] is True
+
+        asyncio.run(scenario())
+    assert order[:4] == ["fsync starts", "read answered", "fsync ends", "write answered"]
