@@ -2,7 +2,9 @@
 
 import os
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +20,9 @@ from hookctl.cli.app import (
 )
 from hookctl.cli.commands_send import AllowNetOption, ConcurrencyOption, PerHostOption
 from hookctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from hookctl.serve.auth import Gate, SecretNames
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]i?[bB]?|[bB])?\s*$")
 
@@ -38,6 +43,34 @@ def _env_name(option: str, name: str | None) -> str | None:
             f"not the secret itself (got something that is not a variable name)"
         )
     return name
+
+
+def _gate(
+    names: "SecretNames",
+    environ: Mapping[str, str],
+    sources_file: Path | None,
+    host: str,
+    allow_unauthenticated: bool,
+) -> "Gate":
+    """The gate the options and the sources file describe, refused (a usage error) when it
+    would leave a route open to the network without --allow-unauthenticated."""
+    from hookctl.serve.app import is_loopback
+    from hookctl.serve.auth import gate_from_env
+    from hookctl.serve.sources import load_sources
+
+    sources = load_sources(sources_file) if sources_file is not None else None
+    gate = gate_from_env(names, environ, sources)
+    if gate.open and not is_loopback(host) and not allow_unauthenticated:
+        routes = "/events and unlisted sources are" if sources is not None else "it is"
+        raise UsageError(
+            f"refusing to listen on {host} with no authentication: {routes} open, and anyone "
+            "who can reach it could post events. Set --token-env, --basic-env, "
+            "--header-secret-env, --url-token-env, --zendesk-secret-env or "
+            "--standard-webhooks-env"
+            + (", or `unlisted: refuse` in the sources file" if sources is not None else "")
+            + ", or pass --allow-unauthenticated"
+        )
+    return gate
 
 
 @app.command()
@@ -111,6 +144,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    sources_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--sources",
+            metavar="FILE",
+            help="A YAML file of per-source intake checks: /events/NAME for a source listed "
+            "there must pass one of its own checks (the options above do not apply to it); "
+            "`unlisted: global` (the default) leaves /events and other sources to the options "
+            "above, `unlisted: refuse` answers them 404. Reloaded on SIGHUP.",
+            show_default=False,
+        ),
+    ] = None,
     admin_env: Annotated[
         str | None,
         typer.Option(
@@ -171,18 +216,30 @@ def serve(
     rules, sent, and retried inside the server (`retry-loop` may run beside it). Secrets are
     read from the environment variables the --*-env options name, never from the command line.
     GET / is the execution log; /metrics is for Prometheus; /healthz and /readyz for probes.
-    SIGHUP reloads the rules (an invalid set is refused, the old one kept); SIGTERM stops.
+    SIGHUP reloads the rules and the --sources file (an invalid one is refused, the old one
+    kept); SIGTERM stops.
+
+    With several checks set, a request passes if any one accepts it. --sources FILE gives
+    sources checks of their own, under `sources:` with the options' names in snake case
+    (token_env, basic_env, header_secret_env, header_name, url_token_env, zendesk_secret_env,
+    standard_webhooks_env: a name or a list): a post to /events/NAME for a listed source must
+    pass one of that source's checks, and the global options do not apply to it. `unlisted:
+    global` (the default) leaves /events and unlisted sources to the global options; `unlisted:
+    refuse` answers them 404 (counted as reason unknown_source). Every variable named must be
+    set at start. Off loopback, every route that takes events must have a check, unless
+    --allow-unauthenticated.
 
     Example: hookctl serve -r rules/ --host 0.0.0.0 --token-env HOOK_TOKEN
 
     Exit codes: 0 stopped by a signal; 2 usage (a secret's variable unset, an open network
-    address without --allow-unauthenticated, the port taken); 3 invalid rules.
+    address without --allow-unauthenticated, the port taken, no such --sources file); 3
+    invalid rules or sources file.
     """
     import asyncio
 
     from hookctl.rules.load import load_rules
     from hookctl.serve.app import Server, is_loopback, run
-    from hookctl.serve.auth import SecretNames, gate_from_env
+    from hookctl.serve.auth import SecretNames
     from hookctl.serve.metrics import Metrics
     from hookctl.serve.runner import Runner, Settings
 
@@ -198,14 +255,8 @@ def serve(
         ],
         admin=_env_name("--admin-env", admin_env),
     )
-    gate = gate_from_env(names, os.environ)
+    gate = _gate(names, os.environ, sources_file, host, allow_unauthenticated)
     loopback = is_loopback(host)
-    if gate.open and not loopback and not allow_unauthenticated:
-        raise UsageError(
-            f"refusing to listen on {host} with no authentication: anyone who can reach it "
-            "could post events. Set --token-env, --basic-env, --header-secret-env, "
-            "--url-token-env, --zendesk-secret-env or --standard-webhooks-env, or pass --allow-unauthenticated"
-        )
     paths = rule_paths(rules_paths)
     rules = load_rules(paths)
     every = duration(retry_every, "--retry-every") or 2.0
@@ -236,6 +287,9 @@ def serve(
             max_body=limit,
             open_pages=loopback or public_log,
             reload_rules=lambda: load_rules(paths),
+            reload_gate=None
+            if sources_file is None
+            else lambda: _gate(names, os.environ, sources_file, host, allow_unauthenticated),
         )
         asyncio.run(run(server, host, port, guard, grace_seconds or 0.0))
     finally:

@@ -1,6 +1,7 @@
 """`serve`'s HTTP side: the routes, their answers, and the server's life (signals, shutdown).
 
-POST /events[/{source}]  events in: 202 once stored; 400 bad JSON (line named), 401, 413, 503
+POST /events[/{source}]  events in: 202 once stored; 400 bad JSON (line named), 401, 404
+                         (a source the sources file refuses), 413, 503
 GET  /healthz /readyz    up; ready (store writable, rules loaded, not stopping)
 GET  /metrics            Prometheus text format
 GET  /  /deliveries/ID   the execution log; POST /deliveries/ID/replay for an admin
@@ -39,11 +40,11 @@ from hookctl.serve.auth import (
 from hookctl.serve.metrics import CONTENT_TYPE, Metrics
 from hookctl.serve.page import Page
 from hookctl.serve.runner import Busy, Runner, Unavailable
+from hookctl.serve.sources import SOURCE
 
 if TYPE_CHECKING:
     from hookctl.rules.load import Rule
 
-SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EVENT_REF = re.compile(r"^evt_[0-9A-Za-z]{1,64}$")
 PAGE_ROWS = 100
 
@@ -85,6 +86,8 @@ class Server:
     max_body: int
     open_pages: bool  # the log and /metrics readable without the admin password
     reload_rules: Callable[[], list[Rule]]
+    # SIGHUP reads the sources file again through this (None: no --sources given).
+    reload_gate: Callable[[], Gate] | None = None
     log: Callable[[str], None] = _stderr
     page: Page = field(default_factory=Page)
     sessions: Sessions = field(default_factory=Sessions)
@@ -129,9 +132,23 @@ class Server:
 
     async def events(self, request: web.Request) -> web.Response:
         """Take one JSON object, an array of them, or NDJSON; 202 once all are stored."""
-        source = request.match_info.get("source", "http")
+        given = request.match_info.get("source")
+        source = "http" if given is None else given
         if not SOURCE.match(source):
             return self._refuse("invalid", "bad_request", 404, f"no such source: {source[:64]!r}")
+        if not self.gate.listed(given):
+            # Labelled `unlisted`, not by the name asked for: a scanner makes no new series.
+            # The names listed are not secrets, but telling them helps nobody who should post.
+            count = len(self.gate.sources)
+            return self._refuse(
+                "unlisted",
+                "unknown_source",
+                404,
+                f"unknown source: {'none given' if given is None else repr(given)}; this "
+                f"server takes events for its {count} listed source{'s' if count != 1 else ''} "
+                "only (POST /events/SOURCE)",
+                sources=count,
+            )
         if request.content_length is not None and request.content_length > self.max_body:
             return self._too_big(source)
         body = bytearray()
@@ -143,7 +160,7 @@ class Server:
         headers.popall(QUERY_TOKEN_HEADER, None)
         if "token" in request.query:
             headers[QUERY_TOKEN_HEADER] = request.query["token"]
-        reason = self.gate.intake(headers, bytes(body))
+        reason = self.gate.intake(headers, bytes(body), source=given)
         if reason is not None:
             return self._refuse(source, "unauthorized", 401, "unauthorized", detail=reason)
         events: list[Event] = []
@@ -401,16 +418,29 @@ class Server:
     # --- life ---------------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: load the rules again; an invalid set is refused and the old one kept."""
+        """SIGHUP: load the rules, and the sources file if one was given, again; each that is
+        invalid is refused and the old one kept (the other is still reloaded)."""
         try:
             rules = self.reload_rules()
         except HookctlError as exc:
             self.log(
                 f"serve: reload refused, keeping the {len(self.runner.rules)} rules loaded:\n  {exc}"
             )
+        else:
+            self.runner.reload(rules)
+            self.log(f"serve: reloaded {len(rules)} rules")
+        if self.reload_gate is None:
             return
-        self.runner.reload(rules)
-        self.log(f"serve: reloaded {len(rules)} rules")
+        try:
+            gate = self.reload_gate()
+        except HookctlError as exc:
+            self.log(
+                "serve: sources reload refused, keeping the "
+                f"{describe_sources(self.gate)} loaded:\n  {exc}"
+            )
+            return
+        self.gate = gate
+        self.log(f"serve: reloaded the sources file: {describe_sources(gate)}")
 
     def app(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -433,6 +463,13 @@ class Server:
             ]
         )
         return app
+
+
+def describe_sources(gate: Gate) -> str:
+    """`2 sources with their own checks, others refused`, for the log lines."""
+    count = len(gate.sources)
+    others = "refused" if gate.refuse_unlisted else "the global options"
+    return f"{count} source{'s' if count != 1 else ''} with their own checks, others {others}"
 
 
 def _local(target: object) -> str:
@@ -487,9 +524,10 @@ async def run(server: Server, host: str, port: int, guard: Any, grace: float) ->
     bound = [s.getsockname() for s in sockets]
     real_port = bound[0][1] if bound else port
     shown = f"[{host}]" if ":" in host else host
+    sources = f"; {describe_sources(server.gate)}" if server.reload_gate is not None else ""
     server.log(
         f"serve: listening on http://{shown}:{real_port} "
-        f"({len(server.runner.rules)} rules; pid {os.getpid()})"
+        f"({len(server.runner.rules)} rules{sources}; pid {os.getpid()})"
     )
     sys.stderr.flush()
     await stop.wait()

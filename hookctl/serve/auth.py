@@ -3,7 +3,9 @@
 Every secret comes from an environment variable named by a `serve` option, never from argv
 (which `ps` shows to every user). Comparisons are constant-time. With several checks set, a
 request passes when any one of them accepts it: a Zendesk webhook and a script with a token can
-share one server.
+share one server. A sources file (`serve --sources`, read by sources.py) gives a source checks of
+its own, built here by the same function as the global options' checks: `/events/NAME` for a
+listed source must pass one of them, and the global ones do not apply to it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hookctl.devserver import verify as verify_standard_webhooks
 from hookctl.errors import UsageError
 from hookctl.render import signing
+
+if TYPE_CHECKING:
+    from hookctl.serve.sources import SourcesFile
 
 TOLERANCE = (
     300.0  # seconds a signature timestamp may be off, as the Standard Webhooks libraries allow
@@ -169,25 +174,48 @@ def _iso_seconds(stamp: str) -> float | None:
 
 @dataclass
 class Gate:
-    """The intake checks and the admin credentials, as `serve`'s options set them."""
+    """The intake checks and the admin credentials, as `serve`'s options (and its sources
+    file) set them.
+
+    `checks` are the global options' checks: they guard `/events` and every source the
+    sources file does not list. A listed source is guarded by its own checks only. With
+    `refuse_unlisted`, `/events` and unlisted sources are not taken at all (`listed` says so).
+    """
 
     checks: list[Check] = field(default_factory=list)
     admin: bytes | None = None  # the admin password (any user name) for the log page's actions
+    sources: dict[str, list[Check]] = field(default_factory=dict)
+    refuse_unlisted: bool = False
 
     @property
     def open(self) -> bool:
-        """No intake check: anyone who reaches the port may post events."""
-        return not self.checks
+        """Some route takes events with no check: anyone who reaches the port may post them.
+
+        A listed source always has a check; `/events` and unlisted sources are open when
+        they are not refused and no global option is set.
+        """
+        unlisted_open = not self.refuse_unlisted and not self.checks
+        return unlisted_open or any(not checks for checks in self.sources.values())
+
+    def listed(self, source: str | None) -> bool:
+        """Whether events for `source` (None: plain `/events`) are taken at all."""
+        return not self.refuse_unlisted or (source is not None and source in self.sources)
 
     def intake(
-        self, headers: Mapping[str, str], body: bytes, now: float | None = None
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float | None = None,
+        source: str | None = None,
     ) -> str | None:
-        """None when the request passes one of the checks (or none is set), else the reasons."""
-        if not self.checks:
+        """None when the request passes one of the checks for `source` (its own when it is
+        listed, else the global ones; none set passes), else the reasons."""
+        checks = self.sources.get(source, self.checks) if source is not None else self.checks
+        if not checks:
             return None
         when = time.time() if now is None else now
         reasons = []
-        for check in self.checks:
+        for check in checks:
             reason = check(headers, body, when)
             if reason is None:
                 return None
@@ -207,6 +235,9 @@ class Gate:
         return self.admin is not None and hmac.compare_digest(password, self.admin)
 
 
+DEFAULT_HEADER = "X-Hookctl-Secret"
+
+
 @dataclass(frozen=True)
 class SecretNames:
     """The environment variable names `serve`'s options gave, one per kind of check."""
@@ -214,50 +245,89 @@ class SecretNames:
     token: str | None = None
     basic: str | None = None
     header: str | None = None
-    header_name: str = "X-Hookctl-Secret"
+    header_name: str = DEFAULT_HEADER
     query_token: str | None = None
     zendesk: str | None = None
     standard_webhooks: Sequence[str] = ()
     admin: str | None = None
 
 
-def gate_from_env(names: SecretNames, environ: Mapping[str, str]) -> Gate:
-    """The Gate the names describe; a UsageError naming the option when a variable is unset or bad."""
+# serve's option for each kind of check, and the key a sources file gives it.
+OPTIONS = {
+    "token": ("--token-env", "token_env"),
+    "basic": ("--basic-env", "basic_env"),
+    "header": ("--header-secret-env", "header_secret_env"),
+    "query_token": ("--url-token-env", "url_token_env"),
+    "zendesk": ("--zendesk-secret-env", "zendesk_secret_env"),
+    "standard_webhooks": ("--standard-webhooks-env", "standard_webhooks_env"),
+    "admin": ("--admin-env", "admin_env"),
+}
 
-    def read(option: str, name: str) -> str:
-        value = environ.get(name, "")
-        if not value.strip():
-            raise UsageError(
-                f"{option} {name}: the environment variable {name} is not set or empty"
-            )
-        return value.strip()
 
-    gate = Gate()
+def checks_from_env(
+    names: SecretNames, environ: Mapping[str, str], where: str | None = None
+) -> list[Check]:
+    """The intake checks the names describe, their secrets read from `environ`.
+
+    The one place checks are built, for the global options and for each source of a sources
+    file alike. A variable unset or bad is a UsageError naming the option (`--token-env
+    NAME: ...`), or with `where` (`FILE:LINE: source 'zendesk'`) the source and its key.
+    """
+    checks: list[Check] = []
     if names.token:
-        gate.checks.append(Bearer(read("--token-env", names.token).encode()))
+        checks.append(Bearer(_read(environ, "token", names.token, where).encode()))
     if names.basic:
-        value = read("--basic-env", names.basic)
+        value = _read(environ, "basic", names.basic, where)
         if ":" not in value:
-            raise UsageError(f"--basic-env {names.basic}: the value must be USER:PASSWORD")
-        gate.checks.append(Basic(value.encode()))
+            raise UsageError(
+                f"{_label('basic', names.basic, where)}: the value must be USER:PASSWORD"
+            )
+        checks.append(Basic(value.encode()))
     if names.header:
-        gate.checks.append(
-            SharedHeader(names.header_name, read("--header-secret-env", names.header).encode())
-        )
+        secret = _read(environ, "header", names.header, where)
+        checks.append(SharedHeader(names.header_name, secret.encode()))
     if names.query_token:
-        gate.checks.append(QueryToken(read("--url-token-env", names.query_token).encode()))
+        checks.append(QueryToken(_read(environ, "query_token", names.query_token, where).encode()))
     if names.zendesk:
-        gate.checks.append(Zendesk(read("--zendesk-secret-env", names.zendesk).encode()))
+        checks.append(Zendesk(_read(environ, "zendesk", names.zendesk, where).encode()))
     if names.standard_webhooks:
         keys = []
         for name in names.standard_webhooks:
             try:
-                keys.append(signing.decode_secret(read("--standard-webhooks-env", name)))
+                keys.append(signing.decode_secret(_read(environ, "standard_webhooks", name, where)))
             except ValueError as exc:
-                raise UsageError(f"--standard-webhooks-env {name}: {exc}") from None
-        gate.checks.append(StandardWebhooks(tuple(keys)))
+                raise UsageError(f"{_label('standard_webhooks', name, where)}: {exc}") from None
+        checks.append(StandardWebhooks(tuple(keys)))
+    return checks
+
+
+def _label(kind: str, name: str, where: str | None) -> str:
+    option, key = OPTIONS[kind]
+    return f"{option} {name}" if where is None else f"{where}: {key} {name}"
+
+
+def _read(environ: Mapping[str, str], kind: str, name: str, where: str | None) -> str:
+    value = environ.get(name, "")
+    if not value.strip():
+        raise UsageError(
+            f"{_label(kind, name, where)}: the environment variable {name} is not set or empty"
+        )
+    return value.strip()
+
+
+def gate_from_env(
+    names: SecretNames, environ: Mapping[str, str], sources: SourcesFile | None = None
+) -> Gate:
+    """The Gate the names (and the sources file, if any) describe; a UsageError naming the
+    option, or the source and its key, when a variable is unset or bad."""
+    gate = Gate(checks=checks_from_env(names, environ))
     if names.admin:
-        gate.admin = read("--admin-env", names.admin).encode()
+        gate.admin = _read(environ, "admin", names.admin, None).encode()
+    if sources is not None:
+        for source in sources.sources:
+            where = f"{source.where}: source {source.name!r}"
+            gate.sources[source.name] = checks_from_env(source.names, environ, where)
+        gate.refuse_unlisted = sources.refuse_unlisted
     return gate
 
 
