@@ -82,7 +82,9 @@ def load_sources(path: Path) -> SourcesFile:
         refuse = unlisted == "refuse"
     raw = doc.get("sources")
     sources: list[Source] = []
-    if not isinstance(raw, LineMapping) or not raw:
+    if raw is None and checker.errors:
+        pass  # `sourcse:` was named an unknown key (did you mean...): once is enough
+    elif not isinstance(raw, LineMapping) or not raw:
         checker.error(
             "sources",
             "expected a mapping of source names to their checks (e.g. `zendesk: "
