@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import signal
 import textwrap
 import time
@@ -332,3 +333,13 @@ def test_the_file_reads_into_plain_settings(tmp_path):
     with pytest.raises(RuleErrors) as caught:
         load_sources(write(tmp_path, "", "empty.yaml"))
     assert "the file is empty" in str(caught.value)
+
+
+def test_the_readme_sources_files_are_valid(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "sources:" in b]
+    assert len(blocks) >= 2
+    for n, block in enumerate(blocks):
+        loaded = load_sources(write(tmp_path, block, f"readme{n}.yaml"))
+        assert {"zendesk", "movidesk"} <= {s.name for s in loaded.sources}
+        assert loaded.refuse_unlisted
