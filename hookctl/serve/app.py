@@ -136,10 +136,11 @@ class Server:
         source = "http" if given is None else given
         if not SOURCE.match(source):
             return self._refuse("invalid", "bad_request", 404, f"no such source: {source[:64]!r}")
-        if not self.gate.listed(given):
+        gate = self.gate  # one set of settings for the whole request, whatever SIGHUP does
+        if not gate.listed(given):
             # Labelled `unlisted`, not by the name asked for: a scanner makes no new series.
             # The names listed are not secrets, but telling them helps nobody who should post.
-            count = len(self.gate.sources)
+            count = len(gate.sources)
             return self._refuse(
                 "unlisted",
                 "unknown_source",
@@ -160,7 +161,7 @@ class Server:
         headers.popall(QUERY_TOKEN_HEADER, None)
         if "token" in request.query:
             headers[QUERY_TOKEN_HEADER] = request.query["token"]
-        reason = self.gate.intake(headers, bytes(body), source=given)
+        reason = gate.intake(headers, bytes(body), source=given)
         if reason is not None:
             return self._refuse(source, "unauthorized", 401, "unauthorized", detail=reason)
         events: list[Event] = []
