@@ -161,11 +161,12 @@ class Pipeline(Outcomes):
                 while storing and self._broken is None:
                     await storing.popleft()
             finally:
-                # No task outlives fire. Broken: the batches still being stored finish (each
-                # stored one is answered as such); cancelled or failed: they are cancelled.
+                # No task outlives fire. Broken or failed: the batches still being stored
+                # finish (each one stored is answered as such); cancelled (Ctrl-C): they are
+                # cancelled, their writes made or not as a whole.
                 if incoming is not None:
                     incoming.cancel()
-                if sys.exc_info()[0] is not None:
+                if isinstance(sys.exc_info()[1], (asyncio.CancelledError, KeyboardInterrupt)):
                     for task in storing:
                         task.cancel()
                 left = [t for t in (incoming, *storing) if t is not None]
