@@ -87,7 +87,7 @@ def stored_ids(cli, db_file) -> set[str]:  # type: ignore[no-untyped-def]
 
 def test_a_listed_source_passes_only_its_own_checks(cli, rule_file, receiver, db_file, tmp_path):
     rules = rule_file(rule_yaml(receiver.url))
-    sources = write(tmp_path, SOURCES)
+    sources = write(tmp_path, SOURCES + "unlisted: global  # the default, said\n")
     args = ("-r", rules, "--sources", sources, "--token-env", "GLOBAL_TOKEN")
     with serving(*args, env=ENV) as server, server.client() as http:
         assert "4 sources with their own checks, others the global options" in server.stderr
@@ -153,7 +153,7 @@ def test_unlisted_refuse_answers_404_and_stores_nothing(
     )
     args = ("-r", rules, "--sources", sources, "--token-env", "GLOBAL_TOKEN")
     with serving(*args, env=ENV) as server, server.client() as http:
-        assert "1 source with their own checks, others refused" in server.stderr
+        assert "1 source with its own checks, others refused" in server.stderr
         bearer = {"Authorization": f"Bearer {GLOBAL_TOKEN}"}
         plain = http.post("/events", content=body_of(1), headers=bearer)
         assert plain.status_code == 404
@@ -292,9 +292,7 @@ def test_sighup_reloads_the_sources_file_and_keeps_it_when_invalid(
             "sources:\n  movidesk:\n    token_env: SCRIPTS_TOKEN\nunlisted: refuse\n",
         )
         server.signal(signal.SIGHUP)
-        server.wait_line(
-            r"reloaded the sources file: 1 source with their own checks, others refused"
-        )
+        server.wait_line(r"reloaded the sources file: 1 source with its own checks, others refused")
         assert http.post(f"/events/movidesk?token={MOVIDESK}", content=body_of(3)).status_code == (
             401
         )
@@ -303,7 +301,9 @@ def test_sighup_reloads_the_sources_file_and_keeps_it_when_invalid(
         # An invalid file is refused and the settings loaded are kept.
         write(tmp_path, "sources:\n  movidesk:\n    token_envv: SCRIPTS_TOKEN\n")
         server.signal(signal.SIGHUP)
-        server.wait_line(r"sources reload refused, keeping the 1 source with their own checks")
+        server.wait_line(
+            r"sources reload refused, keeping the settings loaded \(1 source with its own checks"
+        )
         server.wait_line(r"token_envv: unknown key \(did you mean 'token_env'\?\)")
         # So is one naming a variable this process does not have.
         write(tmp_path, "sources:\n  movidesk:\n    token_env: NOT_SET_ANYWHERE\n")

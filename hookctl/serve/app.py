@@ -436,8 +436,8 @@ class Server:
             gate = self.reload_gate()
         except HookctlError as exc:
             self.log(
-                "serve: sources reload refused, keeping the "
-                f"{describe_sources(self.gate)} loaded:\n  {exc}"
+                "serve: sources reload refused, keeping the settings loaded "
+                f"({describe_sources(self.gate)}):\n  {exc}"
             )
             return
         self.gate = gate
@@ -470,7 +470,8 @@ def describe_sources(gate: Gate) -> str:
     """`2 sources with their own checks, others refused`, for the log lines."""
     count = len(gate.sources)
     others = "refused" if gate.refuse_unlisted else "the global options"
-    return f"{count} source{'s' if count != 1 else ''} with their own checks, others {others}"
+    own = "source with its own checks" if count == 1 else "sources with their own checks"
+    return f"{count} {own}, others {others}"
 
 
 def _local(target: object) -> str:
