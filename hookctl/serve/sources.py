@@ -18,7 +18,7 @@ from typing import Any
 from hookctl.errors import RuleError, RuleErrors, UsageError
 from hookctl.rules.webhook import SpecChecker
 from hookctl.rules.yamlfile import LineMapping, read_yaml
-from hookctl.serve.auth import DEFAULT_HEADER, SecretNames
+from hookctl.serve.auth import DEFAULT_HEADER, OPTIONS, SecretNames
 
 # What /events/SOURCE accepts as a source name (and a listed source must be).
 SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -26,15 +26,8 @@ ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")  # an HTTP field name (a token)
 TOP_KEYS = ("sources", "unlisted")
 UNLISTED = ("global", "refuse")
-# The keys of one source: serve's options without the dashes, in snake case.
-CHECK_KEYS = (
-    "token_env",
-    "basic_env",
-    "header_secret_env",
-    "url_token_env",
-    "zendesk_secret_env",
-    "standard_webhooks_env",
-)
+# The keys of one source: serve's intake options without the dashes, in snake case.
+CHECK_KEYS = tuple(key for kind, (_, key) in OPTIONS.items() if kind != "admin")
 SOURCE_KEYS = (*CHECK_KEYS, "header_name")
 
 
