@@ -179,3 +179,25 @@ def test_endpoint_health_is_in_the_metrics_and_in_stats(cli, rule_file, receiver
                 assert offline[key] == value, key
     finally:
         healthy.stop()
+
+
+def test_refusals_before_the_checks_pass_never_name_a_made_up_source(rule_file, receiver):
+    rules = rule_file(rule_yaml(receiver.url))
+    env = {"INTAKE_TOKEN": "s3cret-intake"}
+    with (
+        serving("-r", rules, "--token-env", "INTAKE_TOKEN", env=env) as server,
+        server.client() as http,
+    ):
+        wrong = {"Authorization": "Bearer nope"}
+        for name in ("scan-1", "scan-2", "scan-3"):
+            assert http.post(f"/events/{name}", json=event(1), headers=wrong).status_code == 401
+        assert http.post("/events", json=event(2), headers=wrong).status_code == 401
+        good = {"Authorization": "Bearer s3cret-intake"}
+        assert http.post("/events/movidesk", json=event(3), headers=good).status_code == 202
+        got = samples(http.get("/metrics").text)
+    refused = {k: v for k, v in got.items() if k[0] == "hookctl_events_refused_total"}
+    assert refused == {
+        ("hookctl_events_refused_total", (("reason", "unauthorized"), ("source", "unverified"))): 3,
+        ("hookctl_events_refused_total", (("reason", "unauthorized"), ("source", "http"))): 1,
+    }
+    assert got[("hookctl_events_received_total", (("source", "movidesk"),))] == 1

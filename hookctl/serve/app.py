@@ -150,20 +150,23 @@ class Server:
                 "only (POST /events/SOURCE)",
                 sources=count,
             )
+        # Until the request has passed its checks, the name in the URL is anyone's: refusals
+        # count under it only for /events or a listed source, else under `unverified`.
+        unproven = source if given is None or given in gate.sources else "unverified"
         if request.content_length is not None and request.content_length > self.max_body:
-            return self._too_big(source)
+            return self._too_big(unproven)
         body = bytearray()
         async for chunk in request.content.iter_chunked(1 << 16):
             body += chunk
             if len(body) > self.max_body:
-                return self._too_big(source)
+                return self._too_big(unproven)
         headers = CIMultiDict(request.headers)
         headers.popall(QUERY_TOKEN_HEADER, None)
         if "token" in request.query:
             headers[QUERY_TOKEN_HEADER] = request.query["token"]
         reason = gate.intake(headers, bytes(body), source=given)
         if reason is not None:
-            return self._refuse(source, "unauthorized", 401, "unauthorized", detail=reason)
+            return self._refuse(unproven, "unauthorized", 401, "unauthorized", detail=reason)
         events: list[Event] = []
         problems: list[dict[str, Any]] = []
         for item in read_source(io.BytesIO(bytes(body)), source):
