@@ -71,6 +71,18 @@ class Pages:
         response.headers["WWW-Authenticate"] = 'Basic realm="hookctl admin", charset="UTF-8"'
         return response
 
+    def _since(self, given: str) -> tuple[float | None, web.Response | None]:
+        """The `since` filter as the time to show from (None: not given), or, when it is not
+        a duration, the 400 page to answer with instead."""
+        if not given:
+            return None, None
+        from hookctl.durations import parse_duration
+
+        try:
+            return time.time() - parse_duration(given), None
+        except ValueError as exc:
+            return None, self._html(self.page.message("Bad filter", f"since: {exc}"), status=400)
+
     # --- the log page -------------------------------------------------------------------------
 
     async def index(self, request: web.Request) -> web.Response:
@@ -79,14 +91,9 @@ class Pages:
             return self._sign_in_needed()
         q = request.query
         filters = {k: q.get(k, "").strip() for k in ("status", "rule", "ticket", "since")}
-        since = None
-        if filters["since"]:
-            from hookctl.durations import parse_duration
-
-            try:
-                since = time.time() - parse_duration(filters["since"])
-            except ValueError as exc:
-                return self._html(self.page.message("Bad filter", f"since: {exc}"), status=400)
+        since, bad = self._since(filters["since"])
+        if bad is not None:
+            return bad
         status = filters["status"] if filters["status"] in reads.STATUSES else None
         rows = await self.runner.read(
             reads.log_rows,
@@ -148,14 +155,9 @@ class Pages:
             return self._sign_in_needed()
         q = request.query
         filters = {k: q.get(k, "").strip() for k in ("source", "event", "ticket", "id", "since")}
-        since = None
-        if filters["since"]:
-            from hookctl.durations import parse_duration
-
-            try:
-                since = time.time() - parse_duration(filters["since"])
-            except ValueError as exc:
-                return self._html(self.page.message("Bad filter", f"since: {exc}"), status=400)
+        since, bad = self._since(filters["since"])
+        if bad is not None:
+            return bad
         rows = await self.runner.read(
             reads.event_rows,
             source=filters["source"] or None,
