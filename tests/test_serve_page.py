@@ -111,3 +111,12 @@ def test_replay_needs_the_admin_and_a_token_from_the_page(cli, rule_file, receiv
         cookie = signed.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert 'id="replay"' in http.get(f"/deliveries/{delivery_id}").text
+
+
+def test_a_bad_since_filter_is_a_400_page_on_both_pages(rule_file, receiver):
+    rules = rule_file(secret_rule(receiver.url))
+    with serving("-r", rules, env={"CRM_TOKEN": SECRET}) as server, server.client() as http:
+        for path in ("/", "/events"):
+            bad = http.get(path, params={"since": "zz"})
+            assert bad.status_code == 400 and "Bad filter" in bad.text, path
+            assert http.get(path, params={"since": "1h"}).status_code == 200, path
