@@ -1,4 +1,5 @@
-"""Reading the execution log on PostgreSQL: filters, id prefixes, newest first, one in full, stats.
+"""Reading the execution log on PostgreSQL: filters, id prefixes, newest first, one in full, stats
+(and purging its finished deliveries).
 
 Plain functions over a cursor, as sqlite/history.py is; `PostgresStore` wraps them in its API
 (and its transactions and reconnects). The answers are the SQLite store's, key for key.
@@ -180,3 +181,18 @@ def stats(cur: Cursor, *, since: float | None = None) -> Stats:
     )
     attempts = cur.fetchall()
     return stats_from(since, by_status, by_rule, urls, attempts)
+
+
+def purge_finished(cur: Cursor, retry: bool, *, older_than: float, limit: int) -> int:
+    """Delete up to `limit` finished deliveries last updated before `older_than`, with their
+    attempts; how many."""
+    cur.execute(
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+        "WHERE status IN ('succeeded', 'failed') AND updated_at < %s LIMIT %s "
+        "FOR UPDATE SKIP LOCKED) RETURNING id",
+        (older_than, limit),
+    )
+    ids = [row[0] for row in cur.fetchall()]
+    # Their attempts in the same transaction (there is no cascading foreign key).
+    cur.execute("DELETE FROM attempts WHERE delivery_id = ANY(%s)", (ids,))
+    return len(ids)

@@ -1,4 +1,5 @@
-"""The PostgreSQL schema, built by append-only migrations applied once under an advisory lock.
+"""The PostgreSQL schema, built by append-only migrations applied once under an advisory lock
+(and checked for what it does not enforce).
 
 Its own list (PostgreSQL DDL differs from SQLite's), the same idea as sqlite/migrations.py: each
 migration is a named function, recorded in `hookctl_migrations` once applied; never edit or
@@ -318,3 +319,23 @@ def _check_ours(cur: Cursor, where: str) -> None:
             f"{where} already has a `deliveries` table that hookctl did not create; "
             "use another database (or schema, via ?options=-csearch_path%3Dhookctl)"
         )
+
+
+def integrity_problems(cur: Cursor, retry: bool) -> list[str]:
+    """What the schema does not enforce and the store relies on: attempts that belong to no
+    delivery (there is no foreign key), leases without an expiry; empty: healthy."""
+    problems = []
+    cur.execute(
+        "SELECT count(*) FROM attempts AS a WHERE NOT EXISTS "
+        "(SELECT 1 FROM deliveries AS d WHERE d.id = a.delivery_id)"
+    )
+    (orphans,) = cur.fetchone()
+    if orphans:
+        problems.append(f"{orphans} attempts refer to a missing delivery")
+    cur.execute(
+        "SELECT count(*) FROM deliveries WHERE lease_token IS NOT NULL AND lease_expires_at IS NULL"
+    )
+    (unbounded,) = cur.fetchone()
+    if unbounded:
+        problems.append(f"{unbounded} deliveries are leased without an expiry")
+    return problems

@@ -7,6 +7,13 @@ is one transaction of a few statements, and a lost connection is got back with b
 operation run again. Every write is safe to run twice: ids are the primary key, an attempt is
 logged once per (delivery, lease token, start), and an outcome is applied only while its token
 still holds the lease, so a retried batch never applies an outcome for a lease it lost.
+
+This module holds the class's life: connecting and reconnecting, `_run` (one transaction,
+retried after a lost connection or a serialization failure), settings, lease-holder
+registration, the LISTEN connection, and the state it keeps (ids leased, holder registered).
+Each contract method is a thin one that runs a topic module's function of the cursor in `_run`:
+queue.py (enqueue, claim, complete, leases, requeue), history.py (the log), events.py (stored
+events), endpoints.py (pauses, breakers, rates), migrations.py (schema and integrity).
 """
 
 from __future__ import annotations
@@ -22,27 +29,23 @@ from hookctl.errors import StoreError
 from hookctl.store import holder as holders
 from hookctl.store.endpoint_records import BreakerView, EndpointHealth, EndpointLimit, Reservation
 from hookctl.store.event_records import NewEvent, RecordedRequest, StoredEvent
-from hookctl.store.ids import ID_CLOCK_SLACK, ID_PATTERN, event_id_floor, id_floor
+from hookctl.store.ids import event_id_floor
 from hookctl.store.log_records import Delivery, DeliveryDetail, QueueLevels, Stats, Unrendered
-from hookctl.store.postgres import connection, history, migrations, ordering, queue
+from hookctl.store.postgres import connection, history, migrations, queue
 from hookctl.store.postgres import endpoints as endpoint_state
 from hookctl.store.postgres import events as stored_events
+from hookctl.store.postgres.queue import CHANNEL
 from hookctl.store.postgres.rows import (
-    INSERT_DELIVERY,
-    REPLACE_REQUEST,
-    claims,
     delivery_params,
-    request_params,
     result_columns,
     text,
 )
-from hookctl.store.records import STATUSES, AttemptResult, Claim, NewDelivery
+from hookctl.store.records import AttemptResult, Claim, NewDelivery
 
 __all__ = ["CHANNEL", "PostgresStore"]
 
 T = TypeVar("T")
 BUSY_TIMEOUT = 30.0  # seconds the store thread retries a call that met another client's lock
-CHANNEL = "hookctl_due"  # NOTIFY channel: deliveries became due (enqueued, released, replayed)
 _PURGE_CHUNK = 2000  # deleted per transaction, so purging a big log never stalls senders for long
 _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock: run the transaction again
 
@@ -123,26 +126,7 @@ class PostgresStore:
     def check_integrity(self) -> list[str]:
         """What the schema does not enforce and the store relies on: attempts that belong to
         no delivery (there is no foreign key), pending rows without a schedule; empty: healthy."""
-
-        def work(cur: Any, retry: bool) -> list[str]:
-            problems = []
-            cur.execute(
-                "SELECT count(*) FROM attempts AS a WHERE NOT EXISTS "
-                "(SELECT 1 FROM deliveries AS d WHERE d.id = a.delivery_id)"
-            )
-            (orphans,) = cur.fetchone()
-            if orphans:
-                problems.append(f"{orphans} attempts refer to a missing delivery")
-            cur.execute(
-                "SELECT count(*) FROM deliveries WHERE lease_token IS NOT NULL "
-                "AND lease_expires_at IS NULL"
-            )
-            (unbounded,) = cur.fetchone()
-            if unbounded:
-                problems.append(f"{unbounded} deliveries are leased without an expiry")
-            return problems
-
-        return self._run(work)
+        return self._run(migrations.integrity_problems)
 
     def close(self) -> None:
         """Close the connections (again: nothing); a holder that holds nothing any more
@@ -236,7 +220,7 @@ class PostgresStore:
             )
             cur.execute("DELETE FROM lease_holders WHERE holder = ANY(%s)", (gone,))
 
-    # --- the queue ----------------------------------------------------------------------------
+    # --- the queue (in queue.py) ------------------------------------------------------------
 
     def enqueue(
         self,
@@ -257,12 +241,7 @@ class PostgresStore:
             raise ValueError("claiming on enqueue needs lease_seconds greater than 0")
         if not deliveries and not events:
             return []
-        lowest, beyond = id_floor(now - ID_CLOCK_SLACK), id_floor(now + ID_CLOCK_SLACK + 0.001)
-        for d in deliveries:
-            if not ID_PATTERN.match(d.id):
-                raise ValueError(f"delivery id {d.id!r} was not made by new_delivery_id()")
-            if not lowest <= d.id < beyond:
-                raise ValueError(f"delivery id {d.id!r} was minted too far from now={now!r}")
+        queue.check_new(deliveries, now=now)
         lease_until = now + lease_seconds if claim_token is not None else None
         shared: dict[int, str | None] = {}
         holder = self._holder.key
@@ -271,50 +250,17 @@ class PostgresStore:
         ]
         keys = [(text(d.rule), text(d.dedupe_key)) for d in deliveries]
         waiting: set[str] = set()  # ordered ones not in their turn: inserted unleased
-
-        def work(cur: Any, retry: bool) -> list[tuple[str, bool]]:
-            if claim_token is not None:
-                self._register(cur, now)
-            seen = queue.owners(cur, [k for k in keys if k[1] is not None])
-            results: list[tuple[str, bool]] = []
-            new_rows, new_at = [], []
-            for d, key, row in zip(deliveries, keys, rows, strict=True):
-                if key[1] is not None:
-                    owner = seen.get(key)
-                    if owner is not None and owner != d.id:  # ours after a retry: inserted
-                        results.append((owner, False))
-                        continue
-                    seen[key] = d.id
-                results.append((d.id, True))
-                new_rows.append(row)
-                new_at.append(len(results) - 1)
-            if not new_rows:
-                if events:
-                    stored_events.insert(cur, events, deliveries, results)
-                return results
-            cur.executemany(INSERT_DELIVERY, new_rows, returning=True)
-            lost: list[int] = []  # a concurrent enqueue took the dedupe key first
-            for k in new_at:
-                if cur.fetchone() is None and (not retry or not queue.exists(cur, results[k][0])):
-                    lost.append(k)
-                cur.nextset()
-            if lost:
-                owners = queue.owners(cur, [keys[k] for k in lost])
-                for k in lost:
-                    results[k] = (owners.get(keys[k], results[k][0]), False)
-            waiting.clear()  # a retried transaction decides again
-            ranked = ordering.keyed(
-                (i, d)
-                for d, (i, inserted) in zip(deliveries, results, strict=True)
-                if inserted and d.order_key is not None
-            )
-            waiting.update(ordering.place(cur, ranked, now=now, leased=claim_token is not None))
-            if events:
-                stored_events.insert(cur, events, deliveries, results)
-            if claim_token is None:
-                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-            return results
-
+        work = functools.partial(
+            queue.enqueue,
+            deliveries=deliveries,
+            rows=rows,
+            keys=keys,
+            events=events,
+            now=now,
+            claim_token=claim_token,
+            waiting=waiting,
+            register=self._register,
+        )
         results = self._run(work)
         if claim_token is not None:
             self._registered = True
@@ -351,25 +297,15 @@ class PostgresStore:
         if ids is not None:
             bind["ids"] = list(ids)
 
-        # A claim committed just before a lost connection is not seen again here: those rows
-        # stay leased to `token` until the lease ends, then any worker takes them (nothing lost).
-        def work(cur: Any, retry: bool) -> list[Claim]:
-            self._register(cur, now)
-            self._reap_gone(cur, now)
-            probes: list[Any] = []
-            if ids is None:
-                # An open endpoint's one probe first (its breaker, store/breaker.py).
-                probes = endpoint_state.take_probes(cur, bind, queue.CLAIM_PROBE)
-            cur.execute(
-                queue.CLAIM_DUE if ids is None else queue.CLAIM_IDS,
-                {**bind, "limit": bind["limit"] - len(probes)},
-            )
-            taken = claims(token, [*probes, *cur.fetchall()])
-            probed = {row[0] for row in probes}
-            for c in taken:
-                c.probe = c.id in probed
-            return taken
-
+        work = functools.partial(
+            queue.claim,
+            bind=bind,
+            token=token,
+            now=now,
+            by_ids=ids is not None,
+            register=self._register,
+            reap=self._reap_gone,
+        )
         taken = self._run(work)
         self._registered = True
         self._leased.update(c.id for c in taken)
@@ -398,11 +334,7 @@ class PostgresStore:
         """
         follow_ups = follow_ups or {}
         endpoint_notices = endpoint_notices or {}
-        for r in results:
-            if r.status not in STATUSES:
-                raise ValueError(f"unknown delivery status {r.status!r}")
-            if r.status == "pending" and r.next_attempt_at is None:
-                raise ValueError(f"delivery {r.delivery_id} stays pending but has no next attempt")
+        queue.check_results(results)
         if not results:
             return [], set()
         lease_until = now + lease_seconds if claim_token is not None else None
@@ -410,85 +342,19 @@ class PostgresStore:
         holder = self._holder.key
         columns = result_columns(results)
 
-        def work(cur: Any, retry: bool) -> tuple[list[bool], set[str]]:
-            ids = sorted(set(columns["id"]))
-            # Locked in id order (no deadlocks between batches): attempt numbers stay unique.
-            cur.execute(
-                "SELECT id FROM deliveries WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-                (ids,),
-            )
-            logged: dict[tuple[str, str, float], bool] = {}
-            if retry:  # this batch may have committed before the connection went
-                cur.execute(
-                    "SELECT delivery_id, token, started_at, applied FROM attempts "
-                    "WHERE delivery_id = ANY(%s) AND token = ANY(%s)",
-                    (ids, sorted(set(columns["token"]))),
-                )
-                logged = {(i, t, s): a for i, t, s, a in cur.fetchall()}
-            keys = list(zip(columns["id"], columns["token"], columns["started_at"], strict=True))
-            todo = [k for k, key in enumerate(keys) if key not in logged]
-            batch = {name: [values[k] for k in todo] for name, values in columns.items()}
-            batch["applied"] = [False] * len(todo)
-            applied = [logged.get(key, False) for key in keys]
-            if todo:
-                cur.execute(queue.APPLY_RESULTS, {**batch, "now": now})
-                for (n,) in cur.fetchall():
-                    applied[todo[n - 1]] = True
-                    batch["applied"][n - 1] = True
-                cur.execute(queue.INSERT_ATTEMPTS, batch)
-                # A finished ordered delivery lets the next of its key go (ordering.py).
-                ordering.unpark_next(
-                    cur,
-                    [
-                        delivery_id
-                        for delivery_id, status, ok in zip(
-                            batch["id"], batch["status"], batch["applied"], strict=True
-                        )
-                        if ok and status != "pending"
-                    ],
-                )
-            inserted: set[str] = set()
-
-            def disable(endpoint: str) -> bool:
-                # Called once, in the transaction that auto-pauses the endpoint: its notice.
-                if endpoint not in endpoint_notices:
-                    return False
-                notice = endpoint_notices[endpoint]
-                if notice is not None:
-                    if claim_token is not None:
-                        self._register(cur, now)
-                    row = delivery_params(notice, now, claim_token, lease_until, shared, holder)
-                    cur.execute(INSERT_DELIVERY, row)
-                    if cur.fetchone() is not None:
-                        inserted.add(notice.id)
-                return True
-
-            # Only the outcomes this try records: a retried batch's earlier try counted its own.
-            endpoint_state.record_outcomes(
-                cur, [results[k] for k in todo], now=now, disable=disable
-            )
-            wanted = [
-                follow_ups[r.delivery_id]
-                for r, ok in zip(results, applied, strict=True)
-                if ok and r.delivery_id in follow_ups
-            ]
-            if wanted:
-                if claim_token is not None:
-                    self._register(cur, now)
-                cur.executemany(
-                    INSERT_DELIVERY,
-                    [
-                        delivery_params(f, now, claim_token, lease_until, shared, holder)
-                        for f in wanted
-                    ],
-                )
-                # Present under its own id: inserted now, or by this batch before a reconnect.
-                cur.execute(
-                    "SELECT id FROM deliveries WHERE id = ANY(%s)", ([f.id for f in wanted],)
-                )
-                inserted |= {row[0] for row in cur.fetchall()}
-            return applied, inserted
-
+        work = functools.partial(
+            queue.complete,
+            results=results,
+            columns=columns,
+            now=now,
+            follow_ups=follow_ups,
+            endpoint_notices=endpoint_notices,
+            claim_token=claim_token,
+            lease_until=lease_until,
+            shared=shared,
+            holder=holder,
+            register=self._register,
+        )
         applied, inserted = self._run(work)
         self._leased.difference_update(r.delivery_id for r in results)
         if claim_token is not None and inserted:
@@ -500,17 +366,7 @@ class PostgresStore:
         """Push out the lease on deliveries `token` still holds; returns those ids."""
         if not ids:
             return []
-
-        def work(cur: Any, retry: bool) -> list[str]:
-            cur.execute(
-                "UPDATE deliveries SET lease_expires_at = %s "
-                "WHERE id = ANY(%s) AND lease_token = %s RETURNING id",
-                (until, sorted(ids), token),
-            )
-            held = {row[0] for row in cur.fetchall()}
-            return [i for i in ids if i in held]
-
-        held = self._run(work)
+        held = self._run(functools.partial(queue.extend_lease, ids=ids, token=token, until=until))
         self._leased.difference_update(set(ids) - set(held))
         return held
 
@@ -519,33 +375,13 @@ class PostgresStore:
         (not before `until`, if given: postponed without spending an attempt)."""
         if not ids:
             return 0
-
-        def work(cur: Any, retry: bool) -> int:
-            cur.execute(
-                "UPDATE deliveries SET lease_token = NULL, lease_expires_at = NULL, "
-                "next_attempt_at = GREATEST(next_attempt_at, COALESCE(%s, next_attempt_at)) "
-                "WHERE id = ANY(%s) AND lease_token = %s",
-                (until, sorted(ids), token),
-            )
-            count = int(cur.rowcount)
-            endpoint_state.drop_probes(cur, ids, token=token)
-            if count:
-                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-            return count
-
-        released = self._run(work)
+        released = self._run(functools.partial(queue.release, ids=ids, token=token, until=until))
         self._leased.difference_update(ids)
         return released
 
     def due_count(self, now: float) -> int:
         """How many deliveries a claim at `now` could take."""
-
-        def work(cur: Any, retry: bool) -> int:
-            self._reap_gone(cur, now)  # so a cron retry-loop does not say "nothing due"
-            cur.execute(queue.DUE_COUNT, {"now": now, "due": now})
-            return int(cur.fetchone()[0])
-
-        return self._run(work)
+        return self._run(functools.partial(queue.due_count, now=now, reap=self._reap_gone))
 
     def wait_for_work(self, timeout: float) -> bool:
         """Block until deliveries may have become due (a NOTIFY on CHANNEL) or `timeout` passes
@@ -589,36 +425,13 @@ class PostgresStore:
 
     def queue_levels(self, now: float) -> QueueLevels:
         """Pending (the status index), due now, and the oldest due time (the due index)."""
-
-        def work(cur: Any, retry: bool) -> QueueLevels:
-            self._reap_gone(cur, now)
-            cur.execute(queue.DUE_COUNT, {"now": now, "due": now})
-            (due,) = cur.fetchone()
-            cur.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'")
-            (pending,) = cur.fetchone()
-            cur.execute(
-                "SELECT next_attempt_at FROM deliveries WHERE next_attempt_at <= %(now)s "
-                "AND status = 'pending' ORDER BY next_attempt_at LIMIT 1",
-                {"now": now},
-            )
-            first = cur.fetchone()
-            return QueueLevels(pending=int(pending), due=int(due), oldest_due_at=first and first[0])
-
-        return self._run(work)
+        return self._run(functools.partial(queue.levels, now=now, reap=self._reap_gone))
 
     def rule_counts(self) -> dict[str, dict[str, int]]:
         """Deliveries in the store by rule and status (one GROUP BY)."""
+        return self._run(queue.rule_counts)
 
-        def work(cur: Any, retry: bool) -> dict[str, dict[str, int]]:
-            cur.execute("SELECT rule, status, count(*) FROM deliveries GROUP BY rule, status")
-            counts: dict[str, dict[str, int]] = {}
-            for rule, status, count in cur.fetchall():
-                counts.setdefault(rule, dict.fromkeys(STATUSES, 0))[status] = int(count)
-            return counts
-
-        return self._run(work)
-
-    # --- the log --------------------------------------------------------------------------------
+    # --- the log (in history.py; requeue in queue.py) ---------------------------------------
 
     def query(
         self,
@@ -693,53 +506,25 @@ class PostgresStore:
         an unrendered one is requeued only with its request rendered anew in `rendered`.
         """
         rendered = rendered or {}
-
-        def work(cur: Any, retry: bool) -> list[str]:
-            selected = history.select_ids(cur, ids=ids, status=status, rule=rule, since=since)
-            bare = {row.id for row in history.unrendered(cur, selected)}
-            shared: dict[int, str | None] = {}
-            renewed = [
-                request_params(rendered[i], i, shared)
-                for i in selected
-                if i in bare and i in rendered
-            ]
-            if renewed:
-                cur.executemany(REPLACE_REQUEST, renewed)
-                # Rendered anew with a key it lacked: it takes the next place of that key.
-                ordering.place(
-                    cur,
-                    ordering.keyed(
-                        (i, rendered[i]) for i in selected if i in bare and i in rendered
-                    ),
-                    now=now,
-                    leased=False,
-                )
-            selected = [i for i in selected if i not in bare or i in rendered]
-            if selected:
-                cur.execute(queue.REQUEUE, {"ids": selected, "now": now})
-                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-            return selected
-
-        return self._run(work)
+        return self._run(
+            functools.partial(
+                queue.requeue,
+                ids=ids,
+                status=status,
+                rule=rule,
+                since=since,
+                now=now,
+                rendered=rendered,
+            )
+        )
 
     def purge(self, *, older_than: float) -> int:
         """Delete finished deliveries last updated before `older_than`, with their attempts."""
         deleted = 0
         while True:
-
-            def work(cur: Any, retry: bool) -> int:
-                cur.execute(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-                    "WHERE status IN ('succeeded', 'failed') AND updated_at < %s LIMIT %s "
-                    "FOR UPDATE SKIP LOCKED) RETURNING id",
-                    (older_than, _PURGE_CHUNK),
-                )
-                ids = [row[0] for row in cur.fetchall()]
-                # Their attempts in the same transaction (there is no cascading foreign key).
-                cur.execute("DELETE FROM attempts WHERE delivery_id = ANY(%s)", (ids,))
-                return len(ids)
-
-            count = self._run(work)
+            count = self._run(
+                functools.partial(history.purge_finished, older_than=older_than, limit=_PURGE_CHUNK)
+            )
             deleted += count
             if count < _PURGE_CHUNK:
                 return deleted
