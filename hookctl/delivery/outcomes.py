@@ -54,7 +54,7 @@ class Outcomes(Leases):
     _turns: ordering.Turns | None
     _health: Health
 
-    if TYPE_CHECKING:  # the pipeline's own (pipeline.py)
+    if TYPE_CHECKING:  # further down the chain (attempts.py; _store is pipeline.py's)
 
         def _store(
             self, method: Callable[..., R], /, *args: object, **kwargs: object
