@@ -1,6 +1,6 @@
 """The queue's SQL on SQLite: expiring a dead holder's leases, finding dedupe keys taken.
 
-Moved out of store.py, which runs these inside its transactions (`SQLiteStore._write`).
+Used by store_queue.py and store.py, which run these inside `SQLiteStore._write` transactions.
 """
 
 from __future__ import annotations
