@@ -19,14 +19,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from hookctl.devserver import verify as verify_standard_webhooks
 from hookctl.errors import UsageError
 from hookctl.render import signing
-
-if TYPE_CHECKING:
-    from hookctl.serve.sources import SourcesFile
 
 TOLERANCE = (
     300.0  # seconds a signature timestamp may be off, as the Standard Webhooks libraries allow
@@ -315,8 +312,32 @@ def _read(environ: Mapping[str, str], kind: str, name: str, where: str | None) -
     return value.strip()
 
 
+class Sources(Protocol):
+    """What the gate needs of a sources file (sources.SourcesFile; read there, not here, so
+    this module, which sources.py builds on, does not import it back)."""
+
+    @property
+    def sources(self) -> Sequence[ListedSource]: ...
+
+    @property
+    def refuse_unlisted(self) -> bool: ...
+
+
+class ListedSource(Protocol):
+    """One listed source as the gate needs it (sources.Source)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def names(self) -> SecretNames: ...
+
+
 def gate_from_env(
-    names: SecretNames, environ: Mapping[str, str], sources: SourcesFile | None = None
+    names: SecretNames, environ: Mapping[str, str], sources: Sources | None = None
 ) -> Gate:
     """The Gate the names (and the sources file, if any) describe; a UsageError naming the
     option, or the source and its key, when a variable is unset or bad."""
